@@ -1,0 +1,63 @@
+"""Names of the two on-disk contracts: ``ncprobe-activations/1`` and ``ncprobe-metrics/1``.
+
+Every group, dim, variable and attribute name used by more than one stage lives here, so the
+writer (``extract/``), the readers (``analyze/``, ``plots/``) and the docs cannot drift apart.
+See ``docs/store.md`` and ``docs/metrics.md`` for their meaning.
+"""
+
+ACTIVATIONS_SCHEMA = "ncprobe-activations/1"
+METRICS_SCHEMA = "ncprobe-metrics/1"
+
+# dims
+SAMPLE = "sample"
+FEATURE = "feature"
+FEATURE2 = "feature2"
+CHECKPOINT = "checkpoint"
+CONDITION = "condition"
+CLASS = "class"
+LABEL = "label"
+VERTEX = "vertex"
+SPLIT = "split"
+LAYER = "layer"
+GROUPING = "grouping"
+
+# activation store
+LAYERS_GROUP = "layers"
+OUTPUTS_GROUP = "outputs"
+CLASSIFIER_GROUP = "classifier"
+FEATURES = "features"
+LOGITS = "logits"
+PRED = "pred"
+TARGET = "target"
+PERTURBATION_NORM = "perturbation_norm"
+WEIGHT = "weight"
+BIAS = "bias"
+CLEAN = "clean"
+LAYER_ATTRS = ("layer", "depth", "module", "original_shape", "reduction")
+ROOT_ATTRS = ("schema", "n_classes", "class_names", "dataset", "model", "layers", "conditions",
+              "command", "created", "versions", "complete")
+
+# metrics store
+SUMMARY_GROUP = "summary"
+PER_CLASS_GROUP = "per_class"
+TRANSITIONS_GROUP = "transitions"
+METRIC_LAYERS_GROUP = "layers"
+GROUPINGS = ("label", "pred", "target")
+DEPTH = "depth"
+
+#: summary scalars per grouping, then those that do not depend on the grouping
+GROUPED_METRICS = ("nc1", "nc1_trace", "cdnv", "rank_b", "cond_b", "equinorm", "equiangular",
+                   "max_angle", "etf_distance", "nc4", "ncc_acc_self")
+UNGROUPED_METRICS = ("nc1_shuffled", "ncc_acc", "net_acc", "leap_rate", "align_angle",
+                     "equinorm_w", "equiangular_w", "max_angle_w", "etf_distance_w", "nc3")
+PER_CLASS_VARS = ("count", "mean_norm", "within_var", "align_angle", "ncc_recall")
+
+
+def features_path(split: str, layer: str) -> str:
+    """Group path of one layer's features in an activation store."""
+    return f"{split}/{LAYERS_GROUP}/{layer}"
+
+
+def outputs_path(split: str) -> str:
+    """Group path of the network outputs of one split."""
+    return f"{split}/{OUTPUTS_GROUP}"

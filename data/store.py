@@ -1,0 +1,197 @@
+"""Open and validate ncprobe stores lazily, with errors a user can act on.
+
+A store is a zarr (format 3) directory or fsspec URL holding an ``xarray.DataTree``. Complete
+stores carry consolidated metadata, so plain ``xarray.open_datatree(path, engine="zarr")`` opens
+them without warnings; stores still being written do not, and are opened unconsolidated here.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import xarray as xr
+import zarr
+
+from . import schema as S
+
+
+class StoreError(ValueError):
+    """A store cannot be used as asked; the message says what is wrong and what was expected."""
+
+
+class SchemaError(StoreError):
+    """The store's ``schema`` attribute is missing or not one this version understands."""
+
+
+class IncompleteStoreError(StoreError):
+    """The store is still being written (or was interrupted); the message lists what is missing."""
+
+
+class NotInStoreError(StoreError, KeyError):
+    """A split, layer or condition does not exist; the message lists those that do."""
+
+    def __str__(self):  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+def _open_group(path, mode="r"):
+    try:
+        return zarr.open_group(path, mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as e:
+        raise StoreError(f"no zarr store at {str(path)!r} ({type(e).__name__}); expected a "
+                         "directory written by nc-extract or nc-analyze") from None
+
+
+def root_attrs(path) -> dict:
+    """The root attributes of the store at ``path`` (no arrays are read)."""
+    return dict(_open_group(path).attrs)
+
+
+def check_schema(attrs: dict, expected: str, path) -> None:
+    got = attrs.get("schema")
+    if got != expected:
+        family = expected.rsplit("/", 1)[0]
+        hint = (" (written by a newer ncprobe? upgrade)"
+                if isinstance(got, str) and got.startswith(family) else "")
+        raise SchemaError(f"store {str(path)!r} has schema {got!r}{hint}; expected {expected!r}")
+
+
+def missing_chunks(path) -> list[str]:
+    """``"<array path>: k of n chunks"`` for every array of the store not fully written."""
+    out = []
+
+    def walk(group, prefix):
+        for name, member in group.members():
+            full = f"{prefix}{name}"
+            if isinstance(member, zarr.Array):
+                done = member.nchunks_initialized
+                if done < member.nchunks:
+                    out.append(f"{full}: {done} of {member.nchunks} chunks")
+            else:
+                walk(member, full + "/")
+
+    walk(zarr.open_group(path, mode="r", use_consolidated=False), "")
+    return out
+
+
+def _missing_groups(path, attrs) -> list[str]:
+    group = zarr.open_group(path, mode="r", use_consolidated=False)
+    expected = [S.features_path(s, layer) for s in attrs.get("dataset", {}).get("splits", [])
+                for layer in attrs.get("layers", [])]
+    missing = []
+    for p in expected:
+        try:
+            group[p]
+        except KeyError:
+            missing.append(p)
+    return missing
+
+
+def open_tree(path, expected_schema: str, allow_partial: bool = False) -> xr.DataTree:
+    """Open a store lazily (dask arrays chunked as stored) after checking schema and completeness.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Store directory or fsspec URL.
+    expected_schema : str
+        :data:`schema.ACTIVATIONS_SCHEMA` or :data:`schema.METRICS_SCHEMA`.
+    allow_partial : bool
+        Open a store whose ``complete`` attribute is false; otherwise raise
+        :class:`IncompleteStoreError` naming the groups and arrays that are missing.
+    """
+    attrs = root_attrs(path)
+    check_schema(attrs, expected_schema, path)
+    complete = bool(attrs.get("complete", False))
+    if not complete and not allow_partial:
+        missing = _missing_groups(path, attrs) + missing_chunks(path)
+        what = "; ".join(missing[:8]) + (f"; and {len(missing) - 8} more" if len(missing) > 8
+                                         else "")
+        raise IncompleteStoreError(
+            f"store {str(path)!r} is incomplete (interrupted or still being written); missing: "
+            f"{what or 'the final verification'}; rerun the command to finish it, or pass "
+            "--allow-partial to use what is there")
+    # A complete store has consolidated metadata; a partial one must not trust a stale copy.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
+        return xr.open_datatree(path, engine="zarr", chunks={},
+                                consolidated=True if complete else False)
+
+
+def open_activations(path, allow_partial: bool = False) -> xr.DataTree:
+    """Open an activation store (``ncprobe-activations/1``) lazily and validate its layout."""
+    tree = open_tree(path, S.ACTIVATIONS_SCHEMA, allow_partial)
+    validate_activations(tree, allow_partial=allow_partial)
+    return tree
+
+
+def open_metrics(path) -> xr.DataTree:
+    """Open a metrics store (``ncprobe-metrics/1``) lazily and check its groups."""
+    tree = open_tree(path, S.METRICS_SCHEMA)
+    for g in (S.SUMMARY_GROUP, S.PER_CLASS_GROUP, S.TRANSITIONS_GROUP):
+        if g not in tree.children:
+            raise StoreError(f"metrics store lacks group /{g}; expected /summary, /per_class, "
+                             "/transitions")
+    return tree
+
+
+def splits(tree: xr.DataTree) -> list[str]:
+    """Names of the dataset splits present in an activation store."""
+    return [k for k, v in tree.children.items() if S.LAYERS_GROUP in v.children]
+
+
+def layers(tree: xr.DataTree) -> list[str]:
+    """Layer names in depth order, as the root attribute ``layers`` lists them."""
+    return list(tree.attrs.get("layers", []))
+
+
+def _choose(kind, name, available, where):
+    if name not in available:
+        raise NotInStoreError(f"{kind} {name!r} not in {where}; available: "
+                              f"{', '.join(map(str, available)) or 'none'}")
+
+
+def layer_dataset(tree: xr.DataTree, split: str, layer: str) -> xr.Dataset:
+    """The ``features`` Dataset of one split and layer, with one-line errors for bad names."""
+    _choose("split", split, splits(tree), "store")
+    present = list(tree[split][S.LAYERS_GROUP].children)
+    _choose("layer", layer, present, f"split {split!r}")
+    return tree[S.features_path(split, layer)].to_dataset()
+
+
+def outputs_dataset(tree: xr.DataTree, split: str) -> xr.Dataset:
+    _choose("split", split, splits(tree), "store")
+    return tree[S.outputs_path(split)].to_dataset()
+
+
+def select_conditions(ds: xr.Dataset, conditions) -> xr.Dataset:
+    """``ds`` restricted to ``conditions``; an unknown name gets a one-line error."""
+    available = [str(c) for c in ds[S.CONDITION].values]
+    for c in conditions:
+        _choose("condition", c, available, "store")
+    return ds.sel({S.CONDITION: list(conditions)})
+
+
+def validate_activations(tree: xr.DataTree, allow_partial: bool = False) -> None:
+    """Check the layout of STORE.md: groups, dims and attributes; raise :class:`StoreError`."""
+    attrs = tree.attrs
+    for key in ("n_classes", "layers", "dataset"):
+        if key not in attrs:
+            raise StoreError(f"activation store lacks root attribute {key!r}; expected "
+                             f"{', '.join(S.ROOT_ATTRS)}")
+    found = splits(tree)
+    if not found and not allow_partial:
+        raise StoreError("activation store has no split groups (/<split>/layers/<layer>)")
+    dims = (S.CHECKPOINT, S.CONDITION, S.SAMPLE, S.FEATURE)
+    for split in found:
+        for layer, node in tree[split][S.LAYERS_GROUP].children.items():
+            if S.FEATURES not in node.data_vars:
+                raise StoreError(f"{S.features_path(split, layer)} lacks variable 'features'")
+            got = node[S.FEATURES].dims
+            if got != dims:
+                raise StoreError(f"{S.features_path(split, layer)}/features has dims {got}; "
+                                 f"expected {dims}")
+            if S.LABEL not in node.coords:
+                raise StoreError(f"{S.features_path(split, layer)} lacks coordinate 'label'")
+        if S.OUTPUTS_GROUP not in tree[split].children and not allow_partial:
+            raise StoreError(f"activation store lacks group /{S.outputs_path(split)}")

@@ -1,0 +1,388 @@
+"""Write an activation store (``ncprobe-activations/1``) chunk by chunk, resumably.
+
+The writer is numpy-only so that the analysis stage can build test and benchmark stores without
+torch; ``extract/`` drives it from a background thread. The unit of work is one *block*: one
+split, checkpoint, condition and sample chunk. A block is written as whole zarr chunks (zarr's
+local store replaces files atomically), so after an interruption a block is either fully
+present or redone, and a rerun writes exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import shutil
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.core.sync import sync
+
+from . import schema as S
+from .store import StoreError, missing_chunks
+
+#: target size of one feature chunk of the widest layer: large enough to compress and read
+#: efficiently, small enough that a block of every layer stays a few tens of MB in host memory
+CHUNK_BYTES = 16 * 2**20
+COMPRESSIONS = ("lz4", "zstd", "none")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One captured layer: its name, depth order, module path, shapes and reduction."""
+
+    name: str
+    depth: int
+    module: str
+    original_shape: tuple
+    reduction: str
+    dim: int
+
+
+def _compressors(name: str):
+    if name not in COMPRESSIONS:
+        raise StoreError(f"unknown compression {name!r}; expected one of {', '.join(COMPRESSIONS)}")
+    if name == "none":
+        return None
+    # lz4 with byte shuffle: fast enough that compression never limits extraction
+    clevel = 1 if name == "lz4" else 3
+    return [zarr.codecs.BloscCodec(cname=name, clevel=clevel, shuffle="shuffle")]
+
+
+def config_fingerprint(config: dict) -> str:
+    """A short stable hash of the resolved configuration that determines a store's content."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str)
+            != json.dumps(new.get(k), sort_keys=True, default=str)]
+
+
+def _lazy(shape, dtype, chunks):
+    return da.zeros(shape, dtype=dtype, chunks=chunks)
+
+
+class ActivationStoreWriter:
+    """Create or resume an activation store and write it block by block.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store directory (``NAME.zarr``).
+    layers : list of LayerSpec
+        Captured layers in depth order.
+    checkpoints : list of int
+        Checkpoint epochs (coordinate ``checkpoint``).
+    conditions : list of dict
+        One dict per condition with at least ``name``; stored in the root attrs.
+    samples : dict of str to (ndarray, ndarray)
+        Per split, the dataset indices (int64) and true labels of the samples to store.
+    n_classes : int
+    config : dict
+        Everything that determines the store's content; a rerun with a different ``config``
+        is refused unless ``overwrite``.
+    attrs : dict
+        Further root attributes (``class_names``, ``dataset``, ``model``, ``command`` ...).
+    dtype : {"float32", "float16"}
+    compression : {"lz4", "zstd", "none"}
+    classifier : tuple of (str, int) or None
+        Name of the layer feeding the final linear map and its input dim.
+    chunk_samples : int or None
+        Samples per chunk; by default sized so the widest layer's chunk is about 16 MiB.
+    """
+
+    def __init__(self, path, *, layers, checkpoints, conditions, samples, n_classes, config,
+                 attrs=None, dtype="float32", compression="lz4", classifier=None,
+                 chunk_samples=None):
+        if dtype not in ("float32", "float16"):
+            raise StoreError(f"unknown feature dtype {dtype!r}; expected float32 or float16")
+        self.path = str(path)
+        self.layers = list(layers)
+        self.checkpoints = [int(c) for c in checkpoints]
+        self.conditions = [dict(c) for c in conditions]
+        self.samples = {s: (np.asarray(i, np.int64), np.asarray(y)) for s, (i, y) in
+                        samples.items()}
+        self.n_classes = int(n_classes)
+        self.dtype = np.dtype(dtype)
+        self.compressors = _compressors(compression)
+        self.classifier = classifier
+        widest = max(spec.dim for spec in self.layers)
+        auto = max(1, CHUNK_BYTES // (widest * self.dtype.itemsize))
+        self.chunk_samples = int(chunk_samples or auto)
+        self.config = dict(config, chunk_samples=self.chunk_samples, dtype=dtype,
+                           compression=compression)
+        self.fingerprint = config_fingerprint(self.config)
+        self.attrs = dict(attrs or {})
+        self._arrays = {}
+
+    # ---------------------------------------------------------------- layout
+    def blocks(self, split: str) -> list[tuple[int, int]]:
+        """(start, stop) sample positions of each chunk of ``split``."""
+        n = len(self.samples[split][0])
+        cs = self.chunk_samples
+        return [(b * cs, min(n, (b + 1) * cs)) for b in range(math.ceil(n / cs))]
+
+    def _coords(self, split):
+        idx, y = self.samples[split]
+        conds = np.array([c["name"] for c in self.conditions], dtype=object)
+        return {S.CHECKPOINT: np.array(self.checkpoints, np.int64), S.CONDITION: conds,
+                S.SAMPLE: idx, S.LABEL: (S.SAMPLE, y.astype(np.int32))}
+
+    def _template(self, split, spec: LayerSpec):
+        k, q, n = len(self.checkpoints), len(self.conditions), len(self.samples[split][0])
+        data = _lazy((k, q, n, spec.dim), self.dtype, (1, 1, self.chunk_samples, spec.dim))
+        ds = xr.Dataset({S.FEATURES: ((S.CHECKPOINT, S.CONDITION, S.SAMPLE, S.FEATURE), data)},
+                        coords=self._coords(split))
+        ds.attrs = {"layer": spec.name, "depth": spec.depth, "module": spec.module,
+                    "original_shape": list(spec.original_shape), "reduction": spec.reduction}
+        return ds
+
+    def _outputs_template(self, split):
+        k, q, n, c = (len(self.checkpoints), len(self.conditions), len(self.samples[split][0]),
+                      self.n_classes)
+        ch = (1, 1, self.chunk_samples)
+        dims = (S.CHECKPOINT, S.CONDITION, S.SAMPLE)
+        return xr.Dataset(
+            {S.LOGITS: (dims + (S.CLASS,), _lazy((k, q, n, c), np.float32, ch + (c,))),
+             S.PRED: (dims, _lazy((k, q, n), np.int32, ch)),
+             S.TARGET: (dims, _lazy((k, q, n), np.int32, ch)),
+             S.PERTURBATION_NORM: (dims, _lazy((k, q, n), np.float32, ch))},
+            coords=self._coords(split))
+
+    def _classifier_template(self):
+        layer, dim = self.classifier
+        k, c = len(self.checkpoints), self.n_classes
+        ds = xr.Dataset(
+            {S.WEIGHT: ((S.CHECKPOINT, S.CLASS, S.FEATURE), _lazy((k, c, dim), np.float32,
+                                                                   (1, c, dim))),
+             S.BIAS: ((S.CHECKPOINT, S.CLASS), _lazy((k, c), np.float32, (1, c)))},
+            coords={S.CHECKPOINT: np.array(self.checkpoints, np.int64)})
+        ds.attrs["layer"] = layer
+        return ds
+
+    def _write_template(self, ds, group):
+        enc = {}
+        for name, var in ds.data_vars.items():
+            enc[name] = {"compressors": self.compressors if name in (S.FEATURES, S.LOGITS)
+                         else _compressors("lz4"),
+                         "chunks": tuple(c[0] for c in var.chunks)}
+            if var.dtype.kind == "f":
+                enc[name]["_FillValue"] = var.dtype.type(np.nan)
+        # every chunk must exist on disk, also one equal to the fill value (a coordinate of
+        # zeros, an all-zero ReLU block): chunk presence is how completeness is verified
+        ds.to_zarr(self.path, group=group, mode="a", compute=False, zarr_format=3,
+                   consolidated=False, encoding=enc)
+        # xarray skips coordinate chunks equal to the fill value (checkpoint 0); every chunk
+        # must exist on disk because chunk presence is how completeness is verified
+        for name, coord in ds.coords.items():
+            self._array(f"{group}/{name}")[...] = coord.values
+
+    # ---------------------------------------------------------------- create / resume
+    def open(self, overwrite: bool = False) -> ActivationStoreWriter:
+        """Create the store, or resume one written by the same configuration.
+
+        An existing store written with another configuration is refused unless ``overwrite``;
+        a directory that is not an ncprobe store is never deleted.
+        """
+        p = Path(self.path)
+        if p.exists():
+            try:
+                old = dict(zarr.open_group(self.path, mode="r").attrs)
+            except Exception:  # noqa: BLE001 - any unreadable content means "not our store"
+                old = None
+            if old is None or old.get("schema") != S.ACTIVATIONS_SCHEMA:
+                if p.is_dir() and not any(p.iterdir()):
+                    old = None
+                else:
+                    raise StoreError(f"{self.path!r} exists and is not an ncprobe activation "
+                                     "store; choose another --out (it is never overwritten)")
+            if old is not None and old.get("fingerprint") != self.fingerprint:
+                if not overwrite:
+                    diff = _differences(old.get("config", {}), self.config)
+                    raise StoreError(
+                        f"store {self.path!r} holds a different run (differs in: "
+                        f"{', '.join(diff) or 'configuration'}); pass --overwrite to replace "
+                        "it or choose another --out")
+                shutil.rmtree(p)
+            elif old is not None and old.get("layout_written"):
+                # same configuration: resume. Rewriting the root metadata drops the consolidated
+                # copy, so no reader trusts stale metadata while blocks are being added.
+                zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
+                    complete=False)
+                return self
+            else:  # our store, interrupted while its layout was being created: start again
+                shutil.rmtree(p)
+        root = dict(self.attrs)
+        root.update(schema=S.ACTIVATIONS_SCHEMA, n_classes=self.n_classes,
+                    layers=[s.name for s in self.layers], conditions=self.conditions,
+                    config=self.config, fingerprint=self.fingerprint, complete=False,
+                    layout_written=False,
+                    layer_specs=[dict(asdict(s), original_shape=list(s.original_shape))
+                                 for s in self.layers])
+        root.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat())
+        root.setdefault("class_names", [str(i) for i in range(self.n_classes)])
+        # the schema goes first so an interrupted creation is recognised as ours and redone
+        zarr.open_group(self.path, mode="w", zarr_format=3).attrs.update(root)
+        for split in self.samples:
+            for spec in self.layers:
+                self._write_template(self._template(split, spec), S.features_path(split, spec.name))
+            self._write_template(self._outputs_template(split), S.outputs_path(split))
+        if self.classifier is not None:
+            self._write_template(self._classifier_template(), S.CLASSIFIER_GROUP)
+        zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
+            layout_written=True)
+        return self
+        zarr.open_group(self.path, mode="w", zarr_format=3)
+        for split in self.samples:
+            for spec in self.layers:
+                self._write_template(self._template(split, spec), S.features_path(split, spec.name))
+            self._write_template(self._outputs_template(split), S.outputs_path(split))
+        if self.classifier is not None:
+            self._write_template(self._classifier_template(), S.CLASSIFIER_GROUP)
+        root = dict(self.attrs)
+        root.update(schema=S.ACTIVATIONS_SCHEMA, n_classes=self.n_classes,
+                    layers=[s.name for s in self.layers], conditions=self.conditions,
+                    config=self.config, fingerprint=self.fingerprint, complete=False,
+                    layer_specs=[dict(asdict(s), original_shape=list(s.original_shape))
+                                 for s in self.layers])
+        root.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat())
+        root.setdefault("class_names", [str(i) for i in range(self.n_classes)])
+        zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(root)
+        return self
+
+    # ---------------------------------------------------------------- blocks
+    def _array(self, path):
+        if path not in self._arrays:
+            g = zarr.open_group(self.path, mode="r+", use_consolidated=False)
+            self._arrays[path] = g[path].with_config({"write_empty_chunks": True})
+        return self._arrays[path]
+
+    def _block_arrays(self, split):
+        return ([f"{S.features_path(split, s.name)}/{S.FEATURES}" for s in self.layers]
+                + [f"{S.outputs_path(split)}/{v}" for v in
+                   (S.LOGITS, S.PRED, S.TARGET, S.PERTURBATION_NORM)])
+
+    def _chunk_exists(self, array, coords) -> bool:
+        key = f"{array.store_path.path}/{array.metadata.encode_chunk_key(coords)}"
+        return sync(array.store_path.store.exists(key))
+
+    def block_done(self, split: str, checkpoint: int, condition: int, block: int) -> bool:
+        """True when every chunk of the block (all layers and outputs) is on disk."""
+        for path in self._block_arrays(split):
+            a = self._array(path)
+            coords = (checkpoint, condition, block) + (0,) * (a.ndim - 3)
+            if not self._chunk_exists(a, coords):
+                return False
+        return True
+
+    def write_block(self, split, checkpoint, condition, block, features, logits, pred, target,
+                    perturbation_norm):
+        """Write one block: ``features`` maps layer name to (n, D); outputs are per sample."""
+        start, stop = self.blocks(split)[block]
+        n = stop - start
+        for spec in self.layers:
+            f = np.asarray(features[spec.name])
+            if f.shape != (n, spec.dim):
+                raise StoreError(f"layer {spec.name!r}: block has shape {f.shape}, expected "
+                                 f"({n}, {spec.dim})")
+        out = S.outputs_path(split)
+        self._array(f"{out}/{S.LOGITS}")[checkpoint, condition, start:stop] = np.asarray(
+            logits, np.float32)
+        self._array(f"{out}/{S.PRED}")[checkpoint, condition, start:stop] = np.asarray(
+            pred, np.int32)
+        self._array(f"{out}/{S.TARGET}")[checkpoint, condition, start:stop] = np.asarray(
+            target, np.int32)
+        self._array(f"{out}/{S.PERTURBATION_NORM}")[checkpoint, condition, start:stop] = \
+            np.asarray(perturbation_norm, np.float32)
+        for spec in self.layers:
+            path = f"{S.features_path(split, spec.name)}/{S.FEATURES}"
+            self._array(path)[checkpoint, condition, start:stop] = np.asarray(
+                features[spec.name], self.dtype)
+
+    def write_classifier(self, checkpoint: int, weight, bias) -> None:
+        """Weights (class, feature) and bias (class,) of the final linear map at a checkpoint."""
+        self._array(f"{S.CLASSIFIER_GROUP}/{S.WEIGHT}")[checkpoint] = np.asarray(weight,
+                                                                                 np.float32)
+        self._array(f"{S.CLASSIFIER_GROUP}/{S.BIAS}")[checkpoint] = np.asarray(bias, np.float32)
+
+    def finalize(self, **extra_attrs) -> None:
+        """Verify every chunk is on disk, then mark the store complete and consolidate."""
+        missing = missing_chunks(self.path)
+        if missing:
+            raise StoreError(f"store {self.path!r} cannot be marked complete; missing: "
+                             f"{'; '.join(missing[:5])}")
+        group = zarr.open_group(self.path, mode="r+", use_consolidated=False)
+        group.attrs.update(dict(extra_attrs, complete=True))
+        consolidate(self.path)
+
+
+def consolidate(path) -> None:
+    """Consolidate metadata so plain xarray opens the store fast and without a warning.
+
+    zarr warns that consolidated metadata is not yet part of the format-3 specification; we use
+    it deliberately (xarray reads it) and so silence that one warning here, where we write.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(path)
+
+
+def write_activation_store(path, features, labels, *, n_classes, conditions=("clean",),
+                           checkpoints=(0,), outputs=None, classifier=None, dtype="float32",
+                           chunk_samples=None, sample_index=None, attrs=None):
+    """Write a complete store from in-memory arrays (tests, benchmarks, imported features).
+
+    Parameters
+    ----------
+    features : dict of split to dict of layer to ndarray (checkpoint, condition, sample, feature)
+    labels : dict of split to ndarray (sample,)
+    outputs : dict of split to dict with ``logits`` (checkpoint, condition, sample, class) and
+        optionally ``pred`` and ``target``; by default logits are zeros and pred = label.
+    classifier : tuple (layer, weight (checkpoint, class, feature), bias (checkpoint, class))
+    """
+    splits = list(features)
+    layer_names = list(features[splits[0]])
+    specs = [LayerSpec(name, d, name, (features[splits[0]][name].shape[-1],), "flatten",
+                       features[splits[0]][name].shape[-1]) for d, name in enumerate(layer_names)]
+    conds = [c if isinstance(c, dict) else {"name": c} for c in conditions]
+    samples = {s: ((sample_index or {}).get(s, np.arange(len(labels[s]))), labels[s])
+               for s in splits}
+    w = ActivationStoreWriter(
+        path, layers=specs, checkpoints=checkpoints, conditions=conds, samples=samples,
+        n_classes=n_classes, config={"source": "write_activation_store"},
+        attrs=dict({"dataset": {"name": "arrays", "splits": splits}, "model": {}},
+                   **(attrs or {})),
+        dtype=dtype, chunk_samples=chunk_samples,
+        classifier=None if classifier is None else (classifier[0], classifier[1].shape[-1]))
+    w.open(overwrite=True)
+    for s in splits:
+        y = np.asarray(labels[s])
+        out = (outputs or {}).get(s, {})
+        for k in range(len(w.checkpoints)):
+            for q in range(len(conds)):
+                for b, (lo, hi) in enumerate(w.blocks(s)):
+                    logits = out.get("logits")
+                    logits = (np.zeros((hi - lo, n_classes)) if logits is None
+                              else logits[k, q, lo:hi])
+                    pred = out.get("pred")
+                    pred = (logits.argmax(-1) if out.get("logits") is not None else y[lo:hi]) \
+                        if pred is None else pred[k, q, lo:hi]
+                    target = out.get("target")
+                    target = np.full(hi - lo, -1) if target is None else target[k, q, lo:hi]
+                    w.write_block(s, k, q, b, {n: features[s][n][k, q, lo:hi]
+                                               for n in layer_names},
+                                  logits, pred, target, np.zeros(hi - lo))
+    if classifier is not None:
+        for k in range(len(w.checkpoints)):
+            w.write_classifier(k, classifier[1][k], classifier[2][k])
+    w.finalize()
+    return w
