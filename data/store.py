@@ -136,8 +136,10 @@ def open_metrics(path) -> xr.DataTree:
 
 
 def splits(tree: xr.DataTree) -> list[str]:
-    """Names of the dataset splits present in an activation store."""
-    return [k for k, v in tree.children.items() if S.LAYERS_GROUP in v.children]
+    """Names of the dataset splits present in an activation store, in the dataset's order."""
+    present = [k for k, v in tree.children.items() if S.LAYERS_GROUP in v.children]
+    order = list(tree.attrs.get("dataset", {}).get("splits", []))
+    return sorted(present, key=lambda s: (order.index(s) if s in order else len(order), s))
 
 
 def layers(tree: xr.DataTree) -> list[str]:

@@ -228,7 +228,7 @@ class ActivationStoreWriter:
                     layout_written=False,
                     layer_specs=[dict(asdict(s), original_shape=list(s.original_shape))
                                  for s in self.layers])
-        root.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat())
+        root.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat())
         root.setdefault("class_names", [str(i) for i in range(self.n_classes)])
         # the schema goes first so an interrupted creation is recognised as ours and redone
         zarr.open_group(self.path, mode="w", zarr_format=3).attrs.update(root)
@@ -240,23 +240,6 @@ class ActivationStoreWriter:
             self._write_template(self._classifier_template(), S.CLASSIFIER_GROUP)
         zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
             layout_written=True)
-        return self
-        zarr.open_group(self.path, mode="w", zarr_format=3)
-        for split in self.samples:
-            for spec in self.layers:
-                self._write_template(self._template(split, spec), S.features_path(split, spec.name))
-            self._write_template(self._outputs_template(split), S.outputs_path(split))
-        if self.classifier is not None:
-            self._write_template(self._classifier_template(), S.CLASSIFIER_GROUP)
-        root = dict(self.attrs)
-        root.update(schema=S.ACTIVATIONS_SCHEMA, n_classes=self.n_classes,
-                    layers=[s.name for s in self.layers], conditions=self.conditions,
-                    config=self.config, fingerprint=self.fingerprint, complete=False,
-                    layer_specs=[dict(asdict(s), original_shape=list(s.original_shape))
-                                 for s in self.layers])
-        root.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat())
-        root.setdefault("class_names", [str(i) for i in range(self.n_classes)])
-        zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(root)
         return self
 
     # ---------------------------------------------------------------- blocks

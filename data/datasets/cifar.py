@@ -66,7 +66,7 @@ def _binary_batch(path: Path, n_label_bytes: int):
         np.int64)
 
 
-def load_cifar(name: str, root) -> "Dataset":  # noqa: F821
+def load_cifar(name: str, root) -> Dataset:  # noqa: F821
     """Load ``cifar10`` or ``cifar100`` (fine labels) from ``root``; images scaled to [0, 1]."""
     if root is None:
         raise DatasetError(f"{name}: --data-root is required (a folder with the CIFAR batches)")

@@ -24,7 +24,10 @@ def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file of unsigned bytes (magic 0x0000080N, N dims, big-endian sizes)."""
     raw = path.read_bytes()
     if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DatasetError(f"malformed IDX file {str(path)!r}: {e}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DatasetError(f"malformed IDX file {str(path)!r}: bad magic number")
     ndim = raw[3]
@@ -43,7 +46,7 @@ def _locate(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_idx(name: str, root) -> "Dataset":  # noqa: F821
+def load_idx(name: str, root) -> Dataset:  # noqa: F821
     """Load ``mnist`` or ``fashion-mnist`` from a folder of the four standard IDX files."""
     if root is None:
         raise DatasetError(f"{name}: --data-root is required (a folder with the IDX files)")

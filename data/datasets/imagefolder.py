@@ -33,7 +33,7 @@ def _read(path: Path, size: int, crop: int) -> np.ndarray:
         raise DatasetError(f"imagefolder: cannot read image {str(path)!r}: {e}") from None
 
 
-def load_imagefolder(root, size: int = 160, crop: int | None = None) -> "Dataset":  # noqa: F821
+def load_imagefolder(root, size: int = 160, crop: int | None = None) -> Dataset:  # noqa: F821
     """Images under ``root/<split>/<class>/`` (or ``root/<class>/`` as one ``train`` split).
 
     Each image is resized so its shorter side is ``size`` and centre-cropped to ``crop``

@@ -1,0 +1,38 @@
+"""One progress bar across every computation of a run, local or distributed."""
+
+from __future__ import annotations
+
+import dask
+from dask.callbacks import Callback
+from tqdm.auto import tqdm
+
+
+class _TaskCounter(Callback):
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def _start_state(self, dsk, state):
+        self.bar.total = (self.bar.total or 0) + len(state["ready"]) + len(state["waiting"])
+        self.bar.refresh()
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        self.bar.update(1)
+
+
+def make_bar(enabled: bool, desc: str = "nc-analyze"):
+    return tqdm(total=0, desc=desc, unit="task", disable=not enabled, leave=False)
+
+
+def compute_all(collections, bar, client=None):
+    """Compute ``collections`` together (shared reads done once), advancing ``bar``."""
+    if client is None:
+        with _TaskCounter(bar):
+            return list(dask.compute(*collections))
+    from distributed import as_completed
+
+    futures = client.compute(list(collections))
+    bar.total = (bar.total or 0) + len(futures)
+    for _ in as_completed(futures):
+        bar.update(1)
+    return client.gather(futures)

@@ -1,0 +1,112 @@
+"""The DataArray API: closed forms, chunking invariance, laziness, bad input."""
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analyze.geometry import nc2
+from analyze.stats import AnalysisError, class_stats, nc1, ncc_predict, within_stats
+from data.datasets import make_synthetic_arrays, simplex_etf
+from tests import reference as R
+from tests.helpers import raise_if_computed
+
+
+def da_(x, y, chunk=None):
+    h = xr.DataArray(x, dims=("sample", "feature"))
+    g = xr.DataArray(y, dims="sample")
+    if chunk:
+        h, g = h.chunk({"sample": chunk}), g.chunk({"sample": chunk})
+    return h, g
+
+
+def etf_fixture(c=5, d=9, a=3.0, delta=0.5, in_span=True):
+    """Class means on a simplex ETF of norm a; two samples per class at mu_c +- delta u."""
+    v = a * simplex_etf(c, d, seed=1)
+    u = v[0] - v[1] if in_span else np.linalg.svd(v.T)[0][:, -1]
+    u = u / np.linalg.norm(u)
+    x = np.concatenate([v + delta * u, v - delta * u])
+    y = np.concatenate([np.arange(c), np.arange(c)])
+    return x, y
+
+
+def test_etf_closed_form_in_span():
+    c, a, delta = 5, 3.0, 0.5
+    x, y = etf_fixture(c, a=a, delta=delta)
+    # Sigma_W = delta^2 u u^T, Sigma_B has eigenvalue a^2 / (C - 1) on the span of the means
+    expected = delta**2 * (c - 1) / (c * a**2)
+    assert float(nc1(*da_(x, y), c)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_etf_closed_form_orthogonal_noise_is_invisible_to_nc1_not_to_trace():
+    c, a, delta = 5, 3.0, 0.5
+    x, y = etf_fixture(c, a=a, delta=delta, in_span=False)
+    assert abs(float(nc1(*da_(x, y), c))) < 1e-25
+    h, g = da_(x, y)
+    st_ = class_stats(h, g, c)
+    w = within_stats(h, g, st_)
+    tr_w = float(w["within"].sum()) / x.shape[0]
+    assert tr_w / a**2 == pytest.approx(delta**2 / a**2, rel=1e-12)  # Tr Sigma_B = a^2
+
+
+def test_noiseless_collapse():
+    x, y, means = make_synthetic_arrays(6, 10, 20, noise=0.0)
+    h, g = da_(x, y)
+    assert abs(float(nc1(h, g, 6))) < 1e-24
+    st_ = class_stats(h, g, 6)
+    m = st_["mean"].values - st_["global_mean"].values
+    assert nc2(m)["etf_distance"] < 1e-12
+    pred = ncc_predict(h, st_["mean"])
+    assert (pred.values == y).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(chunk=st.integers(1, 130), c=st.integers(2, 6))
+def test_same_results_for_any_chunking(chunk, c):
+    x, y, _ = make_synthetic_arrays(c, 7, 20, noise=1.0, seed=c)
+    ref = float(nc1(*da_(x, y), c))
+    got = float(nc1(*da_(x, y, chunk), c))
+    assert got == pytest.approx(ref, rel=1e-10)
+    mu = class_stats(*da_(x, y), c)["mean"]
+    np.testing.assert_array_equal(ncc_predict(da_(x, y, chunk)[0], mu).values,
+                                  ncc_predict(da_(x, y)[0], mu).values)
+
+
+def test_api_matches_reference_on_dask():
+    x, y, _ = make_synthetic_arrays(4, 12, 30, noise=1.5, seed=3)
+    assert float(nc1(*da_(x, y, 17), 4)) == pytest.approx(R.nc1(x, y, 4), rel=1e-8)
+
+
+def test_public_functions_stay_lazy():
+    x, y, _ = make_synthetic_arrays(3, 5, 10, noise=1.0)
+    h, g = da_(x, y, 7)
+    with raise_if_computed(0):
+        s = class_stats(h, g, 3)
+        w = within_stats(h, g, s)
+        p = ncc_predict(h, xr.DataArray(np.zeros((3, 5)), dims=("class", "feature")))
+        n = nc1(h, g, 3)
+    for obj in (s["mean"], s["count"], w["projected"], p, n):
+        assert isinstance(obj.data, da.Array)
+
+
+def test_grouping_dimension_and_excluded_labels():
+    x, y, _ = make_synthetic_arrays(3, 5, 10, noise=1.0)
+    other = np.where(y == 0, -1, y)  # -1: not in this grouping
+    g = xr.DataArray(np.stack([y, other], 1), dims=("sample", "grouping"),
+                     coords={"grouping": ["label", "other"]})
+    s = class_stats(xr.DataArray(x, dims=("sample", "feature")), g, 3)
+    assert s["count"].sel(grouping="other").values.tolist() == [0, 10, 10]
+    assert np.isnan(s["mean"].sel(grouping="other", **{"class": 0})).all()
+
+
+def test_bad_input_errors():
+    x, y, _ = make_synthetic_arrays(3, 5, 10)
+    h, g = da_(x, y)
+    with pytest.raises(AnalysisError, match="expected exactly"):
+        class_stats(h.expand_dims("condition"), g, 3)
+    with pytest.raises(AnalysisError, match="n_classes is required"):
+        class_stats(h, g, None)
+    with pytest.raises(AnalysisError, match="expected integers"):
+        class_stats(h, g.astype(float), 3)

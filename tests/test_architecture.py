@@ -1,0 +1,37 @@
+"""The dependency rules of ARCHITECTURE.md, enforced."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BLOCK_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch.") or name == "extract" \\
+                or name.startswith("extract."):
+            raise ImportError(f"{name} is forbidden in the analysis stage")
+sys.meta_path.insert(0, Block())
+import data, analyze, plots
+import data.store, data.store_writer, data.datasets
+import analyze.run, analyze.cli, analyze.stats
+import plots.cli
+assert "torch" not in sys.modules
+print("ok")
+"""
+
+
+def test_analysis_stage_imports_without_torch():
+    out = subprocess.run([sys.executable, "-c", BLOCK_TORCH], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_extract_never_imports_analyze_or_plots():
+    for path in (ROOT / "extract").rglob("*.py"):
+        text = path.read_text()
+        for bad in ("import analyze", "from analyze", "import plots", "from plots"):
+            assert bad not in text, f"{path} contains {bad!r}"
