@@ -1,0 +1,10 @@
+"""In-house attacks, one module per concept: PGD (and FGSM as one step of it), noise, targets."""
+
+from .noise import noise
+from .pgd import ce_objective, perturbation_norm, pgd, project, random_start
+from .spec import AttackSpec, AttackSpecError, parse_attack, run_condition
+from .targets import choose_targets
+
+__all__ = ["AttackSpec", "AttackSpecError", "ce_objective", "choose_targets", "noise",
+           "parse_attack", "perturbation_norm", "pgd", "project", "random_start",
+           "run_condition"]

@@ -1,0 +1,110 @@
+"""Projected gradient descent (Madry et al. 2018) in l_inf and l_2, in [0, 1] pixel space.
+
+One PGD serves training (PGD-AT, TRADES) and extraction. The objective is a per-sample loss to
+*maximise*; summing it (rather than averaging) makes each sample's gradient independent of the
+batch it is in, so results do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NORMS = ("linf", "l2")
+
+
+def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project perturbations onto the eps-ball of ``norm``."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    scale = (eps / _flat_norm(delta)).clamp(max=1.0)
+    return delta * scale
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, generator=None) -> torch.Tensor:
+    """A uniform random point of the eps-ball around each sample (before clamping to [0, 1]).
+
+    Drawn on the CPU from ``generator`` so that a seed gives the same start on any device.
+    """
+    shape = x.shape
+    if norm == "linf":
+        delta = (torch.rand(shape, generator=generator) * 2 - 1) * eps
+    else:
+        d = torch.randn(shape, generator=generator)
+        n = x[0].numel()
+        r = torch.rand((shape[0],) + (1,) * (len(shape) - 1), generator=generator) ** (1.0 / n)
+        delta = d / _flat_norm(d) * r * eps
+    return delta.to(x.device, x.dtype)
+
+
+def ce_objective(y: torch.Tensor, targeted: bool = False):
+    """Per-sample objective to maximise: CE to the label, or minus CE to the target."""
+    sign = -1.0 if targeted else 1.0
+
+    def objective(logits):
+        return sign * F.cross_entropy(logits, y, reduction="none")
+
+    return objective
+
+
+def pgd(model, x, objective, *, eps: float, step_size: float, steps: int, norm: str = "linf",
+        start: torch.Tensor | None = None, restarts: int = 1, generator=None):
+    """Maximise ``objective(model(x_adv))`` over the eps-ball of ``norm`` around ``x``.
+
+    Parameters
+    ----------
+    model : callable
+        Maps images in [0, 1] to logits; its train/eval mode is the caller's business.
+    x : Tensor (n, ...)
+        Clean inputs in [0, 1].
+    objective : callable
+        logits (n, C) -> per-sample loss (n,) to maximise.
+    start : Tensor, optional
+        Initial perturbation of the first restart (e.g. shared with an oracle); otherwise a
+        random start from ``generator`` (zero start when ``restarts == 0``).
+    restarts : int
+        Random restarts; per sample the one with the highest final objective is kept.
+
+    Returns
+    -------
+    Tensor like ``x``: adversarial inputs, inside the eps-ball and the [0, 1] box.
+    """
+    best = x.clone()
+    best_val = torch.full((x.shape[0],), -torch.inf, device=x.device)
+    for r in range(max(restarts, 1)):
+        if r == 0 and start is not None:
+            delta = start.to(x.device, x.dtype)
+        elif restarts == 0:
+            delta = torch.zeros_like(x)
+        else:
+            delta = random_start(x, eps, norm, generator)
+        x_adv = (x + delta).clamp(0, 1).detach()
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = objective(model(x_adv)).sum()
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            with torch.no_grad():
+                if norm == "linf":
+                    x_adv = x_adv + step_size * grad.sign()
+                else:
+                    x_adv = x_adv + step_size * grad / _flat_norm(grad)
+                x_adv = (x + project(x_adv - x, eps, norm)).clamp(0, 1)
+            x_adv = x_adv.detach()
+        if max(restarts, 1) == 1:
+            return x_adv
+        with torch.no_grad():
+            val = objective(model(x_adv))
+            better = val > best_val
+            best[better] = x_adv[better]
+            best_val = torch.where(better, val, best_val)
+    return best
+
+
+def perturbation_norm(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Measured ||x_adv - x|| per sample in ``norm`` (l_inf or l_2)."""
+    d = (x_adv - x).flatten(1)
+    return d.abs().amax(dim=1) if norm == "linf" else d.norm(dim=1)

@@ -1,0 +1,279 @@
+"""Training: standard cross-entropy, PGD adversarial training (Madry et al. 2018), TRADES
+(Zhang et al. 2019). Deterministic on the CPU for a seed, resumable from the last epoch."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from data.datasets import load_dataset
+
+from .attacks import ce_objective, pgd
+from .attacks.pgd import NORMS
+from .checkpoints import atomic_save, atomic_write_text, save_checkpoint
+from .models import build_model
+from .runtime import pick_device, set_threads, versions
+
+log = logging.getLogger("ncprobe.train")
+
+MODES = ("standard", "pgd", "trades")
+SCHEDULES = ("piecewise", "multistep", "cosine", "constant")
+
+
+class TrainError(ValueError):
+    """A training configuration or output folder that cannot be used."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; saved as ``run.json``."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    arch: str = "mlp"
+    mode: str = "standard"
+    epochs: int = 120
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "piecewise"
+    milestones: list = field(default_factory=list)
+    eps: float = 8 / 255
+    norm: str = "linf"
+    steps: int = 10
+    step_size: float | None = None
+    beta: float = 6.0
+    seed: int = 0
+    save_epochs: list = field(default_factory=list)
+    robust_eval: bool = False
+    robust_eval_steps: int = 20
+    robust_eval_limit: int | None = 1000
+
+    def validate(self) -> TrainConfig:
+        if self.mode not in MODES:
+            raise TrainError(f"unknown mode {self.mode!r}; expected {', '.join(MODES)}")
+        if self.schedule not in SCHEDULES:
+            raise TrainError(f"unknown schedule {self.schedule!r}; expected "
+                             f"{', '.join(SCHEDULES)}")
+        if self.norm not in NORMS:
+            raise TrainError(f"unknown norm {self.norm!r}; expected {', '.join(NORMS)}")
+        if self.eps < 0:
+            raise TrainError(f"--eps must be >= 0, got {self.eps}")
+        if self.epochs < 1 or self.batch_size < 1 or self.steps < 1:
+            raise TrainError("--epochs, --batch-size and --steps must be >= 1; got "
+                             f"{self.epochs}, {self.batch_size}, {self.steps}")
+        if self.lr <= 0:
+            raise TrainError(f"--lr must be > 0, got {self.lr}")
+        bad = [e for e in self.save_epochs if not 1 <= e <= self.epochs]
+        if bad:
+            raise TrainError(f"--save-epochs {bad} outside the run's 1..{self.epochs}")
+        self.save_epochs = sorted(set(self.save_epochs) | {self.epochs})
+        if self.step_size is None:
+            self.step_size = 2.5 * self.eps / self.steps
+        return self
+
+    def attack_settings(self) -> dict:
+        return {"norm": self.norm, "eps": self.eps, "steps": self.steps,
+                "step_size": self.step_size, "beta": self.beta if self.mode == "trades"
+                else None} if self.mode != "standard" else {}
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Eval mode inside (BatchNorm uses running statistics and is not updated by the attack),
+    the previous mode restored afterwards, also on error. Su et al.'s released TRADES left
+    the model in eval mode for the rest of training; this cannot."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Learning-rate multiplier for 0-based ``epoch``."""
+    if cfg.schedule == "piecewise":  # Su et al.: drops at 25% and 37.5% of training
+        return 0.1 ** ((epoch >= 0.25 * cfg.epochs) + (epoch >= 0.375 * cfg.epochs))
+    if cfg.schedule == "multistep":
+        return 0.1 ** sum(epoch >= m for m in cfg.milestones)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    return 1.0
+
+
+def trades_loss(model, x, y, cfg: TrainConfig, generator):
+    """TRADES: CE(f(x), y) + beta KL(f(x) || f(x')), x' maximising the KL in the eps-ball."""
+    with eval_mode(model):
+        with torch.no_grad():
+            p_clean = F.softmax(model(x), dim=1)
+
+        def kl(logits):
+            return F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="none").sum(1)
+
+        # TRADES starts 0.001 * N(0, 1) from x rather than uniformly in the ball
+        start = 0.001 * torch.randn(x.shape, generator=generator).to(x.device)
+        x_adv = pgd(model, x, kl, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
+                    norm=cfg.norm, start=start)
+    logits = model(x)
+    logits_adv = model(x_adv)
+    robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1),
+                      reduction="batchmean")
+    return F.cross_entropy(logits, y) + cfg.beta * robust, logits
+
+
+def training_loss(model, x, y, cfg: TrainConfig, generator):
+    """The loss of one batch and the logits used for train accuracy; model in train mode."""
+    if cfg.mode == "standard":
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+    if cfg.mode == "pgd":
+        with eval_mode(model):
+            x_adv = pgd(model, x, ce_objective(y), eps=cfg.eps, step_size=cfg.step_size,
+                        steps=cfg.steps, norm=cfg.norm, generator=generator)
+        logits = model(x_adv)
+        return F.cross_entropy(logits, y), logits
+    return trades_loss(model, x, y, cfg, generator)
+
+
+def evaluate(model, x, y, batch_size=1000, attack=None, generator=None) -> float:
+    """Accuracy on (x, y), optionally under ``attack(model, xb, yb, generator)``."""
+    correct = 0
+    with eval_mode(model):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            if attack is not None:
+                xb = attack(model, xb, yb, generator)
+            with torch.no_grad():
+                correct += (model(xb).argmax(1) == yb).sum().item()
+    return correct / len(x)
+
+
+def robust_attack(cfg: TrainConfig):
+    step = 2.5 * cfg.eps / cfg.robust_eval_steps
+
+    def attack(model, x, y, generator):
+        return pgd(model, x, ce_objective(y), eps=cfg.eps, step_size=step,
+                   steps=cfg.robust_eval_steps, norm=cfg.norm, generator=generator)
+
+    return attack
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
+    """Check the output folder; return the training state to resume from, if any."""
+    run_json = out / "run.json"
+    if out.exists() and any(out.iterdir()):
+        if not run_json.is_file():
+            raise TrainError(f"output folder {str(out)!r} is not empty and holds no run.json; "
+                             "choose another --out (it is never overwritten)")
+        old = json.loads(run_json.read_text()).get("config", {})
+        new = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        if overwrite:  # only our own files: anything else in the folder is left alone
+            for p in [run_json, out / "last.pt", out / "log.jsonl",
+                      *(out / "checkpoints").glob("epoch-*")]:
+                p.unlink(missing_ok=True)
+            return None
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise TrainError(f"output folder {str(out)!r} holds a different run (differs in: "
+                             f"{', '.join(diff)}); pass --overwrite or choose another --out")
+        if not resume:
+            raise TrainError(f"output folder {str(out)!r} already holds this run; pass --resume "
+                             "to continue it or --overwrite to start again")
+        last = out / "last.pt"
+        if last.is_file():
+            return torch.load(last, map_location="cpu", weights_only=True)
+    return None
+
+
+def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = False,
+          device: str = "auto", threads: int | None = None, progress: bool = True,
+          command: str = "") -> dict:
+    """Train a model and write checkpoints, ``run.json`` and ``log.jsonl`` under ``out``.
+
+    Returns the last epoch's log record.
+    """
+    cfg.validate()
+    out = Path(out)
+    ds = load_dataset(cfg.dataset, root=cfg.data_root)
+    state = _prepare_out(out, cfg, resume, overwrite)
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, ds.input_shape, ds.n_classes, ds.mean, ds.std).to(dev)
+    n_threads = set_threads(model, dev, threads)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+        log.info("resuming %s after epoch %d", out, start_epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "run.json", json.dumps(
+        {"config": dataclasses.asdict(cfg), "dataset": ds.provenance(), "command": command,
+         "versions": versions(), "threads": n_threads, "device": str(dev)}, indent=2,
+        default=str))
+    xtr = torch.from_numpy(ds.images["train"]).to(dev)
+    ytr = torch.from_numpy(ds.labels["train"]).to(dev)
+    test = "test" if "test" in ds.images else "train"
+    xte = torch.from_numpy(ds.images[test]).to(dev)
+    yte = torch.from_numpy(ds.labels[test]).to(dev)
+    if cfg.robust_eval_limit:
+        xte_r, yte_r = xte[: cfg.robust_eval_limit], yte[: cfg.robust_eval_limit]
+    else:
+        xte_r, yte_r = xte, yte
+    record = {}
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"nc-train {cfg.mode}", disable=not progress,
+               initial=start_epoch, total=cfg.epochs, leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(cfg, epoch)
+        # per-epoch generators: the same batches and attack starts after a resume
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(xtr), generator=gen).to(dev)
+        model.train()
+        tot_loss, tot_correct = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            x, y = xtr[idx], ytr[idx]
+            loss, logits = training_loss(model, x, y, cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += loss.item() * len(idx)
+            tot_correct += (logits.argmax(1) == y).sum().item()
+        ep = epoch + 1
+        record = {"epoch": ep, "loss": tot_loss / len(xtr), "train_acc": tot_correct / len(xtr),
+                  "test_acc": evaluate(model, xte, yte), "lr": opt.param_groups[0]["lr"]}
+        want_robust = cfg.robust_eval and (ep in cfg.save_epochs)
+        if want_robust:
+            record["robust_acc"] = evaluate(model, xte_r, yte_r, attack=robust_attack(cfg),
+                                            generator=torch.Generator().manual_seed(cfg.seed))
+        record["seconds"] = time.perf_counter() - t0
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(loss=f"{record['loss']:.3f}", test=f"{record['test_acc']:.3f}")
+        if ep in cfg.save_epochs:
+            save_checkpoint(model, out / "checkpoints", ep, {
+                "arch": cfg.arch, "dataset": cfg.dataset, "data_root": cfg.data_root,
+                "mode": cfg.mode, "attack": cfg.attack_settings(), "n_classes": ds.n_classes,
+                "input_shape": list(ds.input_shape), "mean": list(ds.mean),
+                "std": list(ds.std), "accuracies": {k: v for k, v in record.items()
+                                                    if k.endswith("acc")}})
+        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": ep},
+                    out / "last.pt")
+    bar.close()
+    return record
