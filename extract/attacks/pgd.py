@@ -63,9 +63,10 @@ def pgd(model, x, objective, *, eps: float, step_size: float, steps: int, norm: 
         Clean inputs in [0, 1].
     objective : callable
         logits (n, C) -> per-sample loss (n,) to maximise.
-    start : Tensor, optional
-        Initial perturbation of the first restart (e.g. shared with an oracle); otherwise a
-        random start from ``generator`` (zero start when ``restarts == 0``).
+    start : Tensor or list of Tensor, optional
+        Initial perturbation of the first restart (or one per restart), e.g. drawn once for a
+        whole block of samples so results do not depend on the batch size, or shared with an
+        oracle; otherwise random starts from ``generator`` (zero start when ``restarts == 0``).
     restarts : int
         Random restarts; per sample the one with the highest final objective is kept.
 
@@ -75,9 +76,10 @@ def pgd(model, x, objective, *, eps: float, step_size: float, steps: int, norm: 
     """
     best = x.clone()
     best_val = torch.full((x.shape[0],), -torch.inf, device=x.device)
+    starts = start if isinstance(start, (list, tuple)) else [start]
     for r in range(max(restarts, 1)):
-        if r == 0 and start is not None:
-            delta = start.to(x.device, x.dtype)
+        if r < len(starts) and starts[r] is not None:
+            delta = starts[r].to(x.device, x.dtype)
         elif restarts == 0:
             delta = torch.zeros_like(x)
         else:

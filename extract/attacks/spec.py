@@ -13,7 +13,7 @@ from fractions import Fraction
 import torch
 
 from .noise import NOISE_KINDS, noise
-from .pgd import NORMS, ce_objective, perturbation_norm, pgd
+from .pgd import NORMS, ce_objective, perturbation_norm, pgd, random_start
 from .targets import TARGET_RULES, choose_targets
 
 KINDS = ("clean", "pgd", "fgsm", "noise")
@@ -133,32 +133,65 @@ def parse_attack(text: str) -> AttackSpec:
                       restarts=restarts, seed=seed, random_start=rs in ("true", "1"))
 
 
-def run_condition(model, x, y, spec: AttackSpec, n_classes: int, generator=None):
+def draw_randomness(spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                    generator: torch.Generator) -> dict:
+    """All random numbers a condition needs for a block of samples, drawn at once on the CPU.
+
+    Drawing per block (not per batch) makes the result independent of the batch size and of
+    where an interrupted run resumes; slice the tensors with :func:`slice_randomness`.
+    """
+    out = {}
+    if spec.attack == "noise":
+        out["noised"] = noise(x, spec.noise_kind, spec.eps, generator)
+    elif spec.attack in ("pgd", "fgsm"):
+        if spec.random_start:
+            out["starts"] = [random_start(x, spec.eps, spec.norm, generator)
+                             for _ in range(max(spec.restarts, 1))]
+        else:
+            out["starts"] = [torch.zeros_like(x)]
+        if spec.target_rule == "random":
+            out["targets"] = choose_targets("random", y, n_classes, generator=generator)
+    return out
+
+
+def slice_randomness(rand: dict, i: int, j: int) -> dict:
+    """The rows i:j of every tensor drawn by :func:`draw_randomness`."""
+    return {k: ([t[i:j] for t in v] if isinstance(v, list) else v[i:j])
+            for k, v in rand.items()}
+
+
+def run_condition(model, x, y, spec: AttackSpec, n_classes: int, rand: dict | None = None):
     """Perturb a batch for one condition; the model must already be in eval mode.
+
+    ``rand`` holds this batch's rows of :func:`draw_randomness` (drawn here when omitted).
 
     Returns
     -------
     x_adv : Tensor like x; target : (n,) int64, -1 when untargeted; norm : (n,) measured
     perturbation norm in ``spec.measure_norm``.
     """
+    if rand is None:
+        rand = draw_randomness(spec, x.cpu(), y.cpu(), n_classes, torch.Generator())
     untargeted = torch.full_like(y, -1)
     if spec.attack == "clean":
         return x, untargeted, torch.zeros(len(x), device=x.device)
     if spec.attack == "noise":
-        x_adv = noise(x, spec.noise_kind, spec.eps, generator)
+        x_adv = rand["noised"].to(x.device, x.dtype)
         return x_adv, untargeted, perturbation_norm(x_adv, x, spec.measure_norm)
     if isinstance(spec.target_rule, int) and not 0 <= spec.target_rule < n_classes:
         raise AttackSpecError(f"target class {spec.target_rule} outside 0..{n_classes - 1}")
     target = untargeted
     objective = ce_objective(y)
     if spec.targeted:
-        clean_logits = None
-        if spec.target_rule == "least-likely":
-            with torch.no_grad():
-                clean_logits = model(x)
-        target = choose_targets(spec.target_rule, y, n_classes, clean_logits, generator)
+        if spec.target_rule == "random":
+            target = rand["targets"].to(y.device)
+        else:
+            clean_logits = None
+            if spec.target_rule == "least-likely":
+                with torch.no_grad():
+                    clean_logits = model(x)
+            target = choose_targets(spec.target_rule, y, n_classes, clean_logits)
         objective = ce_objective(target, targeted=True)
-    start = None if spec.random_start else torch.zeros_like(x)
     x_adv = pgd(model, x, objective, eps=spec.eps, step_size=spec.step_size, steps=spec.steps,
-                norm=spec.norm, start=start, restarts=spec.restarts, generator=generator)
+                norm=spec.norm, start=rand["starts"], restarts=spec.restarts)
     return x_adv, target, perturbation_norm(x_adv, x, spec.measure_norm)

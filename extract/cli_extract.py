@@ -1,0 +1,105 @@
+"""``nc-extract``: per-layer features of clean and attacked inputs into a zarr store."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from data.cli_support import add_common_flags, csv_list, run_command
+from data.store_writer import COMPRESSIONS
+
+from .extraction import ExtractConfig, extract_store, list_layers
+
+EXAMPLES = """examples:
+  nc-extract --checkpoint runs/digits-st/checkpoints/epoch-0120.pt --out runs/digits-st/acts.zarr \\
+             --attack clean --attack pgd:norm=linf,eps=0.1,steps=20 \\
+             --attack pgd:norm=linf,eps=0.1,steps=20,target=next \\
+             --attack noise:kind=gaussian,eps=0.7
+  nc-extract --checkpoint 'runs/c10/checkpoints/epoch-*.pt' --layers penultimate,layer4.1 \\
+             --reduction '*=avgpool' --dtype float16 --device cuda --amp --out c10.zarr
+  nc-extract --list-layers --checkpoint runs/digits-st/checkpoints/epoch-0120.pt
+
+attacks: clean | pgd:norm=linf|l2,eps=E,steps=N[,step=S,restarts=R,target=next|random|
+  least-likely|K,random_start=true|false,name=NAME] | fgsm:eps=E[,target=...] |
+  noise:kind=gaussian|gaussian-sigma|sign,eps=E      (E may be a fraction such as 8/255)
+reductions: flatten (default) | avgpool | maxpool | avgpool:K | maxpool:K, optionally +proj:D
+"""
+
+
+def _reductions(items):
+    out = {}
+    for item in items or []:
+        layer, eq, spec = item.partition("=")
+        if not eq:
+            raise argparse.ArgumentTypeError(f"--reduction {item!r}: expected LAYER=SPEC or *=SPEC")
+        out[layer] = spec
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nc-extract", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Attack a model's inputs and store every captured "
+                                            "layer's features of clean and perturbed inputs in "
+                                            "an ncprobe-activations/1 zarr store (resumable).")
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="checkpoint file or glob; repeat for several epochs")
+    p.add_argument("--out", help="store to write, e.g. acts.zarr")
+    p.add_argument("--attack", action="append", help="a condition; repeatable (default: clean)")
+    p.add_argument("--splits", help="comma-separated splits (default: all of the dataset)")
+    p.add_argument("--layers", default="all", help="capture points or module paths, or all")
+    p.add_argument("--reduction", action="append", metavar="LAYER=SPEC",
+                   help="per-layer reduction, '*=SPEC' for every layer")
+    p.add_argument("--project", type=int, help="random projection to D dims for wider layers")
+    p.add_argument("--dataset", help="override the dataset named in the checkpoint sidecar")
+    p.add_argument("--data-root", help="folder of the dataset files")
+    p.add_argument("--arch", help="override the architecture named in the checkpoint sidecar")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--compression", default="lz4", choices=list(COMPRESSIONS))
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--chunk-samples", type=int, help="samples per chunk (default: ~16 MiB)")
+    p.add_argument("--limit", type=int, help="stratified subset of about N samples per split")
+    p.add_argument("--max-per-class", type=int, help="at most N samples per class and split")
+    p.add_argument("--seed", type=int, default=0, help="seed of attack starts and noise")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:N")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: 1 for small models)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a store written by a different configuration")
+    p.add_argument("--list-layers", action="store_true",
+                   help="print capturable layers with their output shapes and exit")
+    p.add_argument("--all-modules", action="store_true",
+                   help="with --list-layers: every leaf module, not just the capture points")
+    add_common_flags(p)
+    return p
+
+
+def _run(args) -> int:
+    cfg = ExtractConfig(checkpoints=args.checkpoint, attacks=args.attack or ["clean"],
+                        splits=csv_list(args.splits), layers=csv_list(args.layers),
+                        reductions=_reductions(args.reduction), project=args.project,
+                        dataset=args.dataset, data_root=args.data_root, arch=args.arch,
+                        dtype=args.dtype, compression=args.compression,
+                        batch_size=args.batch_size, chunk_samples=args.chunk_samples,
+                        limit=args.limit, max_per_class=args.max_per_class, seed=args.seed,
+                        amp=args.amp)
+    if args.list_layers:
+        for name, module, shape, dim in list_layers(cfg, args.all_modules):
+            print(f"{name:32s} {module:32s} {str(tuple(shape)):20s} {dim}")
+        return 0
+    if not args.out:
+        raise ValueError("--out is required (the store to write), unless --list-layers")
+    extract_store(cfg, args.out, overwrite=args.overwrite, device=args.device,
+                  threads=args.threads, progress=not args.no_progress,
+                  command=shlex.join(["nc-extract", *sys.argv[1:]]))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("nc-extract", build_parser(), _run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

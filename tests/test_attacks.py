@@ -1,0 +1,148 @@
+"""Attacks: torchattacks as an oracle, balls and boxes, loss and target behaviour."""
+
+import pytest
+import torch
+from torch import nn
+
+from extract.attacks import (
+    AttackSpecError,
+    ce_objective,
+    draw_randomness,
+    parse_attack,
+    pgd,
+    run_condition,
+    slice_randomness,
+)
+from extract.attacks.targets import choose_targets
+from extract.models import build_model
+
+torchattacks = pytest.importorskip("torchattacks")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = build_model("mlp", (1, 8, 8), 10, (0.3,), (0.4,))
+    # a few steps of training so gradients are informative
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    x, y = torch.rand(256, 1, 8, 8), torch.randint(0, 10, (256,))
+    for _ in range(20):
+        opt.zero_grad()
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+    return m.eval()
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_pgd_identical_to_torchattacks(model, batch, targeted):
+    x, y = batch
+    eps, alpha, steps = 0.1, 0.02, 7
+    ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    if targeted:
+        ta.set_mode_targeted_by_function(lambda images, labels: (labels + 1) % 10)
+    torch.manual_seed(123)
+    start = torch.empty_like(x).uniform_(-eps, eps)
+    torch.manual_seed(123)
+    oracle = ta(x, y)
+    obj = ce_objective((y + 1) % 10, targeted=True) if targeted else ce_objective(y)
+    ours = pgd(model, x, obj, eps=eps, step_size=alpha, steps=steps, norm="linf", start=start)
+    assert torch.equal(ours, oracle)
+
+
+CONDITIONS = ["pgd:norm=linf,eps=0.1,steps=10", "pgd:norm=l2,eps=0.5,steps=10",
+              "pgd:norm=linf,eps=0.1,steps=5,restarts=3", "fgsm:eps=0.1",
+              "noise:kind=gaussian,eps=0.5", "noise:kind=sign,eps=0.05",
+              "noise:kind=gaussian-sigma,eps=0.05", "pgd:norm=linf,eps=0.1,target=next"]
+
+
+@pytest.mark.parametrize("text", CONDITIONS)
+def test_inside_ball_and_box(model, batch, text):
+    x, y = batch
+    spec = parse_attack(text)
+    x_adv, _, norm = run_condition(model, x, y, spec, 10,
+                                   draw_randomness(spec, x, y, 10, torch.Generator()))
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    d = (x_adv - x).flatten(1)
+    measured = d.abs().amax(1) if spec.measure_norm == "linf" else d.norm(dim=1)
+    torch.testing.assert_close(norm, measured)
+    if spec.noise_kind != "gaussian-sigma":
+        assert (measured <= spec.eps * (1 + 1e-5)).all()
+
+
+@pytest.mark.parametrize("text", ["pgd:norm=linf,eps=0.1,steps=10", "pgd:norm=l2,eps=0.5",
+                                  "fgsm:eps=0.1"])
+def test_attack_raises_the_loss(model, batch, text):
+    x, y = batch
+    spec = parse_attack(text)
+    x_adv, _, _ = run_condition(model, x, y, spec, 10)
+    with torch.no_grad():
+        clean = nn.functional.cross_entropy(model(x), y, reduction="none")
+        adv = nn.functional.cross_entropy(model(x_adv), y, reduction="none")
+    assert (adv > clean).float().mean() > 0.95
+    assert adv.mean() > clean.mean() + 0.3
+
+
+@pytest.mark.parametrize("rule", ["next", "random", "least-likely", "3"])
+def test_targeted_attack_moves_predictions_to_the_target(model, batch, rule):
+    x, y = batch
+    spec = parse_attack(f"pgd:norm=linf,eps=0.3,steps=20,target={rule}")
+    x_adv, target, _ = run_condition(model, x, y, spec, 10,
+                                     draw_randomness(spec, x, y, 10, torch.Generator()))
+    with torch.no_grad():
+        before = (model(x).argmax(1) == target).float().mean()
+        after = (model(x_adv).argmax(1) == target).float().mean()
+    assert after > before + 0.3
+    if rule == "next":
+        assert torch.equal(target, (y + 1) % 10)
+    if rule == "random":
+        assert (target != y).all()
+
+
+def test_restarts_keep_the_strongest(model, batch):
+    x, y = batch
+    one = parse_attack("pgd:norm=linf,eps=0.05,steps=3,restarts=1")
+    many = parse_attack("pgd:norm=linf,eps=0.05,steps=3,restarts=4")
+    g = torch.Generator().manual_seed(0)
+    r_many = draw_randomness(many, x, y, 10, g)
+    x_many, _, _ = run_condition(model, x, y, many, 10, r_many)
+    x_one, _, _ = run_condition(model, x, y, one, 10, {"starts": r_many["starts"][:1]})
+    with torch.no_grad():
+        l_one = nn.functional.cross_entropy(model(x_one), y, reduction="none")
+        l_many = nn.functional.cross_entropy(model(x_many), y, reduction="none")
+    assert (l_many >= l_one - 1e-6).all()
+
+
+def test_results_do_not_depend_on_batch_size(model, batch):
+    x, y = batch
+    spec = parse_attack("pgd:norm=linf,eps=0.1,steps=5,target=random")
+    rand = draw_randomness(spec, x, y, 10, torch.Generator().manual_seed(5))
+    whole, _, _ = run_condition(model, x, y, spec, 10, rand)
+    parts = [run_condition(model, x[i:i + 7], y[i:i + 7], spec, 10,
+                           slice_randomness(rand, i, i + 7))[0] for i in range(0, 64, 7)]
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("cw:eps=0.1", "unknown attack 'cw'"), ("pgd:eps=-0.1", "eps must be >= 0"),
+    ("pgd:eps=0.1,steps=0", "steps must be >= 1"), ("pgd:eps=0.1,foo=1", "unknown parameter"),
+    ("pgd:eps=abc", "not a valid number"), ("pgd:norm=l3,eps=0.1", "unknown norm"),
+    ("pgd:eps=0.1,target=far", "unknown target rule"), ("pgd:steps=3", "needs eps"),
+    ("noise:kind=pink,eps=0.1", "unknown noise kind")])
+def test_bad_attack_strings(text, message):
+    with pytest.raises(AttackSpecError, match=message):
+        parse_attack(text)
+
+
+def test_eps_fraction_and_names():
+    s = parse_attack("pgd:norm=linf,eps=8/255,steps=10")
+    assert s.eps == pytest.approx(8 / 255) and s.name == "pgd-linf-8/255"
+    assert s.step_size == pytest.approx(2.5 * 8 / 255 / 10)
+    assert parse_attack("pgd:eps=0.1,name=mine").name == "mine"
+    y = torch.tensor([0, 9])
+    assert choose_targets("next", y, 10).tolist() == [1, 0]
