@@ -1,0 +1,1 @@
+"""The main job: train, attack, extract, analyse and report on the embedded digits default."""

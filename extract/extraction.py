@@ -181,6 +181,7 @@ def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: s
                     "normalization": {"mean": list(ds.mean), "std": list(ds.std)},
                     "source": ds.source, "options": ds.options},
         "model": {"arch": arch, "factory": arch if ":" in arch else None,
+                  "training": {"mode": metas[0].get("mode"), "attack": metas[0].get("attack")},
                   "feature_layer": feat, "classifier": model.classifier,
                   "checkpoints": config["checkpoints"]},
         "command": command, "versions": versions(),

@@ -42,7 +42,9 @@ def synthetic_store(path, *, n_classes=4, dims=(12, 6), n_per_class=40, attack_s
     rng = np.random.default_rng(seed)
     features, labels, outputs = {}, {}, {}
     n_cond = 3 if targeted else 2
-    conds = ["clean", "pgd", "pgd-next"][:n_cond]
+    conds = [{"name": "clean", "attack": "clean"},
+             {"name": "pgd", "attack": "pgd", "targeted": False},
+             {"name": "pgd-next", "attack": "pgd", "targeted": True}][:n_cond]
     for split, n in (("train", n_per_class), ("test", max(2, n_per_class // 2))):
         x, y, _ = make_synthetic_arrays(n_classes, max(dims), n, noise=0.6, seed=seed + len(split))
         labels[split] = y

@@ -1,0 +1,120 @@
+"""``report.html``: every figure, a table of the key numbers, and the four findings as checks.
+
+Self-contained: the figures are embedded as PNG data, so the file can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from analyze.findings import conditions_by_kind, evaluate_findings, feature_layer, value
+from data import schema as S
+
+from . import figures as F
+
+log = logging.getLogger("ncprobe.plots")
+
+
+def key_numbers(models: dict) -> pd.DataFrame:
+    """Per model and condition, at the layer feeding the classifier and the last checkpoint:
+    test accuracy of the network and of the nearest clean centre, train NC1, test leap rate."""
+    rows = []
+    for name, tree in models.items():
+        layer = feature_layer(tree)
+        for cond in [str(c) for c in tree[S.SUMMARY_GROUP][S.CONDITION].values]:
+            rows.append({
+                "model": name, "condition": cond, "layer": layer,
+                "net_acc (test)": value(tree, "net_acc", split="test", layer=layer,
+                                        condition=cond),
+                "ncc_acc (test)": value(tree, "ncc_acc", split="test", layer=layer,
+                                        condition=cond),
+                "nc1 (train)": value(tree, "nc1", split="train", layer=layer, condition=cond),
+                "nc1_shuffled (train)": value(tree, "nc1_shuffled", split="train", layer=layer,
+                                              condition=cond),
+                "leap_rate (test)": value(tree, "leap_rate", split="test", layer=layer,
+                                          condition=cond)})
+    return pd.DataFrame(rows)
+
+
+def make_figures(models: dict, out, acts: dict | None = None) -> list[Path]:
+    """Write every figure that the stores support; return the PNG paths in report order."""
+    out = Path(out)
+    pngs = []
+    steps = [("collapse_per_layer", lambda: F.collapse_per_layer(models, out=out)),
+             ("ncc_per_layer", lambda: F.ncc_per_layer(models, out=out)),
+             ("transitions", lambda: F.transition_heatmaps(models, out=out)),
+             ("alignment", lambda: F.alignment_angles(models, out=out)),
+             ("nc2_per_layer", lambda: F.nc2_per_layer(models, out=out))]
+    for name, tree in models.items():
+        atk = conditions_by_kind(tree).get("attack")
+        if atk:
+            steps.append((f"transitions_layers_{name}", lambda t=tree, a=atk, n=name:
+                          F.transitions_across_layers(t, a, out=out, name=n)))
+    if any(t[S.SUMMARY_GROUP].sizes[S.CHECKPOINT] > 1 for t in models.values()):
+        steps.append(("metrics_vs_epoch", lambda: F.metrics_vs_epoch(models, out=out)))
+    for name, tree in models.items():
+        a = (acts or {}).get(name)
+        if a is not None:
+            steps.append((f"simplex_{name}", lambda t=tree, a=a, n=name:
+                          F.simplex_view(t, a, out=out, name=n)))
+    for stem, make in steps:
+        make()
+        plt.close("all")
+        pngs.append(out / f"{stem}.png")
+    return pngs
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">' \
+           f"<figcaption>{html.escape(path.stem)}</figcaption></figure>"
+
+
+def write_report(models: dict, out, acts: dict | None = None) -> Path:
+    """Figures plus ``report.html`` under ``out``; returns the report's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = make_figures(models, out, acts)
+    table = key_numbers(models)
+    table.to_csv(out / "key_numbers.csv", index=False)
+    findings = evaluate_findings(models)
+    rows = "".join(
+        f"<tr class='{f.verdict.lower().replace('/', '')}'><td>{f.key}</td>"
+        f"<td>{html.escape(f.title)}</td><td><b>{f.verdict}</b></td>"
+        f"<td>{html.escape(f.detail)}</td></tr>" for f in findings)
+    sources = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(str(t.attrs.get('source')))}"
+                      "</li>" for n, t in models.items())
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ncprobe report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222 }}
+table {{ border-collapse: collapse; font-size: 0.85em }}
+td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: left }}
+tr.pass td:nth-child(3) {{ color: #0a6 }} tr.fail td:nth-child(3) {{ color: #c30 }}
+img {{ max-width: 100% }} figure {{ margin: 1.5em 0 }}
+figcaption {{ color: #666; font-size: 0.8em }}
+</style></head><body>
+<h1>ncprobe report</h1>
+<p>Neural-collapse geometry under attack, after Su, Zhang, Tsilivis and Kempe, "On the
+Robustness of Neural Collapse and the Neural Collapse of Robustness" (TMLR 2024). NC1 is
+(1/C) Tr(&Sigma;<sub>W</sub> &Sigma;<sub>B</sub><sup>+</sup>) (exact); NCC centres are the clean
+class means of the train split.</p>
+<ul>{sources}</ul>
+<h2 id="findings">Findings</h2>
+<table><tr><th></th><th>finding</th><th>verdict</th><th>numbers</th></tr>{rows}</table>
+<h2 id="numbers">Key numbers (layer feeding the classifier, last checkpoint)</h2>
+{table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")}
+<h2 id="figures">Figures</h2>
+{''.join(_img(p) for p in pngs)}
+</body></html>
+"""
+    path = out / "report.html"
+    path.write_text(doc)
+    log.info("wrote %s", path)
+    return path
