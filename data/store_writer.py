@@ -9,6 +9,7 @@ present or redone, and a rerun writes exactly what is missing.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import hashlib
 import json
@@ -18,7 +19,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
@@ -67,8 +67,9 @@ def _differences(old: dict, new: dict) -> list[str]:
             != json.dumps(new.get(k), sort_keys=True, default=str)]
 
 
-def _lazy(shape, dtype, chunks):
-    return da.zeros(shape, dtype=dtype, chunks=chunks)
+def _var(dims, shape, dtype, chunks):
+    """A zero-memory placeholder variable that carries its chunk shape in its encoding."""
+    return (dims, np.broadcast_to(np.zeros((), dtype), shape), {}, {"chunks": chunks})
 
 
 class ActivationStoreWriter:
@@ -139,8 +140,9 @@ class ActivationStoreWriter:
 
     def _template(self, split, spec: LayerSpec):
         k, q, n = len(self.checkpoints), len(self.conditions), len(self.samples[split][0])
-        data = _lazy((k, q, n, spec.dim), self.dtype, (1, 1, self.chunk_samples, spec.dim))
-        ds = xr.Dataset({S.FEATURES: ((S.CHECKPOINT, S.CONDITION, S.SAMPLE, S.FEATURE), data)},
+        ds = xr.Dataset({S.FEATURES: _var((S.CHECKPOINT, S.CONDITION, S.SAMPLE, S.FEATURE),
+                                          (k, q, n, spec.dim), self.dtype,
+                                          (1, 1, self.chunk_samples, spec.dim))},
                         coords=self._coords(split))
         ds.attrs = {"layer": spec.name, "depth": spec.depth, "module": spec.module,
                     "original_shape": list(spec.original_shape), "reduction": spec.reduction}
@@ -152,39 +154,64 @@ class ActivationStoreWriter:
         ch = (1, 1, self.chunk_samples)
         dims = (S.CHECKPOINT, S.CONDITION, S.SAMPLE)
         return xr.Dataset(
-            {S.LOGITS: (dims + (S.CLASS,), _lazy((k, q, n, c), np.float32, ch + (c,))),
-             S.PRED: (dims, _lazy((k, q, n), np.int32, ch)),
-             S.TARGET: (dims, _lazy((k, q, n), np.int32, ch)),
-             S.PERTURBATION_NORM: (dims, _lazy((k, q, n), np.float32, ch))},
+            {S.LOGITS: _var(dims + (S.CLASS,), (k, q, n, c), np.float32, ch + (c,)),
+             S.PRED: _var(dims, (k, q, n), np.int32, ch),
+             S.TARGET: _var(dims, (k, q, n), np.int32, ch),
+             S.PERTURBATION_NORM: _var(dims, (k, q, n), np.float32, ch)},
             coords=self._coords(split))
 
     def _classifier_template(self):
         layer, dim = self.classifier
         k, c = len(self.checkpoints), self.n_classes
         ds = xr.Dataset(
-            {S.WEIGHT: ((S.CHECKPOINT, S.CLASS, S.FEATURE), _lazy((k, c, dim), np.float32,
-                                                                   (1, c, dim))),
-             S.BIAS: ((S.CHECKPOINT, S.CLASS), _lazy((k, c), np.float32, (1, c)))},
+            {S.WEIGHT: _var((S.CHECKPOINT, S.CLASS, S.FEATURE), (k, c, dim), np.float32,
+                            (1, c, dim)),
+             S.BIAS: _var((S.CHECKPOINT, S.CLASS), (k, c), np.float32, (1, c))},
             coords={S.CHECKPOINT: np.array(self.checkpoints, np.int64)})
         ds.attrs["layer"] = layer
         return ds
 
-    def _write_template(self, ds, group):
-        enc = {}
-        for name, var in ds.data_vars.items():
-            enc[name] = {"compressors": self.compressors if name in (S.FEATURES, S.LOGITS)
-                         else _compressors("lz4"),
-                         "chunks": tuple(c[0] for c in var.chunks)}
-            if var.dtype.kind == "f":
-                enc[name]["_FillValue"] = var.dtype.type(np.nan)
-        # every chunk must exist on disk, also one equal to the fill value (a coordinate of
-        # zeros, an all-zero ReLU block): chunk presence is how completeness is verified
-        ds.to_zarr(self.path, group=group, mode="a", compute=False, zarr_format=3,
-                   consolidated=False, encoding=enc)
-        # xarray skips coordinate chunks equal to the fill value (checkpoint 0); every chunk
-        # must exist on disk because chunk presence is how completeness is verified
-        for name, coord in ds.coords.items():
-            self._array(f"{group}/{name}")[...] = coord.values
+    def _create_layout(self, templates) -> None:
+        """Create every group and array that the ``(group path, Dataset)`` templates describe
+        (dims, dtypes, dask chunks, attributes) and write their coordinates.
+
+        The array metadata is built in memory, then the whole hierarchy is created
+        concurrently and the coordinates written concurrently: one round trip to the store
+        instead of one per array, which made store creation the largest fixed cost.
+        """
+        from zarr.core.group import GroupMetadata
+
+        mem = zarr.storage.MemoryStore()
+        nodes, coords = {}, []
+        for group, ds in templates:
+            nodes[group] = GroupMetadata(attributes=dict(ds.attrs), zarr_format=3)
+            aux = [n for n in ds.coords if n not in ds.dims]
+            for name, var in ds.variables.items():
+                linked = [c for c in aux if set(ds[c].dims) <= set(var.dims) and c != name]
+                attrs = {"coordinates": " ".join(linked)} if name in ds.data_vars and linked \
+                    else {}
+                compressors = (self.compressors if name in (S.FEATURES, S.LOGITS)
+                               else _compressors("lz4"))
+                spec = zarr.create_array(
+                    mem, name=f"{group}/{name}", shape=var.shape,
+                    chunks=var.encoding.get("chunks", var.shape),
+                    dtype=str if var.dtype == object else var.dtype,
+                    fill_value=np.nan if var.dtype.kind == "f" else None,
+                    dimension_names=var.dims, attributes=attrs, compressors=compressors)
+                nodes[f"{group}/{name}"] = spec.metadata
+                if name in ds.coords:
+                    coords.append((f"{group}/{name}", var.values))
+        store = zarr.open_group(self.path, mode="r+", use_consolidated=False).store
+        created = dict(zarr.create_hierarchy(store=store, nodes=nodes, overwrite=True))
+
+        async def write_coords():
+            # every chunk must exist on disk, also one equal to the fill value (checkpoint 0):
+            # chunk presence is how completeness is verified
+            await asyncio.gather(*(
+                created[path].with_config({"write_empty_chunks": True}).async_array.setitem(
+                    Ellipsis, values) for path, values in coords))
+
+        sync(write_coords())
 
     # ---------------------------------------------------------------- create / resume
     def open(self, overwrite: bool = False) -> ActivationStoreWriter:
@@ -232,12 +259,14 @@ class ActivationStoreWriter:
         root.setdefault("class_names", [str(i) for i in range(self.n_classes)])
         # the schema goes first so an interrupted creation is recognised as ours and redone
         zarr.open_group(self.path, mode="w", zarr_format=3).attrs.update(root)
+        templates = []
         for split in self.samples:
-            for spec in self.layers:
-                self._write_template(self._template(split, spec), S.features_path(split, spec.name))
-            self._write_template(self._outputs_template(split), S.outputs_path(split))
+            templates += [(S.features_path(split, spec.name), self._template(split, spec))
+                          for spec in self.layers]
+            templates.append((S.outputs_path(split), self._outputs_template(split)))
         if self.classifier is not None:
-            self._write_template(self._classifier_template(), S.CLASSIFIER_GROUP)
+            templates.append((S.CLASSIFIER_GROUP, self._classifier_template()))
+        self._create_layout(templates)
         zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
             layout_written=True)
         return self
@@ -278,18 +307,20 @@ class ActivationStoreWriter:
                 raise StoreError(f"layer {spec.name!r}: block has shape {f.shape}, expected "
                                  f"({n}, {spec.dim})")
         out = S.outputs_path(split)
-        self._array(f"{out}/{S.LOGITS}")[checkpoint, condition, start:stop] = np.asarray(
-            logits, np.float32)
-        self._array(f"{out}/{S.PRED}")[checkpoint, condition, start:stop] = np.asarray(
-            pred, np.int32)
-        self._array(f"{out}/{S.TARGET}")[checkpoint, condition, start:stop] = np.asarray(
-            target, np.int32)
-        self._array(f"{out}/{S.PERTURBATION_NORM}")[checkpoint, condition, start:stop] = \
-            np.asarray(perturbation_norm, np.float32)
-        for spec in self.layers:
-            path = f"{S.features_path(split, spec.name)}/{S.FEATURES}"
-            self._array(path)[checkpoint, condition, start:stop] = np.asarray(
-                features[spec.name], self.dtype)
+        parts = [(f"{out}/{S.LOGITS}", logits, np.float32), (f"{out}/{S.PRED}", pred, np.int32),
+                 (f"{out}/{S.TARGET}", target, np.int32),
+                 (f"{out}/{S.PERTURBATION_NORM}", perturbation_norm, np.float32)]
+        parts += [(f"{S.features_path(split, spec.name)}/{S.FEATURES}", features[spec.name],
+                   self.dtype) for spec in self.layers]
+        where = (checkpoint, condition, slice(start, stop))
+        jobs = [(self._array(path).async_array, np.asarray(value, dtype))
+                for path, value, dtype in parts]
+
+        async def write_all():
+            # all chunks of the block at once: one trip to zarr's event loop, not one per array
+            await asyncio.gather(*(array.setitem(where, value) for array, value in jobs))
+
+        sync(write_all())
 
     def write_classifier(self, checkpoint: int, weight, bias) -> None:
         """Weights (class, feature) and bias (class,) of the final linear map at a checkpoint."""

@@ -1,0 +1,126 @@
+"""Analysis at scale: exactness, peak memory and time against a read-and-sum dask pass.
+
+Synthetic store N = 50,000, D = 4,096, C = 10, two conditions (issue 5), and one layer with
+D = 65,536, N = 5,000 (memory only).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data.store_writer import ActivationStoreWriter, LayerSpec
+
+
+def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0):
+    """Write a two-condition store block by block (never the whole array in memory)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % c
+    means = rng.standard_normal((c, d)).astype(np.float32) * 2
+    w = ActivationStoreWriter(
+        path, layers=[LayerSpec("layer", 0, "layer", (d,), "flatten", d)], checkpoints=[0],
+        conditions=[{"name": q, "attack": q} for q in conditions],
+        samples={"train": (np.arange(n), y)}, n_classes=c, config={"bench": [n, d]},
+        attrs={"dataset": {"name": "bench", "splits": ["train"]}}).open(overwrite=True)
+    for q in range(len(conditions)):
+        for b, (lo, hi) in enumerate(w.blocks("train")):
+            noise = rng.standard_normal((hi - lo, d), dtype=np.float32) * (1 + q)
+            f = means[y[lo:hi]] + noise
+            w.write_block("train", 0, q, b, {"layer": f}, np.zeros((hi - lo, c)), y[lo:hi],
+                          -np.ones(hi - lo), np.zeros(hi - lo))
+    w.finalize()
+    return w.chunk_samples
+
+
+def run_analysis(path):
+    from analyze.run import analyze_store
+
+    m = analyze_store(path, progress=False)
+    s = m["summary"].to_dataset().sel(grouping="label").isel(split=0, layer=0, checkpoint=0)
+    return {k: s[k].values.tolist() for k in ("nc1", "nc1_trace", "ncc_acc", "etf_distance")}
+
+
+def read_and_sum(path):
+    """The floor: one dask pass that reads every chunk and sums it, nothing else."""
+    import dask
+    import xarray as xr
+
+    f = xr.open_zarr(path, group="train/layers/layer")["features"]
+    return float(dask.compute(f.data.astype(np.float64).sum())[0])
+
+
+def reference(path, n_classes=10):
+    """In-memory float64 NC1, NC1-trace, NCC accuracy and ETF distance, one condition at a time:
+    the full D x D Sigma_W and an eigen-decomposed pseudo-inverse with an explicit threshold."""
+    import xarray as xr
+
+    f = xr.open_zarr(path, group="train/layers/layer")
+    y = f["label"].values
+    out = {k: [] for k in ("nc1", "nc1_trace", "ncc_acc", "etf_distance")}
+    clean_means = None
+    for q in range(f.sizes["condition"]):
+        h = f["features"].isel(checkpoint=0, condition=q).values.astype(np.float64)
+        mu = np.stack([h[y == c].mean(0) for c in range(n_classes)])
+        mg = h.mean(0)
+        r = h - mu[y]
+        sw = r.T @ r / len(h)
+        m = (mu - mg).T
+        sb = m @ m.T / n_classes
+        w, v = np.linalg.eigh(sb)
+        keep = w > 1e-10 * w.max()
+        sb_pinv = (v[:, keep] / w[keep]) @ v[:, keep].T
+        out["nc1"].append(float(np.trace(sw @ sb_pinv) / n_classes))
+        out["nc1_trace"].append(float(np.trace(sw) / np.trace(sb)))
+        if clean_means is None:
+            clean_means = mu
+        d2 = ((h[:, None, :] - clean_means[None]) ** 2).sum(-1) if len(h) <= 5000 else \
+            (clean_means**2).sum(1)[None] - 2 * h @ clean_means.T
+        out["ncc_acc"].append(float((d2.argmin(1) == y).mean()))
+        g = m.T @ m
+        e = np.eye(n_classes) - 1 / n_classes
+        out["etf_distance"].append(float(np.linalg.norm(g / np.linalg.norm(g)
+                                                        - e / np.linalg.norm(e))))
+        del h, r, sw
+    return out
+
+
+def main(quick: bool = False) -> dict:
+    from ._measure import in_child
+
+    n, d = (5_000, 512) if quick else (50_000, 4_096)
+    n_wide, d_wide = (500, 8_192) if quick else (5_000, 65_536)
+    tmp = Path(tempfile.mkdtemp(prefix="ncprobe-bench-"))
+    try:
+        t0 = time.perf_counter()
+        cs = write_store(tmp / "big.zarr", n, d)
+        print(f"store N={n:,} D={d:,} C=10, 2 conditions, {cs} samples/chunk: written in "
+              f"{time.perf_counter() - t0:.0f} s")
+        floor_t, floor_mem, _ = in_child(read_and_sum, str(tmp / "big.zarr"))
+        an_t, an_mem, got = in_child(run_analysis, str(tmp / "big.zarr"))
+        floor_t2, _, _ = in_child(read_and_sum, str(tmp / "big.zarr"))
+        ref_t, ref_mem, want = in_child(reference, str(tmp / "big.zarr"))
+        floor = min(floor_t, floor_t2)
+        rel = max(abs(g - w) / max(abs(w), 1e-300) for k in want
+                  for g, w in zip(got[k], want[k], strict=True))
+        print(f"  read-and-sum dask pass: {floor:.1f} s (runs {floor_t:.1f}, {floor_t2:.1f}), "
+              f"peak {floor_mem:.2f} GiB")
+        print(f"  nc-analyze (all metrics): {an_t:.1f} s, peak {an_mem:.2f} GiB; "
+              f"ratio to read-and-sum {an_t / floor:.2f} (goal <= 3)")
+        print(f"  in-memory float64 reference: {ref_t:.1f} s, peak {ref_mem:.2f} GiB; largest "
+              f"relative difference {rel:.1e} over nc1, nc1_trace, ncc_acc, etf_distance")
+        print(f"  nc1 clean {got['nc1'][0]:.6g} (reference {want['nc1'][0]:.6g}), "
+              f"pgd {got['nc1'][1]:.6g} (reference {want['nc1'][1]:.6g})")
+        shutil.rmtree(tmp / "big.zarr")
+        t0 = time.perf_counter()
+        write_store(tmp / "wide.zarr", n_wide, d_wide)
+        print(f"store N={n_wide:,} D={d_wide:,}: written in {time.perf_counter() - t0:.0f} s")
+        w_t, w_mem, _ = in_child(run_analysis, str(tmp / "wide.zarr"))
+        print(f"  nc-analyze: {w_t:.1f} s, peak {w_mem:.2f} GiB (goal < 2 GiB)")
+        return {"ratio": an_t / floor, "peak_gib": an_mem, "rel_err": rel,
+                "wide_peak_gib": w_mem}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
