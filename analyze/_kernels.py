@@ -31,16 +31,23 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
     """Class sums and counts for every grouping, and the count of non-finite values.
 
     Returns the flat vector of ``sums`` (G, C, D), ``counts`` (G, C) and ``n_nonfinite`` (1,),
-    unpacked by :func:`unpack_pass1`.
+    unpacked by :func:`unpack_pass1`. One BLAS product with the stacked indicators.
     """
     x = np.asarray(h, dtype=np.float64)
-    bad = x.size - np.count_nonzero(np.isfinite(x))
-    if bad:
-        x = np.where(np.isfinite(x), x, 0.0)  # counted and reported; kept out of the sums
-    oh = np.stack([onehot(groups[:, j], n_classes) for j in range(groups.shape[1])])  # G,n,C
-    sums = np.einsum("gnc,nd->gcd", oh, x)
-    counts = oh.sum(axis=1)
-    return np.concatenate([sums.ravel(), counts.ravel(), [bad]])
+    n_g = groups.shape[1]
+    # indicators of every grouping side by side, plus a column of ones whose sum is finite
+    # exactly when every value is (a NaN or inf propagates): the full check only when not
+    oh = np.concatenate([onehot(groups[:, j], n_classes) for j in range(n_g)]
+                        + [np.ones((x.shape[0], 1))], axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums = oh.T @ x
+    bad = 0
+    if not np.isfinite(sums[-1]).all():
+        finite = np.isfinite(x)
+        bad = x.size - np.count_nonzero(finite)
+        sums = oh.T @ np.where(finite, x, 0.0)  # counted and reported; kept out of the sums
+    counts = oh[:, :-1].sum(axis=0)
+    return np.concatenate([sums[:-1].ravel(), counts, [bad]])
 
 
 def unpack_pass1(v: np.ndarray, n_groupings: int, n_classes: int, dim: int):
@@ -75,7 +82,7 @@ def pass2_layout(n_groupings: int, n_classes: int, dim: int, dense: bool):
 
 
 def pass2(h, groups, labels, pred, means, bases, ref_centres, ref_valid, own_valid, n_classes,
-          dense=False):
+          dense=False, origin=None):
     """Second pass: within-class scatter, projections on the between-class basis, NCC counts.
 
     Parameters
@@ -86,6 +93,10 @@ def pass2(h, groups, labels, pred, means, bases, ref_centres, ref_valid, own_val
     ref_centres : (C, D) clean class means of the reference split; ref_valid : (C,) bool.
     own_valid : (G, C) bool, classes with at least one sample in each grouping.
     dense : also accumulate the label-grouping scatter sum_i r_i r_i^T (D, D).
+    origin : (D,), optional
+        A point near the data (the global mean): everything is computed on h - origin, so the
+        expansion ||r||^2 = ||x||^2 - 2 x.mu + ||mu||^2 cancels only at the scale of the
+        class structure, not of ||h||^2.
 
     Returns
     -------
@@ -96,41 +107,69 @@ def pass2(h, groups, labels, pred, means, bases, ref_centres, ref_valid, own_val
     ``conf_own[g, y, v]`` the same with grouping g's own means;
     ``nc4_mismatch[g]`` counts nearest own mean != network prediction;
     ``flipped`` counts pred != label; ``leapt`` those whose nearest reference centre is pred.
+
+    Notes
+    -----
+    One BLAS product of the centred chunk with every mean, reference centre and basis
+    column at once replaces a pass per grouping: the chunk is read from memory twice (centre,
+    multiply) whatever the number of groupings.
     """
     x = np.asarray(h, dtype=np.float64)
     c = n_classes
     n_g = groups.shape[1]
+    o = np.zeros(x.shape[1]) if origin is None else np.asarray(origin, np.float64)
+    xc = x - o
+    m = means - o  # (G, C, D)
+    ref = ref_centres - o
+    r_dim = bases.shape[2]
+    stacked = np.concatenate([m.reshape(n_g * c, -1), ref, bases.transpose(0, 2, 1).reshape(
+        n_g * r_dim, -1)], axis=0)  # (G C + C + G R, D)
+    prod = xc @ stacked.T
+    dots = prod[:, : n_g * c].reshape(-1, n_g, c)              # x . mu_{g,c}
+    ref_dots = prod[:, n_g * c: n_g * c + c]                    # x . ref_c
+    xb = prod[:, n_g * c + c:].reshape(-1, n_g, r_dim)          # B_g^T x
+    mb = np.einsum("gcd,gdr->gcr", m, bases)                    # B_g^T mu_{g,c}
+    sq = np.einsum("nd,nd->n", xc, xc)
+    m_sq = np.einsum("gcd,gcd->gc", m, m)
+    y_oh = onehot(labels, c)
     within = np.zeros((n_g, c))
     projected = np.zeros((n_g, c))
     conf_own = np.zeros((n_g, c, c))
     mismatch = np.zeros(n_g)
-    y_oh = onehot(labels, c)
-    scatter = None
+    rows = np.arange(x.shape[0])
     for j in range(n_g):
         g = groups[:, j]
         ok = (g >= 0) & (g < c)
+        gi = np.where(ok, g, 0)
         oh = onehot(g, c)
-        # centre first, then square: a raw second moment would cancel catastrophically
-        r = x - means[j][np.where(ok, g, 0)]
-        r[~ok] = 0.0
-        within[j] = oh.T @ np.einsum("nd,nd->n", r, r)
-        p = r @ bases[j]
+        r2 = sq - 2.0 * dots[rows, j, gi] + m_sq[j, gi]
+        # a class whose samples all sit on its mean can round to a tiny negative sum
+        within[j] = np.maximum(oh.T @ r2, 0.0)
+        p = xb[:, j, :] - mb[j, gi]
         projected[j] = oh.T @ np.einsum("nr,nr->n", p, p)
         if own_valid[j].any():
-            near = nearest_centre(x, means[j], own_valid[j])
+            d = m_sq[j][None, :] - 2.0 * dots[:, j, :]
+            d[:, ~own_valid[j]] = np.inf
+            near = d.argmin(axis=1)
             conf_own[j] = y_oh.T @ onehot(near, c)
             mismatch[j] = np.count_nonzero(near != pred)
-        if dense and j == 0:
-            scatter = r.T @ r
-    near_ref = nearest_centre(x, ref_centres, ref_valid) if ref_valid.any() else \
-        np.full(len(x), -1)
+    if ref_valid.any():
+        d = (ref * ref).sum(axis=1)[None, :] - 2.0 * ref_dots
+        d[:, ~ref_valid] = np.inf
+        near_ref = d.argmin(axis=1)
+    else:
+        near_ref = np.full(len(x), -1)
     conf_ref = y_oh.T @ onehot(near_ref, c)
     flipped = pred != labels
     leapt = np.count_nonzero(flipped & (near_ref == pred))
     parts = [within, projected, conf_ref, conf_own, mismatch, [np.count_nonzero(flipped)],
              [leapt]]
     if dense:
-        parts.append(scatter)
+        g = groups[:, 0]
+        ok = (g >= 0) & (g < c)
+        r = x - means[0][np.where(ok, g, 0)]
+        r[~ok] = 0.0
+        parts.append(r.T @ r)
     return np.concatenate([np.ravel(p) for p in parts])
 
 

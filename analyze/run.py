@@ -16,7 +16,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from data import schema as S
-from data.store import NotInStoreError, layer_dataset, open_activations, outputs_dataset
+from data.store import (
+    NotInStoreError,
+    StoreError,
+    layer_dataset,
+    open_activations,
+    outputs_dataset,
+    verify_chunks,
+)
 from data.store import layers as store_layers
 from data.store import splits as store_splits
 
@@ -142,7 +149,8 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
             kernel = functools.partial(K.pass1, n_classes=n_classes)
             collections.append(reduce_chunks(kernel, x, [inputs[s][2][k, q]],
                                              size=K.pass1_size(n_g, n_classes, x.shape[1])))
-        for key, v in zip(keys, compute_all(collections, bar, client), strict=True):
+        for key, v in zip(keys, _checked(compute_all, collections, bar, client, store=store),
+                          strict=True):
             s, la, k, q = key
             d = feats[(s, la)].shape[-1]
             sums, counts, bad = K.unpack_pass1(v, n_g, n_classes, d)
@@ -178,11 +186,13 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
             layout = K.pass2_layout(n_g, n_classes, d, dense)
             size = sum(int(np.prod(sh)) if sh else 1 for _, sh in layout)
             labels, pred, groups = inputs[s]
+            origin = sums[0].sum(axis=0) / max(counts[0].sum(), 1)
             collections.append(reduce_chunks(
                 kernel, feats[(s, la)][k, q], [groups[k, q], labels, pred[k, q]],
-                [np.nan_to_num(means), bases, centres, valid, counts > 0], size=size))
+                [np.nan_to_num(means), bases, centres, valid, counts > 0, origin], size=size))
         p2 = {}
-        for key, v in zip(out_keys, compute_all(collections, bar, client), strict=True):
+        for key, v in zip(out_keys, _checked(compute_all, collections, bar, client,
+                                             store=store), strict=True):
             d = feats[key[:2]].shape[-1]
             p2[key] = K.unpack(v, K.pass2_layout(n_g, n_classes, d, dense_flags[key]))
     bar.close()
@@ -223,9 +233,26 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
     return metrics
 
 
-def _pass2(h, groups, labels, pred, means, bases, centres, valid, own_valid, n_classes, dense):
+def _checked(compute, *args, store):
+    """Run a computation; when reading the store fails, name the chunks that are corrupt."""
+    try:
+        return compute(*args)
+    except (ValueError, OSError, RuntimeError) as e:
+        if isinstance(e, AnalysisError):
+            raise
+        bad = verify_chunks(store)
+        if not bad:
+            raise
+        raise StoreError(f"store {str(store)!r} has unreadable chunks: {'; '.join(bad[:3])}"
+                         f"{f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''}; rerun "
+                         "nc-extract with the same command and --repair to rewrite them") \
+            from None
+
+
+def _pass2(h, groups, labels, pred, means, bases, centres, valid, own_valid, origin, n_classes,
+           dense):
     return K.pass2(h, groups, labels, pred, means, bases, centres, valid.astype(bool),
-                   own_valid.astype(bool), n_classes, dense=dense)
+                   own_valid.astype(bool), n_classes, dense=dense, origin=origin)
 
 
 def _warn_small_classes(p1, conditions):

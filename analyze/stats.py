@@ -189,8 +189,9 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     layout = K.pass2_layout(n_g, c, d, False)
     labels = g[:, 0]
     kernel = functools.partial(_pass2_adapter, n_classes=c)
+    origin = st["global_mean"].data[0]
     vec = reduce_chunks(kernel, f.data, [g, labels],
-                        [means_data, bases, ref, own_valid[0], own_valid],
+                        [means_data, bases, ref, own_valid[0], own_valid, origin],
                         size=sum(int(np.prod(s)) if s else 1 for _, s in layout))
     n_w = n_g * c
     dims_g = ("grouping", S.CLASS)
@@ -201,10 +202,12 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
         {"grouping": st["grouping"].values} if "grouping" in st.coords else {})
 
 
-def _pass2_adapter(h, groups, labels, means, bases, ref, ref_valid, own_valid, n_classes):
+def _pass2_adapter(h, groups, labels, means, bases, ref, ref_valid, own_valid, origin,
+                   n_classes):
     # the network's prediction is unknown here: use the label so nc4/leap terms stay defined
     return K.pass2(h, groups, labels, labels, np.nan_to_num(means), bases, ref,
-                   ref_valid.astype(bool), own_valid.astype(bool), n_classes)
+                   ref_valid.astype(bool), own_valid.astype(bool), n_classes,
+                   origin=np.nan_to_num(origin))
 
 
 def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: str = S.SAMPLE,

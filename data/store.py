@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import xarray as xr
 import zarr
+from zarr.core.sync import sync
 
 from . import schema as S
 
@@ -56,22 +58,85 @@ def check_schema(attrs: dict, expected: str, path) -> None:
         raise SchemaError(f"store {str(path)!r} has schema {got!r}{hint}; expected {expected!r}")
 
 
-def missing_chunks(path) -> list[str]:
-    """``"<array path>: k of n chunks"`` for every array of the store not fully written."""
+def _arrays(path, prefix: str = ""):
+    """(path, zarr.Array) of every array under ``prefix`` of the store, depth first."""
     out = []
 
-    def walk(group, prefix):
+    def walk(group, at):
         for name, member in group.members():
-            full = f"{prefix}{name}"
+            full = f"{at}{name}"
             if isinstance(member, zarr.Array):
-                done = member.nchunks_initialized
-                if done < member.nchunks:
-                    out.append(f"{full}: {done} of {member.nchunks} chunks")
+                out.append((full, member))
             else:
                 walk(member, full + "/")
 
-    walk(zarr.open_group(path, mode="r", use_consolidated=False), "")
+    root = zarr.open_group(path, mode="r", use_consolidated=False)
+    walk(root[prefix] if prefix else root, f"{prefix}/" if prefix else "")
     return out
+
+
+def _stored_keys(array) -> set:
+    async def listing():
+        return {k async for k in array.store_path.store.list_prefix(array.store_path.path)}
+
+    return sync(listing())
+
+
+def _chunk_keys(array):
+    """(chunk coordinates, storage key) of every chunk of ``array``."""
+    for coords in np.ndindex(*array.cdata_shape):
+        yield coords, f"{array.store_path.path}/{array.metadata.encode_chunk_key(coords)}"
+
+
+def missing_chunks(path, prefix: str = "") -> list[str]:
+    """``"<array>: k of n chunks (first missing: chunk (i, j, ...))"`` for every array of the
+    store that is not fully written."""
+    out = []
+    for name, array in _arrays(path, prefix):
+        stored = _stored_keys(array)
+        missing = [c for c, key in _chunk_keys(array) if key not in stored]
+        if missing:
+            out.append(f"{name}: {array.nchunks - len(missing)} of {array.nchunks} chunks "
+                       f"(first missing: chunk {missing[0]})")
+    return out
+
+
+def bad_chunks(path, prefix: str = "") -> list[tuple]:
+    """Read every chunk under ``prefix``; ``(array, chunk coords, storage key, problem)`` for
+    each one that is missing or fails to decode (checksum mismatch, truncated, garbled)."""
+    bad = []
+    for name, array in _arrays(path, prefix):
+        stored = _stored_keys(array)
+        for coords, key in _chunk_keys(array):
+            if key not in stored:
+                bad.append((name, coords, key, "missing"))
+                continue
+            sel = tuple(slice(c * s, (c + 1) * s) for c, s in zip(coords, array.chunks,
+                                                                  strict=True))
+            try:
+                array[sel]
+            except Exception as e:  # noqa: BLE001 - any decode failure is corruption
+                first = str(e).splitlines()[0][:80] if str(e) else "unreadable"
+                bad.append((name, coords, key, f"{type(e).__name__}: {first}"))
+    return bad
+
+
+def verify_chunks(path, prefix: str = "") -> list[str]:
+    """One line per missing or undecodable chunk, naming the array and the chunk; an empty
+    list means every chunk is present and passes its checksum."""
+    return [f"{name} chunk {coords}: {problem}" for name, coords, _, problem in
+            bad_chunks(path, prefix)]
+
+
+def delete_chunks(path, keys) -> None:
+    """Remove the given storage keys (corrupt chunks) so that a resumed write redoes them."""
+    store = zarr.open_group(path, mode="r+", use_consolidated=False).store
+
+    async def remove():
+        for k in keys:
+            await store.delete(k)
+
+    sync(remove())
 
 
 def _missing_groups(path, attrs) -> list[str]:
@@ -111,6 +176,12 @@ def open_tree(path, expected_schema: str, allow_partial: bool = False) -> xr.Dat
             f"store {str(path)!r} is incomplete (interrupted or still being written); missing: "
             f"{what or 'the final verification'}; rerun the command to finish it, or pass "
             "--allow-partial to use what is there")
+    if complete and expected_schema == S.ACTIVATIONS_SCHEMA:
+        # a store that claims completeness but lost a chunk must not read as NaN or zeros
+        lost = missing_chunks(path)
+        if lost:
+            raise StoreError(f"store {str(path)!r} is marked complete but chunks are missing: "
+                             f"{'; '.join(lost[:3])}; rerun nc-extract to rewrite them")
     # A complete store has consolidated metadata; a partial one must not trust a stale copy.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")

@@ -25,7 +25,8 @@ import zarr
 from zarr.core.sync import sync
 
 from . import schema as S
-from .store import StoreError, missing_chunks
+from .locking import StoreLock
+from .store import StoreError, bad_chunks, delete_chunks, missing_chunks
 
 #: target size of one feature chunk of the widest layer: large enough to compress and read
 #: efficiently, small enough that a block of every layer stays a few tens of MB in host memory
@@ -48,11 +49,14 @@ class LayerSpec:
 def _compressors(name: str):
     if name not in COMPRESSIONS:
         raise StoreError(f"unknown compression {name!r}; expected one of {', '.join(COMPRESSIONS)}")
+    # a CRC-32C of every chunk: a corrupted chunk fails loudly on read instead of returning
+    # silently wrong numbers
+    checksum = zarr.codecs.Crc32cCodec()
     if name == "none":
-        return None
+        return [checksum]
     # lz4 with byte shuffle: fast enough that compression never limits extraction
     clevel = 1 if name == "lz4" else 3
-    return [zarr.codecs.BloscCodec(cname=name, clevel=clevel, shuffle="shuffle")]
+    return [zarr.codecs.BloscCodec(cname=name, clevel=clevel, shuffle="shuffle"), checksum]
 
 
 def config_fingerprint(config: dict) -> str:
@@ -123,6 +127,8 @@ class ActivationStoreWriter:
                            compression=compression)
         self.fingerprint = config_fingerprint(self.config)
         self.attrs = dict(attrs or {})
+        self.repaired: list[str] = []
+        self.lock = StoreLock(self.path)
         self._arrays = {}
 
     # ---------------------------------------------------------------- layout
@@ -214,40 +220,57 @@ class ActivationStoreWriter:
         sync(write_coords())
 
     # ---------------------------------------------------------------- create / resume
-    def open(self, overwrite: bool = False) -> ActivationStoreWriter:
+    def open(self, overwrite: bool = False, repair: bool = False) -> ActivationStoreWriter:
         """Create the store, or resume one written by the same configuration.
 
         An existing store written with another configuration is refused unless ``overwrite``;
-        a directory that is not an ncprobe store is never deleted.
+        a directory that is not an ncprobe store is never deleted. ``repair`` reads every
+        chunk of a resumed store and deletes those that fail their checksum, so that the
+        resumed run rewrites them.
         """
         p = Path(self.path)
-        if p.exists():
+        fresh = not p.exists() or (p.is_dir() and not any(p.iterdir()))
+        if not fresh:
             try:
                 old = dict(zarr.open_group(self.path, mode="r").attrs)
             except Exception:  # noqa: BLE001 - any unreadable content means "not our store"
                 old = None
             if old is None or old.get("schema") != S.ACTIVATIONS_SCHEMA:
-                if p.is_dir() and not any(p.iterdir()):
-                    old = None
-                else:
-                    raise StoreError(f"{self.path!r} exists and is not an ncprobe activation "
-                                     "store; choose another --out (it is never overwritten)")
-            if old is not None and old.get("fingerprint") != self.fingerprint:
-                if not overwrite:
+                raise StoreError(f"{self.path!r} exists and is not an ncprobe activation "
+                                 "store; choose another --out (it is never overwritten)")
+        self.lock.acquire()
+        try:
+            if not fresh:
+                if old.get("fingerprint") != self.fingerprint and not overwrite:
                     diff = _differences(old.get("config", {}), self.config)
                     raise StoreError(
                         f"store {self.path!r} holds a different run (differs in: "
                         f"{', '.join(diff) or 'configuration'}); pass --overwrite to replace "
                         "it or choose another --out")
+                if old.get("fingerprint") == self.fingerprint and old.get("layout_written"):
+                    self._resume(repair)
+                    return self
+                # another run (with --overwrite), or ours interrupted while creating its layout
                 shutil.rmtree(p)
-            elif old is not None and old.get("layout_written"):
-                # same configuration: resume. Rewriting the root metadata drops the consolidated
-                # copy, so no reader trusts stale metadata while blocks are being added.
-                zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
-                    complete=False)
-                return self
-            else:  # our store, interrupted while its layout was being created: start again
-                shutil.rmtree(p)
+            self._create()
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def _resume(self, repair: bool) -> None:
+        # Rewriting the root metadata drops the consolidated copy, so no reader trusts stale
+        # metadata while blocks are being added.
+        zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
+            complete=False)
+        if repair:
+            data = (S.FEATURES, S.LOGITS, S.PRED, S.TARGET, S.PERTURBATION_NORM)
+            broken = [b for b in bad_chunks(self.path)
+                      if b[3] != "missing" and b[0].rsplit("/", 1)[-1] in data]
+            delete_chunks(self.path, [key for _, _, key, _ in broken])
+            self.repaired = [f"{n} chunk {c}" for n, c, _, _ in broken]
+
+    def _create(self) -> None:
         root = dict(self.attrs)
         root.update(schema=S.ACTIVATIONS_SCHEMA, n_classes=self.n_classes,
                     layers=[s.name for s in self.layers], conditions=self.conditions,
@@ -258,7 +281,7 @@ class ActivationStoreWriter:
         root.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat())
         root.setdefault("class_names", [str(i) for i in range(self.n_classes)])
         # the schema goes first so an interrupted creation is recognised as ours and redone
-        zarr.open_group(self.path, mode="w", zarr_format=3).attrs.update(root)
+        zarr.create_group(self.path, zarr_format=3, overwrite=True).attrs.update(root)
         templates = []
         for split in self.samples:
             templates += [(S.features_path(split, spec.name), self._template(split, spec))
@@ -269,7 +292,10 @@ class ActivationStoreWriter:
         self._create_layout(templates)
         zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
             layout_written=True)
-        return self
+
+    def close(self) -> None:
+        """Release the writer lock (also after an error: the store stays resumable)."""
+        self.lock.release()
 
     # ---------------------------------------------------------------- blocks
     def _array(self, path):
@@ -337,6 +363,7 @@ class ActivationStoreWriter:
         group = zarr.open_group(self.path, mode="r+", use_consolidated=False)
         group.attrs.update(dict(extra_attrs, complete=True))
         consolidate(self.path)
+        self.close()
 
 
 def consolidate(path) -> None:

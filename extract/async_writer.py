@@ -70,8 +70,10 @@ class AsyncBlockWriter:
         self._q.put(item)
 
     def close(self) -> None:
-        self._q.put(None)
-        self._thread.join()
+        """Wait for everything submitted; idempotent. Re-raises a write error once."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
         self._raise()
 
 

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: 1 for small models)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a store written by a different configuration")
+    p.add_argument("--repair", action="store_true",
+                   help="read every chunk of an existing store and rewrite those that fail "
+                        "their checksum")
     p.add_argument("--list-layers", action="store_true",
                    help="print capturable layers with their output shapes and exit")
     p.add_argument("--all-modules", action="store_true",
@@ -90,7 +93,8 @@ def _run(args) -> int:
         return 0
     if not args.out:
         raise ValueError("--out is required (the store to write), unless --list-layers")
-    extract_store(cfg, args.out, overwrite=args.overwrite, device=args.device,
+    extract_store(cfg, args.out, overwrite=args.overwrite, repair=args.repair,
+                  device=args.device,
                   threads=args.threads, progress=not args.no_progress,
                   command=shlex.join(["nc-extract", *sys.argv[1:]]))
     print(f"wrote {args.out}")

@@ -144,7 +144,7 @@ def list_layers(cfg: ExtractConfig, all_modules: bool = False) -> list[tuple]:
 
 def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: str = "auto",
                   threads: int | None = None, progress: bool = True, command: str = "",
-                  queue_depth: int = 2) -> str:
+                  queue_depth: int = 2, repair: bool = False) -> str:
     """Write the activation store ``out`` (STORE.md) for ``cfg``; resume if it exists."""
     from tqdm.auto import tqdm
 
@@ -191,7 +191,10 @@ def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: s
         samples={s: (subsets[s], ds.labels[s][subsets[s]]) for s in splits},
         n_classes=ds.n_classes, config=config, attrs=attrs, dtype=cfg.dtype,
         compression=cfg.compression, classifier=(feat, fc.in_features),
-        chunk_samples=cfg.chunk_samples).open(overwrite=overwrite)
+        chunk_samples=cfg.chunk_samples).open(overwrite=overwrite, repair=repair)
+    if writer.repaired:
+        log.warning("deleted %d corrupt chunks to rewrite: %s", len(writer.repaired),
+                    "; ".join(writer.repaired[:5]))
     n_classes = ds.n_classes
     cs = writer.chunk_samples
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
@@ -256,9 +259,11 @@ def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: s
                             torch.cuda.synchronize(dev)
                         background.submit((split, k, q, b, hi - lo, bufs))
                         bar.update(1)
+        background.close()
+        writer.finalize()
     finally:
         background.close()
         bar.close()
-    writer.finalize()
+        writer.close()
     log.info("wrote %s", out)
     return str(out)

@@ -17,6 +17,7 @@ from data.store import (
     open_activations,
     select_conditions,
 )
+from data.locking import StoreLockedError
 from data.store_writer import ActivationStoreWriter, LayerSpec, write_activation_store
 
 
@@ -108,12 +109,17 @@ def test_resume_same_config_refuse_other_never_delete_foreign(tmp_path):
     w = ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 1}, **kw).open()
     w.write_block("train", 0, 0, 0, {"a": np.ones((4, 3))}, np.zeros((4, 2)), np.zeros(4),
                   np.zeros(4), np.zeros(4))
+    with pytest.raises(StoreLockedError, match="being written by another process"):
+        ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 1}, **kw).open()
+    w.close()
     again = ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 1}, **kw).open()
     assert again.block_done("train", 0, 0, 0)  # resumed, not recreated
+    again.close()
     with pytest.raises(StoreError, match=r"differs in: x\); pass --overwrite"):
         ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 2}, **kw).open()
     fresh = ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 2}, **kw).open(overwrite=True)
     assert not fresh.block_done("train", 0, 0, 0)
+    fresh.close()
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
