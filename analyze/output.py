@@ -18,6 +18,7 @@ import xarray as xr
 import zarr
 
 from data import schema as S
+from data.locking import process_alive
 from data.store import StoreError
 from data.store_writer import consolidate
 
@@ -114,6 +115,14 @@ def csv_path(out) -> Path:
     return out.with_suffix(".csv") if out.suffix == ".zarr" else out.parent / "metrics.csv"
 
 
+def _remove_stale(out: Path) -> None:
+    """Delete temporary copies left beside ``out`` by runs that were killed."""
+    for tmp in out.parent.glob(f".{out.name}.*-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+
+
 def write_metrics(tree: xr.DataTree, out, overwrite: bool = False) -> None:
     """Write the metrics tree atomically to ``out`` and its tidy CSV beside it.
 
@@ -135,6 +144,7 @@ def write_metrics(tree: xr.DataTree, out, overwrite: bool = False) -> None:
             raise StoreError(f"{str(out)!r} holds metrics of another store or options; pass "
                              "--overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tree.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)

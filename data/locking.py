@@ -18,7 +18,8 @@ class StoreLockedError(ValueError):
     """Another live process is writing the store."""
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -54,7 +55,8 @@ class StoreLock:
                     other = json.loads(self.path.read_text())
                 except (OSError, json.JSONDecodeError):
                     other = {}
-                stale = other.get("host") == me["host"] and not _alive(int(other.get("pid", 0)))
+                stale = (other.get("host") == me["host"]
+                         and not process_alive(int(other.get("pid", 0))))
                 if stale or not other:
                     self.path.unlink(missing_ok=True)
                     continue

@@ -263,6 +263,9 @@ class ActivationStoreWriter:
         # metadata while blocks are being added.
         zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
             complete=False)
+        # a process killed inside zarr's atomic write leaves its temporary file behind
+        for tmp in Path(self.path).rglob("*.partial"):
+            tmp.unlink(missing_ok=True)
         if repair:
             data = (S.FEATURES, S.LOGITS, S.PRED, S.TARGET, S.PERTURBATION_NORM)
             broken = [b for b in bad_chunks(self.path)

@@ -197,6 +197,21 @@ def _prepare_out(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> 
     return None
 
 
+def _truncate_log(path: Path, last_epoch: int) -> None:
+    """Keep only log records up to ``last_epoch``: a run killed between writing an epoch's
+    record and its training state would otherwise log that epoch twice after resuming."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("epoch", 0) <= last_epoch:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by the kill
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))
+
+
 def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = False,
           device: str = "auto", threads: int | None = None, progress: bool = True,
           command: str = "") -> dict:
@@ -220,6 +235,7 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
         opt.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
         log.info("resuming %s after epoch %d", out, start_epoch)
+        _truncate_log(out / "log.jsonl", start_epoch)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run.json", json.dumps(
         {"config": dataclasses.asdict(cfg), "dataset": ds.provenance(), "command": command,

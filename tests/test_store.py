@@ -8,6 +8,7 @@ import xarray as xr
 import zarr
 
 from data import schema as S
+from data.locking import StoreLockedError
 from data.store import (
     IncompleteStoreError,
     NotInStoreError,
@@ -17,7 +18,6 @@ from data.store import (
     open_activations,
     select_conditions,
 )
-from data.locking import StoreLockedError
 from data.store_writer import ActivationStoreWriter, LayerSpec, write_activation_store
 
 

@@ -1,0 +1,192 @@
+"""Fault injection with real processes: SIGKILL at random moments, two writers, corruption."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from analyze.run import analyze_store
+from data.store import StoreError
+from extract.extraction import ExtractConfig, extract_store
+from extract.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=10", "pgd:norm=linf,eps=0.1,steps=10,target=next",
+           "noise:kind=gaussian,eps=0.5"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    train(TrainConfig(epochs=2, schedule="constant", lr=0.05), d / "run", progress=False)
+    return d / "run" / "checkpoints" / "epoch-0002.pt"
+
+
+def extract_args(ckpt, out):
+    return [sys.executable, "-m", "extract.cli_extract", "--checkpoint", str(ckpt), "--out",
+            str(out), "--limit", "400", "--chunk-samples", "20", "--batch-size", "20",
+            "--no-progress", *sum((["--attack", a] for a in ATTACKS), [])]
+
+
+def arrays(path):
+    out = {}
+
+    def walk(group, prefix):
+        for name, m in group.members():
+            if isinstance(m, zarr.Array):
+                out[prefix + name] = m[...]
+            else:
+                walk(m, prefix + name + "/")
+
+    walk(zarr.open_group(str(path), mode="r"), "")
+    return out
+
+
+def chunk_files(path):
+    return [p for p in Path(path).rglob("*") if p.is_file() and "/c/" in p.as_posix()]
+
+
+def kill_when(cmd, ready, delay, timeout=120):
+    """Start ``cmd``; once ``ready()`` holds, wait ``delay`` s and SIGKILL it.
+
+    Returns True if it was killed, False if it finished first.
+    """
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    while not ready() and p.poll() is None and time.monotonic() - t0 < timeout:
+        time.sleep(0.01)
+    time.sleep(delay)
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        return True
+    p.wait()
+    return False
+
+
+@pytest.mark.slow
+def test_extract_survives_sigkill_and_resumes_bitwise(ckpt, tmp_path):
+    ref = tmp_path / "ref.zarr"
+    subprocess.run(extract_args(ckpt, ref), cwd=ROOT, check=True, capture_output=True)
+    out = tmp_path / "cut.zarr"
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(5):
+        before = len(chunk_files(out)) if out.exists() else 0
+        killed = kill_when(extract_args(ckpt, out),
+                           lambda b=before: out.exists() and len(chunk_files(out)) > b,
+                           rng.uniform(0.0, 0.6))
+        kills += killed
+        if killed and out.exists():
+            assert zarr.open_group(str(out), mode="r").attrs.get("complete") is not True
+    assert kills >= 4, f"only {kills} of 5 runs were killed before finishing"
+    done = subprocess.run(extract_args(ckpt, out), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    a, b = arrays(ref), arrays(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # bitwise on the CPU
+    assert not list(out.rglob("*.partial"))
+    assert zarr.open_group(str(out), mode="r").attrs["complete"] is True
+    assert not (tmp_path / ".cut.zarr.lock").exists()
+
+
+@pytest.mark.slow
+def test_second_writer_refuses(ckpt, tmp_path):
+    out = tmp_path / "s.zarr"
+    first = subprocess.Popen(extract_args(ckpt, out), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    lock = tmp_path / ".s.zarr.lock"
+    t0 = time.monotonic()
+    while not lock.exists() and time.monotonic() - t0 < 60:
+        time.sleep(0.01)
+    second = subprocess.run(extract_args(ckpt, out), cwd=ROOT, capture_output=True, text=True)
+    first.wait()
+    assert first.returncode == 0
+    assert second.returncode == 2
+    assert "is being written by another process" in second.stderr
+    assert second.stderr.count("\n") == 1
+    assert zarr.open_group(str(out), mode="r").attrs["complete"] is True
+
+
+@pytest.mark.slow
+def test_analyze_killed_leaves_nothing_that_looks_complete(ckpt, tmp_path):
+    store = tmp_path / "a.zarr"
+    extract_store(ExtractConfig(checkpoints=[str(ckpt)], attacks=ATTACKS[:2], limit=200),
+                  store, progress=False)
+    ref = tmp_path / "ref.zarr"
+    analyze_store(store, ref, progress=False)
+    out = tmp_path / "m.zarr"
+    cmd = [sys.executable, "-m", "analyze.cli", str(store), "--out", str(out), "--no-progress"]
+    rng = random.Random(3)
+    for _ in range(3):
+        started = time.monotonic()
+        kill_when(cmd, lambda s=started: time.monotonic() - s > 1.5, rng.uniform(0, 1.5))
+        assert not out.exists() or zarr.open_group(str(out), mode="r").attrs["complete"]
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref.csv"), pd.read_csv(
+        tmp_path / "m.csv"))
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.slow
+def test_train_killed_then_resumed_equals_uninterrupted(tmp_path):
+    import torch
+
+    from extract.checkpoints import load_state_dict
+
+    base = [sys.executable, "-m", "extract.cli_train", "--mode", "pgd", "--eps", "0.1",
+            "--steps", "3", "--epochs", "12", "--save-epochs", "6", "--no-progress"]
+    subprocess.run(base + ["--out", str(tmp_path / "ref")], cwd=ROOT, check=True,
+                   capture_output=True)
+    out = tmp_path / "cut"
+    log = out / "log.jsonl"
+    rng = random.Random(1)
+    for _ in range(2):
+        n = len(log.read_text().splitlines()) if log.exists() else 0
+        kill_when(base + ["--out", str(out), "--resume"],
+                  lambda n=n: log.exists() and len(log.read_text().splitlines()) > n,
+                  rng.uniform(0, 0.3))
+    done = subprocess.run(base + ["--out", str(out), "--resume"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    a = load_state_dict(tmp_path / "ref/checkpoints/epoch-0012.pt")
+    b = load_state_dict(out / "checkpoints/epoch-0012.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    epochs = [int(line.split('"epoch": ')[1].split(",")[0])
+              for line in log.read_text().splitlines()]
+    assert epochs == list(range(1, 13))
+
+
+def test_corrupt_and_deleted_chunks_are_named_and_repaired(ckpt, tmp_path):
+    store = tmp_path / "a.zarr"
+    cfg = ExtractConfig(checkpoints=[str(ckpt)], attacks=ATTACKS[:2], limit=100,
+                        chunk_samples=25)
+    extract_store(cfg, store, progress=False)
+    good = analyze_store(store, progress=False)["summary"]["nc1"].values
+    chunk = store / "test/layers/block2/features/c/0/1/2/0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match=r"test/layers/block2/features chunk \(0, 1, 2, 0\): "
+                                         r"ValueError: Stored and computed checksum"):
+        analyze_store(store, progress=False)
+    extract_store(cfg, store, progress=False, repair=True)
+    np.testing.assert_array_equal(analyze_store(store, progress=False)["summary"]["nc1"].values,
+                                  good)
+    os.remove(store / "train/outputs/pred/c/0/0/1")
+    with pytest.raises(StoreError, match=r"marked complete but chunks are missing: "
+                                         r"train/outputs/pred: 7 of 8 chunks \(first missing: "
+                                         r"chunk \(0, 0, 1\)\)"):
+        analyze_store(store, progress=False)
+    extract_store(cfg, store, progress=False)  # the rerun the message asks for
+    np.testing.assert_array_equal(analyze_store(store, progress=False)["summary"]["nc1"].values,
+                                  good)
