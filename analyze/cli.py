@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from data.cli_support import add_common_flags, csv_list, run_command
+from data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
 
 from .cluster import SCHEDULER_HELP
 from .output import csv_path
@@ -19,7 +19,7 @@ EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="nc-analyze", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Compute NC1-NC4, simplex-ETF deviation, nearest-class-centre accuracy and "
                     "vertex-leap transitions for every split, layer, checkpoint and condition "

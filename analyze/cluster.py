@@ -15,6 +15,15 @@ SCHEDULER_HELP = ("'local' (threads in this process; the default, fastest here b
                   "processes), a 'tcp://host:port' scheduler address, or a scheduler JSON file")
 
 
+def check_scheduler(scheduler: str | None) -> None:
+    """A one-line error for a --scheduler value that names nothing we can connect to."""
+    s = scheduler or "local"
+    ok = (s == "local" or s.startswith(("localcluster", "tcp://", "tls://", "ucx://", "inproc://"))
+          or Path(s).suffix == ".json")
+    if not ok:
+        raise AnalysisError(f"unknown --scheduler {s!r}; expected {SCHEDULER_HELP}")
+
+
 @contextmanager
 def connect(scheduler: str | None):
     """Yield a ``distributed.Client`` for the chosen scheduler, or None for local threads."""

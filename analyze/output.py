@@ -123,26 +123,31 @@ def _remove_stale(out: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
 
 
-def write_metrics(tree: xr.DataTree, out, overwrite: bool = False) -> None:
-    """Write the metrics tree atomically to ``out`` and its tidy CSV beside it.
+def check_target(out, source, options, overwrite: bool = False) -> None:
+    """Refuse, before any work, an ``out`` that is not ours or holds another analysis.
 
     An existing ``out`` is replaced only when it is a metrics store of the same source and
     options, or when ``overwrite``; a path holding anything else is never touched.
     """
     out = Path(out)
-    if out.exists():
-        try:
-            old = dict(zarr.open_group(str(out), mode="r").attrs)
-        except Exception:  # noqa: BLE001 - unreadable means "not ours"
-            old = {}
-        if old.get("schema") != S.METRICS_SCHEMA:
-            raise StoreError(f"{str(out)!r} exists and is not an ncprobe metrics store; choose "
-                             "another --out (it is never overwritten)")
-        same = (old.get("source") == tree.attrs["source"]
-                and old.get("options") == tree.attrs["options"])
-        if not same and not overwrite:
-            raise StoreError(f"{str(out)!r} holds metrics of another store or options; pass "
-                             "--overwrite to replace it")
+    if not out.exists():
+        return
+    try:
+        old = dict(zarr.open_group(str(out), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - unreadable means "not ours"
+        old = {}
+    if old.get("schema") != S.METRICS_SCHEMA:
+        raise StoreError(f"{str(out)!r} exists and is not an ncprobe metrics store; choose "
+                         "another --out (it is never overwritten)")
+    if (old.get("source"), old.get("options")) != (str(source), options) and not overwrite:
+        raise StoreError(f"{str(out)!r} holds metrics of another store or options; pass "
+                         "--overwrite to replace it")
+
+
+def write_metrics(tree: xr.DataTree, out, overwrite: bool = False) -> None:
+    """Write the metrics tree atomically to ``out`` and its tidy CSV beside it."""
+    out = Path(out)
+    check_target(out, tree.attrs["source"], tree.attrs["options"], overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -28,10 +28,10 @@ from data.store import layers as store_layers
 from data.store import splits as store_splits
 
 from . import _kernels as K
-from .cluster import connect
+from .cluster import check_scheduler, connect
 from .collapse import GROUPING_ORDER, block_metrics
 from .geometry import basis_of_means, means_from_sums
-from .output import assemble, write_metrics
+from .output import assemble, check_target, write_metrics
 from .progress import compute_all, make_bar
 from .stats import AnalysisError, reduce_chunks
 
@@ -111,6 +111,9 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
         The metrics tree (also written when ``out`` is given).
     """
     opts = options or AnalysisOptions()
+    if out is not None:
+        check_target(out, store, asdict(opts), overwrite)
+    check_scheduler(scheduler)
     tree = open_activations(store, allow_partial=opts.allow_partial)
     n_classes = int(tree.attrs["n_classes"])
     if n_classes < 2:
@@ -140,8 +143,8 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
             for k in range(len(checkpoints)) for q in range(len(conditions))]
     n_g = len(GROUPING_ORDER)
 
-    bar = make_bar(progress)
     with connect(scheduler) as client:
+        bar = make_bar(progress)
         p1 = {}
         collections = []
         for s, la, k, q in keys:

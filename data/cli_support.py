@@ -16,6 +16,13 @@ class UserError(ValueError):
     """Bad input found by a command itself; shown as one line without a traceback."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump) on bad flags, like every other error."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true",
                         help="show full tracebacks instead of one-line errors")
@@ -40,7 +47,10 @@ def run_command(prog: str, parser: argparse.ArgumentParser, body, argv=None) -> 
     ``PermissionError`` and ``KeyError`` from bad input print ``prog: error: <message>`` and
     return 2; ``--debug`` re-raises with the traceback.
     """
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad flag already reported in one line
+        return int(e.code or 0)
     _setup_logging(getattr(args, "verbose", 0))
     try:
         return int(body(args) or 0)

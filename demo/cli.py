@@ -19,7 +19,7 @@ import torch
 
 from analyze.findings import evaluate_findings
 from analyze.run import AnalysisOptions, analyze_store
-from data.cli_support import add_common_flags, run_command
+from data.cli_support import OneLineParser, add_common_flags, run_command
 from data.store import open_activations
 from extract.attacks import parse_attack, perturbation_norm, run_condition
 from extract.checkpoints import checkpoint_path, load_state_dict
@@ -131,7 +131,7 @@ def _run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="nc-demo", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[1] if __doc__ else "",
         epilog="examples:\n  nc-demo --out runs/demo\n  nc-demo --quick --out /tmp/demo")

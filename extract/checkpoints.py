@@ -59,9 +59,10 @@ def load_state_dict(path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"checkpoint {str(path)!r} cannot be loaded as weights only: "
-                         f"{first}") from None
+        text = " ".join(str(e).split()) or type(e).__name__
+        first = text.split(". ")[0][:120]  # torch appends paragraphs of advice
+        raise ModelError(f"checkpoint {str(path)!r} cannot be loaded as weights only "
+                         f"({first}); expected a state dict saved with torch.save") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a training state (last.pt)
     if not isinstance(state, dict):
@@ -88,6 +89,9 @@ def expand_checkpoints(patterns) -> list[Path]:
         hits = sorted(glob.glob(str(p))) if any(ch in str(p) for ch in "*?[") else [str(p)]
         if not hits:
             raise ModelError(f"no checkpoint matches {str(p)!r}")
+        for h in hits:
+            if not Path(h).is_file():
+                raise ModelError(f"checkpoint {h!r} does not exist")
         out += [Path(h) for h in hits]
     seen, unique = set(), []
     for p in out:

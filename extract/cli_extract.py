@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from data.cli_support import add_common_flags, csv_list, run_command
+from data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
 from data.store_writer import COMPRESSIONS
 
 from .extraction import ExtractConfig, extract_store, list_layers
@@ -38,7 +38,7 @@ def _reductions(items):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc-extract", epilog=EXAMPLES,
+    p = OneLineParser(prog="nc-extract", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Attack a model's inputs and store every captured "
                                             "layer's features of clean and perturbed inputs in "

@@ -7,7 +7,7 @@ import shlex
 import sys
 from fractions import Fraction
 
-from data.cli_support import add_common_flags, run_command
+from data.cli_support import OneLineParser, add_common_flags, run_command
 from data.datasets import LOADERS
 
 from .models import ARCHS
@@ -39,7 +39,7 @@ def _int_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="nc-train", epilog=EXAMPLES,
+    p = OneLineParser(prog="nc-train", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Train a classifier and save checkpoints with JSON "
                                             "sidecars, a per-epoch log and run.json.")

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from data.cli_support import add_common_flags, csv_list, run_command
+from data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
 from data.store import StoreError, open_activations, open_metrics
 
 from .report import write_report
@@ -20,7 +20,7 @@ EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nc-plot", epilog=EXAMPLES,
+    p = OneLineParser(prog="nc-plot", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Draw the collapse, NCC, transition, alignment, "
                                             "NC2 and simplex figures (PNG + PDF) and write a "

@@ -1,0 +1,67 @@
+"""Fixtures for the bad-input table of docs/bad-inputs.md: every row runs as a test."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
+ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*`(nc-[a-z]+)`\s*\|\s*`([^`]*)`\s*\|\s*`([^`]*)`\s*\|\s*$")
+
+
+def rows() -> list[tuple[int, str, str, str]]:
+    """(number, command, arguments, exact stderr line) of every table row."""
+    out = []
+    for line in DOC.read_text().splitlines():
+        m = ROW.match(line)
+        if m:
+            out.append((int(m[1]), m[2], m[3], m[4]))
+    return out
+
+
+def make_fixtures(tmp: Path) -> dict:
+    """Every path a row refers to, created under ``tmp``."""
+    from data.store_writer import write_activation_store
+    from extract.extraction import ExtractConfig, extract_store
+    from extract.training import TrainConfig, train
+
+    train(TrainConfig(epochs=1, schedule="constant", lr=0.05), tmp / "run", progress=False)
+    ckpt = tmp / "run" / "checkpoints" / "epoch-0001.pt"
+    store = tmp / "acts.zarr"
+    extract_store(ExtractConfig(checkpoints=[str(ckpt)], attacks=["clean", "fgsm:eps=0.1"],
+                                limit=40), store, progress=False)
+    from analyze.run import analyze_store
+
+    with warnings.catch_warnings():  # 40 samples: some predicted classes have one sample
+        warnings.simplefilter("ignore")
+        analyze_store(store, tmp / "metrics.zarr", progress=False)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 4)
+
+    def small(name, x=None, labels=y, n_classes=3):
+        x = rng.standard_normal((labels.size, 4)) if x is None else x
+        write_activation_store(tmp / name, {"train": {"a": x[None, None]}}, {"train": labels},
+                               n_classes=n_classes)
+        return tmp / name
+
+    nan = rng.standard_normal((12, 4))
+    nan[2, 1] = np.nan
+    small("nan.zarr", x=nan)
+    small("one_class.zarr", labels=np.zeros(12, int), n_classes=1)
+    small("bad_labels.zarr", labels=np.array([0, 1, 2, 5] * 3))
+    small("future.zarr")
+    zarr.open_group(str(tmp / "future.zarr"), mode="r+",
+                    use_consolidated=False).attrs["schema"] = "ncprobe-activations/2"
+    small("partial.zarr")
+    zarr.open_group(str(tmp / "partial.zarr"), mode="r+",
+                    use_consolidated=False).attrs["complete"] = False
+    (tmp / "partial.zarr" / "train/layers/a/features/c/0/0/0/0").unlink()
+    (tmp / "empty").mkdir()
+    (tmp / "notastore").mkdir()
+    (tmp / "notastore" / "thesis.tex").write_text("keep me")
+    return {"tmp": str(tmp), "ckpt": str(ckpt), "store": str(store),
+            "metrics": str(tmp / "metrics.zarr")}
