@@ -23,6 +23,28 @@ def onehot(g: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
+#: rows converted to float64 at a time: a few MB that stay in cache and are reused, rather than
+#: a fresh chunk-sized float64 copy per step (page faults cost more than the arithmetic)
+ROW_BLOCK = 128
+
+
+def row_blocks(h: np.ndarray, origin=None):
+    """Yield ``(i, j, x)``: rows i:j of ``h`` as float64, minus ``origin``, in one reused buffer.
+
+    The buffer is overwritten by the next block: consume it before asking for the next.
+    """
+    n, d = h.shape
+    buf = np.empty((min(ROW_BLOCK, max(n, 1)), d))
+    for i in range(0, n, ROW_BLOCK):
+        j = min(i + ROW_BLOCK, n)
+        x = buf[: j - i]
+        if origin is None:
+            x[...] = h[i:j]
+        else:
+            np.subtract(h[i:j], origin, out=x)
+        yield i, j, x
+
+
 def pass1_size(n_groupings: int, n_classes: int, dim: int) -> int:
     return n_groupings * n_classes * (dim + 1) + 1
 
@@ -33,16 +55,18 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
     Returns the flat vector of ``sums`` (G, C, D), ``counts`` (G, C) and ``n_nonfinite`` (1,),
     unpacked by :func:`unpack_pass1`. One BLAS product with the stacked indicators.
     """
-    x = np.asarray(h, dtype=np.float64)
     n_g = groups.shape[1]
     # indicators of every grouping side by side, plus a column of ones whose sum is finite
     # exactly when every value is (a NaN or inf propagates): the full check only when not
     oh = np.concatenate([onehot(groups[:, j], n_classes) for j in range(n_g)]
-                        + [np.ones((x.shape[0], 1))], axis=1)
+                        + [np.ones((h.shape[0], 1))], axis=1)
+    sums = np.zeros((oh.shape[1], h.shape[1]))
     with np.errstate(invalid="ignore", over="ignore"):
-        sums = oh.T @ x
+        for i, j, x in row_blocks(h):
+            sums += oh[i:j].T @ x
     bad = 0
     if not np.isfinite(sums[-1]).all():
+        x = np.asarray(h, dtype=np.float64)
         finite = np.isfinite(x)
         bad = x.size - np.count_nonzero(finite)
         sums = oh.T @ np.where(finite, x, 0.0)  # counted and reported; kept out of the sums
@@ -81,7 +105,7 @@ def pass2_layout(n_groupings: int, n_classes: int, dim: int, dense: bool):
     return layout
 
 
-def pass2(h, groups, labels, pred, means, bases, ref_centres, ref_valid, own_valid, n_classes,
+def pass2(h, groups, labels, pred, means, coefs, ref_centres, ref_valid, own_valid, n_classes,
           dense=False, origin=None):
     """Second pass: within-class scatter, projections on the between-class basis, NCC counts.
 
@@ -89,7 +113,8 @@ def pass2(h, groups, labels, pred, means, bases, ref_centres, ref_valid, own_val
     ----------
     h : (n, D) features; groups : (n, G); labels, pred : (n,) true label and network prediction.
     means : (G, C, D) class means of each grouping (pass 1).
-    bases : (G, D, R) columns u_k / s_k of the thin SVD of the centred means, zero-padded.
+    coefs : (G, C, R) projection coefficients (:func:`analyze.geometry.projection_coefs`):
+        B_g^T r = coefs_g^T [mu_c . r]_c, B_g = U S^-1 of the centred means.
     ref_centres : (C, D) clean class means of the reference split; ref_valid : (C,) bool.
     own_valid : (G, C) bool, classes with at least one sample in each grouping.
     dense : also accumulate the label-grouping scatter sum_i r_i r_i^T (D, D).
@@ -110,55 +135,55 @@ def pass2(h, groups, labels, pred, means, bases, ref_centres, ref_valid, own_val
 
     Notes
     -----
-    One BLAS product of the centred chunk with every mean, reference centre and basis
-    column at once replaces a pass per grouping: the chunk is read from memory twice (centre,
-    multiply) whatever the number of groupings.
+    Everything comes from one BLAS product of the centred chunk with the class means of the
+    groupings in use and the reference centres: the chunk is read from memory twice (centre,
+    multiply) whatever the number of groupings, and the projections need no basis product.
     """
-    x = np.asarray(h, dtype=np.float64)
     c = n_classes
-    n_g = groups.shape[1]
-    o = np.zeros(x.shape[1]) if origin is None else np.asarray(origin, np.float64)
-    xc = x - o
+    n, n_g = groups.shape
+    o = np.zeros(h.shape[1]) if origin is None else np.asarray(origin, np.float64)
     m = means - o  # (G, C, D)
     ref = ref_centres - o
-    r_dim = bases.shape[2]
-    stacked = np.concatenate([m.reshape(n_g * c, -1), ref, bases.transpose(0, 2, 1).reshape(
-        n_g * r_dim, -1)], axis=0)  # (G C + C + G R, D)
-    prod = xc @ stacked.T
-    dots = prod[:, : n_g * c].reshape(-1, n_g, c)              # x . mu_{g,c}
-    ref_dots = prod[:, n_g * c: n_g * c + c]                    # x . ref_c
-    xb = prod[:, n_g * c + c:].reshape(-1, n_g, r_dim)          # B_g^T x
-    mb = np.einsum("gcd,gdr->gcr", m, bases)                    # B_g^T mu_{g,c}
-    sq = np.einsum("nd,nd->n", xc, xc)
-    m_sq = np.einsum("gcd,gcd->gc", m, m)
+    used = [j for j in range(n_g) if own_valid[j].any()]  # e.g. no "target" when untargeted
+    stacked = np.concatenate([m[used].reshape(len(used) * c, -1), ref], axis=0).T
+    prod = np.empty((n, stacked.shape[1]))
+    sq = np.empty(n)
+    for i, j, xc in row_blocks(h, o):
+        prod[i:j] = xc @ stacked
+        sq[i:j] = np.einsum("nd,nd->n", xc, xc)
+    ref_dots = prod[:, len(used) * c:]
     y_oh = onehot(labels, c)
     within = np.zeros((n_g, c))
     projected = np.zeros((n_g, c))
     conf_own = np.zeros((n_g, c, c))
     mismatch = np.zeros(n_g)
-    rows = np.arange(x.shape[0])
-    for j in range(n_g):
+    rows = np.arange(n)
+    for slot, j in enumerate(used):
+        dots = prod[:, slot * c: (slot + 1) * c]               # x . m_{g,c}
+        gram = m[j] @ m[j].T                                    # m_c . m_c'
+        m_sq = np.diag(gram)
         g = groups[:, j]
         ok = (g >= 0) & (g < c)
         gi = np.where(ok, g, 0)
         oh = onehot(g, c)
-        r2 = sq - 2.0 * dots[rows, j, gi] + m_sq[j, gi]
+        r2 = sq - 2.0 * dots[rows, gi] + m_sq[gi]
         # a class whose samples all sit on its mean can round to a tiny negative sum
         within[j] = np.maximum(oh.T @ r2, 0.0)
-        p = xb[:, j, :] - mb[j, gi]
+        # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c: dot products with the means suffice;
+        # coefs^T 1 = 0, so the constant that the origin shift adds to every m_c . r cancels
+        p = dots @ coefs[j] - gram[gi] @ coefs[j]
         projected[j] = oh.T @ np.einsum("nr,nr->n", p, p)
-        if own_valid[j].any():
-            d = m_sq[j][None, :] - 2.0 * dots[:, j, :]
-            d[:, ~own_valid[j]] = np.inf
-            near = d.argmin(axis=1)
-            conf_own[j] = y_oh.T @ onehot(near, c)
-            mismatch[j] = np.count_nonzero(near != pred)
+        d = m_sq[None, :] - 2.0 * dots
+        d[:, ~own_valid[j]] = np.inf
+        near = d.argmin(axis=1)
+        conf_own[j] = y_oh.T @ onehot(near, c)
+        mismatch[j] = np.count_nonzero(near != pred)
     if ref_valid.any():
         d = (ref * ref).sum(axis=1)[None, :] - 2.0 * ref_dots
         d[:, ~ref_valid] = np.inf
         near_ref = d.argmin(axis=1)
     else:
-        near_ref = np.full(len(x), -1)
+        near_ref = np.full(n, -1)
     conf_ref = y_oh.T @ onehot(near_ref, c)
     flipped = pred != labels
     leapt = np.count_nonzero(flipped & (near_ref == pred))
@@ -167,7 +192,7 @@ def pass2(h, groups, labels, pred, means, bases, ref_centres, ref_valid, own_val
     if dense:
         g = groups[:, 0]
         ok = (g >= 0) & (g < c)
-        r = x - means[0][np.where(ok, g, 0)]
+        r = np.asarray(h, np.float64) - means[0][np.where(ok, g, 0)]
         r[~ok] = 0.0
         parts.append(r.T @ r)
     return np.concatenate([np.ravel(p) for p in parts])

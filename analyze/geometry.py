@@ -51,25 +51,26 @@ def between_basis(centred: np.ndarray, tol: float | None = None):
     return u[:, keep], s[keep], tol
 
 
-def padded_basis(centred: np.ndarray, n_classes: int, tol: float | None = None):
-    """``u / s`` zero-padded to (D, n_classes), the rank r and s_r^2 / s_1^2."""
-    u, s, _ = between_basis(centred, tol)
-    out = np.zeros((centred.shape[1], n_classes))
-    out[:, : s.size] = u / s
-    cond = float(s[-1] ** 2 / s[0] ** 2) if s.size else np.nan
-    return out, s.size, cond
+def projection_coefs(means: np.ndarray, counts: np.ndarray, n_classes: int) -> np.ndarray:
+    """Coefficients A (C, n_classes) with B^T r = A^T [mu_c . r]_c for the padded basis
+    B = U S^-1 of one grouping (zero rows for absent classes, zero unused columns).
 
-
-def basis_of_means(means: np.ndarray, counts: np.ndarray, n_classes: int) -> np.ndarray:
-    """Padded basis (D, n_classes) of one grouping from its class means (C, D) and counts (C,).
-
-    Zeros when fewer than two classes are present (no between-class subspace).
+    With M = U S V^T (M the centred means of the classes present), B = U S^-1 = M V S^-2 and
+    M^T r = (I - 1 w^T) [mu_c . r]_c with w = n_c / N (mu_G = sum_c w_c mu_c), so
+    A = (I - w 1^T) V S^-2: projecting a sample on the between-class basis needs only its dot
+    products with the class means, and no D x r basis is multiplied with the features.
     """
     present = counts > 0
+    q = np.zeros((means.shape[0], n_classes))
     if present.sum() < 2:
-        return np.zeros((means.shape[1], n_classes))
+        return q
     mu_g = (means[present] * counts[present, None]).sum(0) / counts.sum()
-    return padded_basis(means[present] - mu_g, n_classes)[0]
+    m = means[present] - mu_g  # (C', D)
+    u, s, _ = between_basis(m)
+    # V = M^T U S^-1 for the kept directions, so V S^-2 = M^T U S^-3
+    q[np.flatnonzero(present), : s.size] = (m @ u) / s**3
+    w = np.where(present, counts, 0) / counts.sum()
+    return q - np.outer(w, q.sum(axis=0))
 
 
 def _cosines(v: np.ndarray) -> np.ndarray:

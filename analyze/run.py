@@ -30,7 +30,7 @@ from data.store import splits as store_splits
 from . import _kernels as K
 from .cluster import check_scheduler, connect
 from .collapse import GROUPING_ORDER, block_metrics
-from .geometry import basis_of_means, means_from_sums
+from .geometry import means_from_sums, projection_coefs
 from .output import assemble, check_target, write_metrics
 from .progress import compute_all, make_bar
 from .stats import AnalysisError, reduce_chunks
@@ -181,7 +181,8 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
             sums, counts = p1[(s, la, k, q)]
             d = sums.shape[-1]
             means = np.stack([means_from_sums(sums[j], counts[j])[0] for j in range(n_g)])
-            bases = np.stack([basis_of_means(means[j], counts[j], n_classes) for j in range(n_g)])
+            coefs = np.stack([projection_coefs(means[j], counts[j], n_classes)
+                              for j in range(n_g)])
             centres, valid = ref_centres(s, la, k)
             dense = opts.dense and d <= opts.dense_limit
             dense_flags[(s, la, k, q)] = dense
@@ -192,7 +193,7 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
             origin = sums[0].sum(axis=0) / max(counts[0].sum(), 1)
             collections.append(reduce_chunks(
                 kernel, feats[(s, la)][k, q], [groups[k, q], labels, pred[k, q]],
-                [np.nan_to_num(means), bases, centres, valid, counts > 0, origin], size=size))
+                [np.nan_to_num(means), coefs, centres, valid, counts > 0, origin], size=size))
         p2 = {}
         for key, v in zip(out_keys, _checked(compute_all, collections, bar, client,
                                              store=store), strict=True):
@@ -252,9 +253,9 @@ def _checked(compute, *args, store):
             from None
 
 
-def _pass2(h, groups, labels, pred, means, bases, centres, valid, own_valid, origin, n_classes,
+def _pass2(h, groups, labels, pred, means, coefs, centres, valid, own_valid, origin, n_classes,
            dense):
-    return K.pass2(h, groups, labels, pred, means, bases, centres, valid.astype(bool),
+    return K.pass2(h, groups, labels, pred, means, coefs, centres, valid.astype(bool),
                    own_valid.astype(bool), n_classes, dense=dense, origin=origin)
 
 

@@ -17,7 +17,7 @@ import xarray as xr
 from data import schema as S
 
 from . import _kernels as K
-from .geometry import basis_of_means
+from .geometry import projection_coefs
 
 
 class AnalysisError(ValueError):
@@ -138,28 +138,26 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
     return ds.assign_coords({gdim[0]: gdim[1]}) if gdim[1] is not None else ds
 
 
-def _basis_block(means, counts, n_classes):
-    """(G, D, C) padded between-class bases u_k / s_k, one per grouping."""
-    return np.stack([basis_of_means(means[j], counts[j], n_classes)
+def _coef_block(means, counts, n_classes):
+    """(G, C, C) projection coefficients of the between-class basis, one per grouping."""
+    return np.stack([projection_coefs(np.nan_to_num(means[j]), counts[j], n_classes)
                      for j in range(means.shape[0])])
 
 
-def between_bases(stats: xr.Dataset) -> xr.DataArray:
-    """Bases u_k / s_k of the between-class subspace per grouping, (grouping, feature, rank).
-
-    Lazy when ``stats`` is; see :func:`analyze.geometry.between_basis` for the threshold.
-    """
+def between_coefficients(stats: xr.Dataset) -> xr.DataArray:
+    """Coefficients (grouping, class, rank) that project on the between-class basis U S^-1
+    from dot products with the class means; see :func:`analyze.geometry.projection_coefs`.
+    Lazy when ``stats`` is."""
     st = stats if "grouping" in stats["mean"].dims else stats.expand_dims("grouping")
     means, counts = st["mean"].transpose("grouping", S.CLASS, ...), st["count"]
     c = means.sizes[S.CLASS]
-    fdim = means.dims[-1]
     if _is_dask(means):
-        data = da.map_blocks(_basis_block, means.data.rechunk(-1), counts.data.rechunk(-1),
+        data = da.map_blocks(_coef_block, means.data.rechunk(-1), counts.data.rechunk(-1),
                              n_classes=c, dtype=np.float64,
-                             chunks=((means.shape[0],), (means.shape[2],), (c,)))
+                             chunks=((means.shape[0],), (c,), (c,)))
     else:
-        data = _basis_block(means.values, counts.values, c)
-    return xr.DataArray(data, dims=("grouping", fdim, "rank"))
+        data = _coef_block(means.values, counts.values, c)
+    return xr.DataArray(data, dims=("grouping", S.CLASS, "rank"))
 
 
 def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset, *,
@@ -181,7 +179,7 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     means = st["mean"].transpose(..., S.CLASS, feature_dim)
     counts = st["count"]
     n_g, c, d = means.shape
-    bases = between_bases(st).data
+    coefs = between_coefficients(st).data
     means_data = means.data
     xp = da if _is_dask(means) else np
     own_valid = counts.data > 0
@@ -191,7 +189,7 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     kernel = functools.partial(_pass2_adapter, n_classes=c)
     origin = st["global_mean"].data[0]
     vec = reduce_chunks(kernel, f.data, [g, labels],
-                        [means_data, bases, ref, own_valid[0], own_valid, origin],
+                        [means_data, coefs, ref, own_valid[0], own_valid, origin],
                         size=sum(int(np.prod(s)) if s else 1 for _, s in layout))
     n_w = n_g * c
     dims_g = ("grouping", S.CLASS)
@@ -202,10 +200,10 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
         {"grouping": st["grouping"].values} if "grouping" in st.coords else {})
 
 
-def _pass2_adapter(h, groups, labels, means, bases, ref, ref_valid, own_valid, origin,
+def _pass2_adapter(h, groups, labels, means, coefs, ref, ref_valid, own_valid, origin,
                    n_classes):
     # the network's prediction is unknown here: use the label so nc4/leap terms stay defined
-    return K.pass2(h, groups, labels, labels, np.nan_to_num(means), bases, ref,
+    return K.pass2(h, groups, labels, labels, np.nan_to_num(means), coefs, ref,
                    ref_valid.astype(bool), own_valid.astype(bool), n_classes,
                    origin=np.nan_to_num(origin))
 
