@@ -258,6 +258,15 @@ class ActivationStoreWriter:
             raise
         return self
 
+    def attach(self) -> ActivationStoreWriter:
+        """Use a store that another process of the same run has just created (the other
+        ranks of a distributed extraction); that process holds the lock."""
+        attrs = dict(zarr.open_group(self.path, mode="r", use_consolidated=False).attrs)
+        if attrs.get("fingerprint") != self.fingerprint or not attrs.get("layout_written"):
+            raise StoreError(f"store {self.path!r} was not created for this run "
+                             "(fingerprint differs); every rank must run the same command")
+        return self
+
     def _resume(self, repair: bool) -> None:
         # Rewriting the root metadata drops the consolidated copy, so no reader trusts stale
         # metadata while blocks are being added.

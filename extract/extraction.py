@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from data.datasets import load_dataset
+from data.store import StoreError
 from data.store_writer import ActivationStoreWriter, LayerSpec
 from data.subsets import stratified_subset
 
+from . import distributed
 from .async_writer import AsyncBlockWriter, BufferPool
 from .attacks import draw_randomness, parse_attack, run_condition, slice_randomness
 from .attacks.spec import AttackSpecError
@@ -145,12 +147,29 @@ def list_layers(cfg: ExtractConfig, all_modules: bool = False) -> list[tuple]:
 def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: str = "auto",
                   threads: int | None = None, progress: bool = True, command: str = "",
                   queue_depth: int = 2, repair: bool = False) -> str:
-    """Write the activation store ``out`` (STORE.md) for ``cfg``; resume if it exists."""
-    from tqdm.auto import tqdm
+    """Write the activation store ``out`` (STORE.md) for ``cfg``; resume if it exists.
 
+    Under ``torchrun --nproc-per-node N`` the blocks are shared among the N processes.
+    """
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    rank = distributed.from_environment()
     dev = pick_device(device)
+    if dev.type == "cuda" and rank.world > 1:
+        dev = torch.device("cuda", rank.local)
+    distributed.start(rank, dev)
+    try:
+        return _extract(cfg, out, rank, dev, overwrite=overwrite, threads=threads,
+                        progress=progress and rank.main, command=command,
+                        queue_depth=queue_depth, repair=repair)
+    finally:
+        distributed.stop(rank)
+
+
+def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queue_depth,
+             repair) -> str:
+    from tqdm.auto import tqdm
+
     if cfg.amp and dev.type != "cuda":
         raise ValueError("--amp needs a CUDA device (mixed precision is not used on the CPU)")
     specs = _conditions(cfg.attacks)
@@ -191,7 +210,19 @@ def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: s
         samples={s: (subsets[s], ds.labels[s][subsets[s]]) for s in splits},
         n_classes=ds.n_classes, config=config, attrs=attrs, dtype=cfg.dtype,
         compression=cfg.compression, classifier=(feat, fc.in_features),
-        chunk_samples=cfg.chunk_samples).open(overwrite=overwrite, repair=repair)
+        chunk_samples=cfg.chunk_samples)
+    # rank 0 creates (or resumes) the store; the others attach once it exists
+    error = None
+    if rank.main:
+        try:
+            writer.open(overwrite=overwrite, repair=repair)
+        except ValueError as e:
+            error = str(e)
+    error = distributed.share(rank, error)
+    if error is not None:
+        raise StoreError(error if rank.main else f"rank 0 could not open the store: {error}")
+    if not rank.main:
+        writer.attach()
     if writer.repaired:
         log.warning("deleted %d corrupt chunks to rewrite: %s", len(writer.repaired),
                     "; ".join(writer.repaired[:5]))
@@ -213,24 +244,30 @@ def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: s
 
     background = AsyncBlockWriter(write, depth=queue_depth, on_done=lambda it: pool.put(it[-1]))
     n_blocks = len(paths) * len(specs) * sum(len(writer.blocks(s)) for s in splits)
-    bar = tqdm(total=n_blocks, desc="nc-extract", unit="block", disable=not progress,
-               leave=False)
+    bar = tqdm(total=-(-n_blocks // rank.world), desc="nc-extract", unit="block",
+               disable=not progress, leave=False)
     amp = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
                           else torch.float16) if cfg.amp else contextlib.nullcontext())
     capture = LayerCapture(model, paths_by_name, reducers)
+    item = -1  # global index of a block: ranks take every world-th one
+    failed = None
     try:
         for k, path in enumerate(paths):
             if k > 0:
                 load_state(model, load_state_dict(path), str(path))
                 model.eval()
-            writer.write_classifier(k, fc.weight.detach().cpu().numpy(),
-                                    fc.bias.detach().cpu().numpy() if fc.bias is not None
-                                    else np.zeros(n_classes))
+            if rank.main:
+                writer.write_classifier(k, fc.weight.detach().cpu().numpy(),
+                                        fc.bias.detach().cpu().numpy() if fc.bias is not None
+                                        else np.zeros(n_classes))
             for split in splits:
                 x_all = torch.from_numpy(ds.images[split][subsets[split]])
                 y_all = torch.from_numpy(ds.labels[split][subsets[split]])
                 for q, spec in enumerate(specs):
                     for b, (lo, hi) in enumerate(writer.blocks(split)):
+                        item += 1
+                        if not rank.owns(item):
+                            continue
                         if writer.block_done(split, k, q, b):
                             bar.update(1)
                             continue
@@ -260,10 +297,21 @@ def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: s
                         background.submit((split, k, q, b, hi - lo, bufs))
                         bar.update(1)
         background.close()
-        writer.finalize()
+    except BaseException as e:
+        failed = e
+        with contextlib.suppress(BaseException):
+            background.close()  # stop the writer thread; the first error is the one reported
     finally:
-        background.close()
         bar.close()
+    try:
+        if distributed.any_failed(rank, failed is not None):
+            if failed is not None:
+                raise failed
+            raise StoreError(f"another rank failed while writing {str(out)!r}; rerun the same "
+                             "command to resume")
+        if rank.main:
+            writer.finalize()
+    finally:
         writer.close()
     log.info("wrote %s", out)
     return str(out)

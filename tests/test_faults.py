@@ -100,7 +100,9 @@ def test_extract_survives_sigkill_and_resumes_bitwise(ckpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_second_writer_refuses(ckpt, tmp_path):
+def test_second_writer_refuses(ckpt, tmp_path, capsys):
+    from extract.cli_extract import main
+
     out = tmp_path / "s.zarr"
     first = subprocess.Popen(extract_args(ckpt, out), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -108,12 +110,14 @@ def test_second_writer_refuses(ckpt, tmp_path):
     t0 = time.monotonic()
     while not lock.exists() and time.monotonic() - t0 < 60:
         time.sleep(0.01)
-    second = subprocess.run(extract_args(ckpt, out), cwd=ROOT, capture_output=True, text=True)
+    # in this process, so the attempt lands while the first writer is still busy
+    second = main(extract_args(ckpt, out)[3:])
+    err = capsys.readouterr().err
     first.wait()
     assert first.returncode == 0
-    assert second.returncode == 2
-    assert "is being written by another process" in second.stderr
-    assert second.stderr.count("\n") == 1
+    assert second == 2
+    assert "is being written by another process" in err
+    assert err.count("\n") == 1
     assert zarr.open_group(str(out), mode="r").attrs["complete"] is True
 
 

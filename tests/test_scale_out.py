@@ -1,0 +1,104 @@
+"""Scale out: torchrun extraction on 2 gloo processes, nc-analyze on a real dask cluster."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from analyze.run import analyze_store
+from extract.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=5", "noise:kind=gaussian,eps=0.5"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    train(TrainConfig(epochs=2, save_epochs=[1], schedule="constant", lr=0.05), d / "run",
+          progress=False)
+    return d / "run" / "checkpoints"
+
+
+def _args(ckpt, out):
+    return ["--checkpoint", str(ckpt / "epoch-*.pt"), "--out", str(out), "--limit", "120",
+            "--chunk-samples", "16", "--no-progress",
+            *sum((["--attack", a] for a in ATTACKS), [])]
+
+
+def _arrays(path):
+    out = {}
+
+    def walk(group, prefix):
+        for name, m in group.members():
+            if isinstance(m, zarr.Array):
+                out[prefix + name] = m[...]
+            else:
+                walk(m, prefix + name + "/")
+
+    walk(zarr.open_group(str(path), mode="r"), "")
+    return out
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(ckpt, tmp_path):
+    single = tmp_path / "one.zarr"
+    subprocess.run([sys.executable, "-m", "extract.cli_extract", *_args(ckpt, single)],
+                   cwd=ROOT, check=True, capture_output=True)
+    multi = tmp_path / "two.zarr"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2",
+                          "-m", "extract.cli_extract", *_args(ckpt, multi)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = _arrays(single), _arrays(multi)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    attrs = zarr.open_group(str(multi), mode="r").attrs
+    assert attrs["complete"] is True
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real ``dask scheduler`` and one ``dask worker`` process on localhost."""
+    sched_file = tmp_path / "scheduler.json"
+    sched = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                              "0", "--dashboard-address", ":0", "--scheduler-file",
+                              str(sched_file)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while not sched_file.exists() and time.monotonic() - t0 < 60:
+        time.sleep(0.1)
+    worker = subprocess.Popen([str(BIN / "dask"), "worker", "--scheduler-file", str(sched_file),
+                               "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield sched_file
+    finally:
+        worker.terminate()
+        sched.terminate()
+        worker.wait(30)
+        sched.wait(30)
+
+
+@pytest.mark.slow
+def test_analyze_on_a_dask_scheduler(tmp_path, dask_cluster):
+    from tests.helpers import synthetic_store
+
+    path = synthetic_store(tmp_path / "a.zarr", chunk_samples=20)[0]
+    local = analyze_store(path, progress=False)["summary"].to_dataset()
+    address = json.loads(dask_cluster.read_text())["address"]
+    for scheduler in (str(dask_cluster), address):
+        remote = analyze_store(path, progress=False, scheduler=scheduler)
+        np.testing.assert_allclose(remote["summary"]["nc1"].values, local["nc1"].values,
+                                   rtol=1e-12)
+        np.testing.assert_array_equal(remote["summary"]["ncc_acc"].values,
+                                      local["ncc_acc"].values)
