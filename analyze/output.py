@@ -17,6 +17,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
+from data import fs
 from data import schema as S
 from data.locking import process_alive
 from data.store import StoreError
@@ -110,9 +111,11 @@ def tidy_summary(summary: xr.Dataset) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def csv_path(out) -> Path:
-    out = Path(out)
-    return out.with_suffix(".csv") if out.suffix == ".zarr" else out.parent / "metrics.csv"
+def csv_path(out) -> str:
+    """``metrics.csv`` beside the store (``NAME.csv`` for ``NAME.zarr``); URLs kept."""
+    name = fs.basename(out)
+    stem = name[: -len(".zarr")] if name.endswith(".zarr") else None
+    return fs.sibling(out, f"{stem}.csv" if stem else "metrics.csv")
 
 
 def _remove_stale(out: Path) -> None:
@@ -129,8 +132,7 @@ def check_target(out, source, options, overwrite: bool = False) -> None:
     An existing ``out`` is replaced only when it is a metrics store of the same source and
     options, or when ``overwrite``; a path holding anything else is never touched.
     """
-    out = Path(out)
-    if not out.exists():
+    if not fs.exists(out):
         return
     try:
         old = dict(zarr.open_group(str(out), mode="r").attrs)
@@ -145,9 +147,26 @@ def check_target(out, source, options, overwrite: bool = False) -> None:
 
 
 def write_metrics(tree: xr.DataTree, out, overwrite: bool = False) -> None:
-    """Write the metrics tree atomically to ``out`` and its tidy CSV beside it."""
-    out = Path(out)
+    """Write the metrics tree to ``out`` and its tidy CSV beside it.
+
+    On a local disk the store is written to a temporary folder and renamed into place, so an
+    interrupted run never leaves a store at ``out``. Object stores have no atomic rename:
+    there the store is written in place with ``complete`` false, set true at the very end.
+    """
     check_target(out, tree.attrs["source"], tree.attrs["options"], overwrite)
+    table = tidy_summary(tree[S.SUMMARY_GROUP].to_dataset())
+    if not fs.is_local(out):
+        fs.remove(out)
+        pending = tree.copy()
+        pending.attrs = dict(tree.attrs, complete=False)
+        pending.to_zarr(str(out), mode="w", consolidated=False, zarr_format=3)
+        zarr.open_group(str(out), mode="r+", use_consolidated=False).attrs["complete"] = True
+        consolidate(str(out))
+        filesystem, path = fs.filesystem(csv_path(out))
+        with filesystem.open(path, "w") as f:
+            table.to_csv(f, index=False)
+        return
+    out = Path(fs.filesystem(out)[1])
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -159,7 +178,7 @@ def write_metrics(tree: xr.DataTree, out, overwrite: bool = False) -> None:
         out.rename(old_copy)
     tmp.rename(out)
     shutil.rmtree(old_copy, ignore_errors=True)
-    csv = csv_path(out)
+    csv = Path(csv_path(out))
     tmp_csv = csv.with_name(f".{csv.name}.tmp-{os.getpid()}")
-    tidy_summary(tree[S.SUMMARY_GROUP].to_dataset()).to_csv(tmp_csv, index=False)
+    table.to_csv(tmp_csv, index=False)
     os.replace(tmp_csv, csv)

@@ -14,7 +14,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import shutil
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import xarray as xr
 import zarr
 from zarr.core.sync import sync
 
+from . import fs
 from . import schema as S
 from .locking import StoreLock
 from .store import StoreError, bad_chunks, delete_chunks, missing_chunks
@@ -228,8 +228,7 @@ class ActivationStoreWriter:
         chunk of a resumed store and deletes those that fail their checksum, so that the
         resumed run rewrites them.
         """
-        p = Path(self.path)
-        fresh = not p.exists() or (p.is_dir() and not any(p.iterdir()))
+        fresh = not fs.exists(self.path) or fs.is_empty_dir(self.path)
         if not fresh:
             try:
                 old = dict(zarr.open_group(self.path, mode="r").attrs)
@@ -251,7 +250,7 @@ class ActivationStoreWriter:
                     self._resume(repair)
                     return self
                 # another run (with --overwrite), or ours interrupted while creating its layout
-                shutil.rmtree(p)
+                fs.remove(self.path)
             self._create()
         except BaseException:
             self.lock.release()
@@ -272,9 +271,10 @@ class ActivationStoreWriter:
         # metadata while blocks are being added.
         zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
             complete=False)
-        # a process killed inside zarr's atomic write leaves its temporary file behind
-        for tmp in Path(self.path).rglob("*.partial"):
-            tmp.unlink(missing_ok=True)
+        # a process killed inside zarr's atomic (local) write leaves its temporary file behind
+        if fs.is_local(self.path):
+            for tmp in Path(fs.filesystem(self.path)[1]).rglob("*.partial"):
+                tmp.unlink(missing_ok=True)
         if repair:
             data = (S.FEATURES, S.LOGITS, S.PRED, S.TARGET, S.PERTURBATION_NORM)
             broken = [b for b in bad_chunks(self.path)
