@@ -36,10 +36,10 @@ def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0):
     return w.chunk_samples
 
 
-def run_analysis(path):
+def run_analysis(path, scheduler=None):
     from analyze.run import analyze_store
 
-    m = analyze_store(path, progress=False)
+    m = analyze_store(path, progress=False, scheduler=scheduler)
     s = m["summary"].to_dataset().sel(grouping="label").isel(split=0, layer=0, checkpoint=0)
     return {k: s[k].values.tolist() for k in ("nc1", "nc1_trace", "ncc_acc", "etf_distance")}
 
@@ -114,6 +114,10 @@ def main(quick: bool = False) -> dict:
               f"relative difference {rel:.1e} over nc1, nc1_trace, ncc_acc, etf_distance")
         print(f"  nc1 clean {got['nc1'][0]:.6g} (reference {want['nc1'][0]:.6g}), "
               f"pgd {got['nc1'][1]:.6g} (reference {want['nc1'][1]:.6g})")
+        one_t, _, _ = in_child(run_analysis, str(tmp / "big.zarr"), "localcluster:1")
+        two_t, _, _ = in_child(run_analysis, str(tmp / "big.zarr"), "localcluster:2")
+        print(f"  dask LocalCluster, 1 worker process: {one_t:.1f} s; 2 worker processes: "
+              f"{two_t:.1f} s; speed-up {one_t / two_t:.2f} (2 cores; cluster start included)")
         shutil.rmtree(tmp / "big.zarr")
         t0 = time.perf_counter()
         write_store(tmp / "wide.zarr", n_wide, d_wide)
@@ -121,6 +125,6 @@ def main(quick: bool = False) -> dict:
         w_t, w_mem, _ = in_child(run_analysis, str(tmp / "wide.zarr"))
         print(f"  nc-analyze: {w_t:.1f} s, peak {w_mem:.2f} GiB (goal < 2 GiB)")
         return {"ratio": an_t / floor, "peak_gib": an_mem, "rel_err": rel,
-                "wide_peak_gib": w_mem}
+                "wide_peak_gib": w_mem, "speedup_2_workers": one_t / two_t}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

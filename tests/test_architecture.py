@@ -35,3 +35,23 @@ def test_extract_never_imports_analyze_or_plots():
         text = path.read_text()
         for bad in ("import analyze", "from analyze", "import plots", "from plots"):
             assert bad not in text, f"{path} contains {bad!r}"
+
+
+def test_no_unsafe_loading_in_the_code():
+    """weights-only checkpoints, the restricted unpickler, no eval/exec/yaml.load."""
+    import re
+
+    offenders = []
+    for path in ROOT.glob("*/**/*.py"):
+        if path.parts[len(ROOT.parts)] in (".venv", "tests", "benchmarks"):
+            continue
+        text = path.read_text()
+        for pattern in (r"(?<![.\w])eval\(", r"(?<![.\w])exec\(", r"yaml\.load\(",
+                        r"yaml\.unsafe_load",
+                        r"pickle\.loads?\(", r"weights_only\s*=\s*False"):
+            if re.search(pattern, text):
+                offenders.append(f"{path.relative_to(ROOT)}: {pattern}")
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            if "weights_only=True" not in call:
+                offenders.append(f"{path.relative_to(ROOT)}: {call}")
+    assert not offenders, offenders
