@@ -164,3 +164,31 @@ def test_output_folder_rules(tmp_path, capsys):
     (tmp_path / "other" / "notes.txt").write_text("x")
     assert main(["--out", str(tmp_path / "other"), "--epochs", "1"]) == 2
     assert (tmp_path / "other" / "notes.txt").read_text() == "x"
+
+
+def test_user_factory_model_trains_and_extracts(tmp_path):
+    from extract.extraction import ExtractConfig, extract_store
+
+    m = build_model("tests.user_models:tiny", (1, 8, 8), 10, (0.3,), (0.4,))
+    assert list(m.capture_points) == ["0", "1", "2", "3"] and m.classifier == "net.3"
+    T.train(small_cfg(arch="tests.user_models:tiny", epochs=2), tmp_path / "r", progress=False)
+    ck = tmp_path / "r/checkpoints/epoch-0002.pt"
+    extract_store(ExtractConfig(checkpoints=[str(ck)], limit=30, layers=["1", "3"]),
+                  tmp_path / "a.zarr", progress=False)
+    import xarray as xr
+
+    t = xr.open_datatree(tmp_path / "a.zarr", engine="zarr")
+    assert t["test/layers/1"]["features"].shape[-1] == 32
+    assert t["classifier"]["weight"].shape == (1, 10, 32)
+    with pytest.raises(ModelError, match="cannot import model factory 'nowhere.mod:f'"):
+        build_model("nowhere.mod:f", (1, 8, 8), 10, (0.3,), (0.4,))
+
+
+def test_learning_rate_schedules():
+    piece = T.TrainConfig(epochs=400, schedule="piecewise")
+    assert [T.lr_factor(piece, e) for e in (0, 99, 100, 149, 150, 399)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    multi = T.TrainConfig(epochs=10, schedule="multistep", milestones=[3, 6])
+    assert [T.lr_factor(multi, e) for e in (2, 3, 6)] == pytest.approx([1, 0.1, 0.01])
+    cos = T.TrainConfig(epochs=10, schedule="cosine")
+    assert T.lr_factor(cos, 0) == 1 and T.lr_factor(cos, 5) == pytest.approx(0.5)
