@@ -9,7 +9,6 @@ from __future__ import annotations
 import queue
 import threading
 
-import numpy as np
 import torch
 
 
@@ -75,8 +74,3 @@ class AsyncBlockWriter:
             self._q.put(None)
             self._thread.join()
         self._raise()
-
-
-def as_numpy(t: torch.Tensor, n: int) -> np.ndarray:
-    """The first ``n`` rows of a host buffer as a numpy view (no copy)."""
-    return t[:n].numpy()
