@@ -351,14 +351,8 @@ class ActivationStoreWriter:
         parts += [(f"{S.features_path(split, spec.name)}/{S.FEATURES}", features[spec.name],
                    self.dtype) for spec in self.layers]
         where = (checkpoint, condition, slice(start, stop))
-        jobs = [(self._array(path).async_array, np.asarray(value, dtype))
-                for path, value, dtype in parts]
-
-        async def write_all():
-            # all chunks of the block at once: one trip to zarr's event loop, not one per array
-            await asyncio.gather(*(array.setitem(where, value) for array, value in jobs))
-
-        sync(write_all())
+        for path, value, dtype in parts:
+            self._array(path)[where] = np.asarray(value, dtype)
 
     def write_classifier(self, checkpoint: int, weight, bias) -> None:
         """Weights (class, feature) and bias (class,) of the final linear map at a checkpoint."""
