@@ -15,18 +15,15 @@ from data.subsets import stratified_subset
 from extract.checkpoints import load_state_dict
 from extract.cli_extract import main
 from extract.models import build_model
-from extract.training import TrainConfig, train
+from tests.helpers import store_arrays
 
 ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=3", "pgd:norm=linf,eps=0.1,steps=3,target=next",
            "noise:kind=gaussian,eps=0.5"]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("run")
-    train(TrainConfig(epochs=2, save_epochs=[1], schedule="constant", lr=0.05), d / "run",
-          progress=False)
-    return d / "run" / "checkpoints"
+def ckpt(digits_checkpoints):
+    return digits_checkpoints
 
 
 def cfg(ckpt, **kw):
@@ -93,21 +90,6 @@ def test_features_are_the_model_activations(store, ckpt):
     assert t["test/layers/block2"].attrs["depth"] == 1
 
 
-def _arrays(path):
-    g = zarr.open_group(str(path), mode="r")
-    out = {}
-
-    def walk(group, prefix):
-        for name, m in group.members():
-            if isinstance(m, zarr.Array):
-                out[prefix + name] = m[...]
-            else:
-                walk(m, prefix + name + "/")
-
-    walk(g, "")
-    return out
-
-
 def test_resume_after_interruption_mid_write_equals_uninterrupted(ckpt, store, tmp_path,
                                                                   monkeypatch):
     out = tmp_path / "cut.zarr"
@@ -126,7 +108,7 @@ def test_resume_after_interruption_mid_write_equals_uninterrupted(ckpt, store, t
     assert zarr.open_group(str(out), mode="r").attrs["complete"] is False
     monkeypatch.setattr(E.ActivationStoreWriter, "write_block", real)
     E.extract_store(cfg(ckpt, batch_size=7), out, progress=False)  # another batch size too
-    a, b = _arrays(store), _arrays(out)
+    a, b = store_arrays(store), store_arrays(out)
     assert a.keys() == b.keys()
     for k in a:
         if a[k].dtype.kind == "f":
@@ -161,10 +143,10 @@ def test_bad_input(ckpt, store, tmp_path, capsys):
         assert main(["--checkpoint", c, "--out", str(tmp_path / "x.zarr"), *extra]) == 2, extra
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (extra, err)
-    before = _arrays(store)
+    before = store_arrays(store)
     assert main(["--checkpoint", c, "--out", str(store), "--attack", "clean"]) == 2
     assert "holds a different run" in capsys.readouterr().err
-    after = _arrays(store)
+    after = store_arrays(store)
     assert all(np.array_equal(before[k], after[k], equal_nan=True) for k in before)
     assert zarr.open_group(str(store), mode="r").attrs["complete"] is True
 

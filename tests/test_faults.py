@@ -16,7 +16,7 @@ import zarr
 from analyze.run import analyze_store
 from data.store import StoreError
 from extract.extraction import ExtractConfig, extract_store
-from extract.training import TrainConfig, train
+from tests.helpers import store_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=10", "pgd:norm=linf,eps=0.1,steps=10,target=next",
@@ -24,30 +24,14 @@ ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=10", "pgd:norm=linf,eps=0.1,ste
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("run")
-    train(TrainConfig(epochs=2, schedule="constant", lr=0.05), d / "run", progress=False)
-    return d / "run" / "checkpoints" / "epoch-0002.pt"
+def ckpt(digits_checkpoints):
+    return digits_checkpoints / "epoch-0002.pt"
 
 
 def extract_args(ckpt, out):
     return [sys.executable, "-m", "extract.cli_extract", "--checkpoint", str(ckpt), "--out",
             str(out), "--limit", "400", "--chunk-samples", "20", "--batch-size", "20",
             "--no-progress", *sum((["--attack", a] for a in ATTACKS), [])]
-
-
-def arrays(path):
-    out = {}
-
-    def walk(group, prefix):
-        for name, m in group.members():
-            if isinstance(m, zarr.Array):
-                out[prefix + name] = m[...]
-            else:
-                walk(m, prefix + name + "/")
-
-    walk(zarr.open_group(str(path), mode="r"), "")
-    return out
 
 
 def chunk_files(path):
@@ -90,7 +74,7 @@ def test_extract_survives_sigkill_and_resumes_bitwise(ckpt, tmp_path):
     assert kills >= 4, f"only {kills} of 5 runs were killed before finishing"
     done = subprocess.run(extract_args(ckpt, out), cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    a, b = arrays(ref), arrays(out)
+    a, b = store_arrays(ref), store_arrays(out)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # bitwise on the CPU

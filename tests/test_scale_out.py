@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 from analyze.run import analyze_store
-from extract.training import TrainConfig, train
+from tests.helpers import store_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -20,31 +20,14 @@ ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=5", "noise:kind=gaussian,eps=0.
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("run")
-    train(TrainConfig(epochs=2, save_epochs=[1], schedule="constant", lr=0.05), d / "run",
-          progress=False)
-    return d / "run" / "checkpoints"
+def ckpt(digits_checkpoints):
+    return digits_checkpoints
 
 
 def _args(ckpt, out):
     return ["--checkpoint", str(ckpt / "epoch-*.pt"), "--out", str(out), "--limit", "120",
             "--chunk-samples", "16", "--no-progress",
             *sum((["--attack", a] for a in ATTACKS), [])]
-
-
-def _arrays(path):
-    out = {}
-
-    def walk(group, prefix):
-        for name, m in group.members():
-            if isinstance(m, zarr.Array):
-                out[prefix + name] = m[...]
-            else:
-                walk(m, prefix + name + "/")
-
-    walk(zarr.open_group(str(path), mode="r"), "")
-    return out
 
 
 @pytest.mark.slow
@@ -58,7 +41,7 @@ def test_torchrun_two_processes_equal_one(ckpt, tmp_path):
                           "-m", "extract.cli_extract", *_args(ckpt, multi)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    a, b = _arrays(single), _arrays(multi)
+    a, b = store_arrays(single), store_arrays(multi)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
