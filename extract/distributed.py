@@ -42,6 +42,8 @@ def from_environment() -> Rank:
 def start(rank: Rank, device: torch.device) -> None:
     """Join the process group (NCCL on CUDA, gloo on the CPU) when there are several ranks."""
     if rank.world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL collectives run on the current device
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
@@ -59,10 +61,11 @@ def share(rank: Rank, value):
     return box[0]
 
 
-def any_failed(rank: Rank, failed: bool) -> bool:
+def any_failed(rank: Rank, failed: bool, device: torch.device) -> bool:
     """Whether any rank failed (every rank must call this)."""
     if rank.world == 1:
         return failed
-    t = torch.tensor([1 if failed else 0])
+    # NCCL reduces tensors on the GPU only; gloo on the CPU
+    t = torch.tensor([1 if failed else 0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())

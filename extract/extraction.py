@@ -304,7 +304,7 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
     finally:
         bar.close()
     try:
-        if distributed.any_failed(rank, failed is not None):
+        if distributed.any_failed(rank, failed is not None, dev):
             if failed is not None:
                 raise failed
             raise StoreError(f"another rank failed while writing {str(out)!r}; rerun the same "
