@@ -22,7 +22,9 @@ EXAMPLES = """examples:
 
 attacks: clean | pgd:norm=linf|l2,eps=E,steps=N[,step=S,restarts=R,target=next|random|
   least-likely|K,random_start=true|false,name=NAME] | fgsm:eps=E[,target=...] |
-  noise:kind=gaussian|gaussian-sigma|sign,eps=E      (E may be a fraction such as 8/255)
+  noise:kind=gaussian|gaussian-sigma|sign,eps=E | autoattack:eps=E[,norm=linf|l2,
+  version=standard|plus|rand|custom,attacks=apgd-ce+apgd-t...] (extra ncprobe[autoattack];
+  seeded per block, but its result depends on --batch-size).  E may be a fraction: 8/255
 reductions: flatten (default) | avgpool | maxpool | avgpool:K | maxpool:K, optionally +proj:D
 """
 

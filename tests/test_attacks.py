@@ -146,3 +146,25 @@ def test_eps_fraction_and_names():
     assert parse_attack("pgd:eps=0.1,name=mine").name == "mine"
     y = torch.tensor([0, 9])
     assert choose_targets("next", y, 10).tolist() == [1, 0]
+
+
+def test_autoattack_extra(model, batch):
+    pytest.importorskip("pyautoattack")
+    x, _ = batch
+    with torch.no_grad():
+        y = model(x).argmax(1)  # labels the model gets right, so AutoAttack attacks them all
+    spec = parse_attack("autoattack:eps=0.1,version=custom,attacks=apgd-ce")
+    assert spec.name == "autoattack-linf-0.1" and spec.sub_attacks == ("apgd-ce",)
+    rand = draw_randomness(spec, x, y, 10, torch.Generator().manual_seed(0))
+    x_adv, target, norm = run_condition(model, x, y, spec, 10, rand)
+    again, _, _ = run_condition(model, x, y, spec, 10, rand)
+    assert torch.equal(x_adv, again)  # the block's seed makes it repeatable
+    assert x_adv.min() >= 0 and x_adv.max() <= 1 and (norm <= 0.1 + 1e-6).all()
+    assert (target == -1).all()
+    with torch.no_grad():
+        still = model(x_adv).argmax(1) == y
+    assert still.float().mean() <= 0.5
+    with pytest.raises(AttackSpecError, match="with version=custom and only then"):
+        parse_attack("autoattack:eps=0.1,attacks=apgd-ce")
+    with pytest.raises(AttackSpecError, match="unknown autoattack version"):
+        parse_attack("autoattack:eps=0.1,version=fast")

@@ -16,13 +16,16 @@ from .noise import NOISE_KINDS, noise
 from .pgd import NORMS, ce_objective, perturbation_norm, pgd, random_start
 from .targets import TARGET_RULES, choose_targets
 
-KINDS = ("clean", "pgd", "fgsm", "noise")
+KINDS = ("clean", "pgd", "fgsm", "noise", "autoattack")
 _KEYS = {
     "clean": {"name"},
     "pgd": {"norm", "eps", "steps", "step", "restarts", "target", "random_start", "name", "seed"},
     "fgsm": {"eps", "target", "name"},
     "noise": {"kind", "eps", "name", "seed"},
+    "autoattack": {"norm", "eps", "version", "attacks", "name", "seed"},
 }
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
+AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 
 
 class AttackSpecError(ValueError):
@@ -45,6 +48,8 @@ class AttackSpec:
     seed: int = 0
     noise_kind: str | None = None
     random_start: bool = False
+    version: str | None = None
+    sub_attacks: tuple = ()
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -98,6 +103,8 @@ def parse_attack(text: str) -> AttackSpec:
     if eps < 0:
         raise AttackSpecError(f"eps must be >= 0, got {eps_text} in {text!r}")
     seed = _number("seed", params.get("seed", "0"), int)
+    if kind == "autoattack":
+        return _autoattack_spec(params, eps, eps_text, seed)
     if kind == "noise":
         nk = params.get("kind", "gaussian")
         if nk not in NOISE_KINDS:
@@ -133,6 +140,39 @@ def parse_attack(text: str) -> AttackSpec:
                       restarts=restarts, seed=seed, random_start=rs in ("true", "1"))
 
 
+def _autoattack_spec(params, eps, eps_text, seed) -> AttackSpec:
+    norm = params.get("norm", "linf")
+    if norm not in NORMS:
+        raise AttackSpecError(f"unknown norm {norm!r}; expected {', '.join(NORMS)}")
+    version = params.get("version", "standard")
+    if version not in AUTOATTACK_VERSIONS:
+        raise AttackSpecError(f"unknown autoattack version {version!r}; expected "
+                              f"{', '.join(AUTOATTACK_VERSIONS)}")
+    subs = tuple(a for a in params.get("attacks", "").split("+") if a)
+    bad = [a for a in subs if a not in AUTOATTACK_ATTACKS]
+    if bad or (version == "custom") != bool(subs):
+        raise AttackSpecError(f"autoattack attacks= must list {'+'.join(AUTOATTACK_ATTACKS)} "
+                              "members (e.g. attacks=apgd-ce+apgd-t), with version=custom and "
+                              "only then")
+    return AttackSpec(name=params.get("name", f"autoattack-{norm}-{eps_text}"),
+                      attack="autoattack", norm=norm, eps=eps, seed=seed, version=version,
+                      sub_attacks=subs)
+
+
+def _autoattack(model, x, y, spec: AttackSpec, seed: int):
+    """AutoAttack (Croce and Hein 2020) through the optional ``pyautoattack`` package."""
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError:
+        raise AttackSpecError("attack 'autoattack' needs the optional package pyautoattack: "
+                              "pip install 'ncprobe[autoattack]'") from None
+    aa = AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[spec.norm], eps=spec.eps,
+                    version=spec.version, attacks=list(spec.sub_attacks) or None,
+                    device=x.device, seed=seed)
+    x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+    return x_adv.to(x.device, x.dtype)
+
+
 def draw_randomness(spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, n_classes: int,
                     generator: torch.Generator) -> dict:
     """All random numbers a condition needs for a block of samples, drawn at once on the CPU.
@@ -141,7 +181,10 @@ def draw_randomness(spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, n_classe
     where an interrupted run resumes; slice the tensors with :func:`slice_randomness`.
     """
     out = {}
-    if spec.attack == "noise":
+    if spec.attack == "autoattack":
+        # AutoAttack seeds torch's global generator itself: give it one seed per block
+        out["seed"] = torch.randint(0, 2**31 - 1, (1,), generator=generator)
+    elif spec.attack == "noise":
         out["noised"] = noise(x, spec.noise_kind, spec.eps, generator)
     elif spec.attack in ("pgd", "fgsm"):
         if spec.random_start:
@@ -156,7 +199,7 @@ def draw_randomness(spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, n_classe
 
 def slice_randomness(rand: dict, i: int, j: int) -> dict:
     """The rows i:j of every tensor drawn by :func:`draw_randomness`."""
-    return {k: ([t[i:j] for t in v] if isinstance(v, list) else v[i:j])
+    return {k: ([t[i:j] for t in v] if isinstance(v, list) else v if k == "seed" else v[i:j])
             for k, v in rand.items()}
 
 
@@ -177,6 +220,9 @@ def run_condition(model, x, y, spec: AttackSpec, n_classes: int, rand: dict | No
         return x, untargeted, torch.zeros(len(x), device=x.device)
     if spec.attack == "noise":
         x_adv = rand["noised"].to(x.device, x.dtype)
+        return x_adv, untargeted, perturbation_norm(x_adv, x, spec.measure_norm)
+    if spec.attack == "autoattack":
+        x_adv = _autoattack(model, x, y, spec, int(rand["seed"]))
         return x_adv, untargeted, perturbation_norm(x_adv, x, spec.measure_norm)
     if isinstance(spec.target_rule, int) and not 0 <= spec.target_rule < n_classes:
         raise AttackSpecError(f"target class {spec.target_rule} outside 0..{n_classes - 1}")
