@@ -25,7 +25,7 @@ def rows() -> list[tuple[int, str, str, str]]:
 
 def make_fixtures(tmp: Path) -> dict:
     """Every path a row refers to, created under ``tmp``."""
-    from data.store_writer import write_activation_store
+    from data.store_from_arrays import write_activation_store
     from extract.extraction import ExtractConfig, extract_store
     from extract.training import TrainConfig, train
 

@@ -6,7 +6,7 @@ import dask
 import numpy as np
 
 from data.datasets import make_synthetic_arrays
-from data.store_writer import write_activation_store
+from data.store_from_arrays import write_activation_store
 
 
 class CountingScheduler:

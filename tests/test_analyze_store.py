@@ -13,7 +13,7 @@ from analyze.cli import main
 from analyze.run import AnalysisOptions, analyze_store
 from analyze.stats import AnalysisError
 from data.store import IncompleteStoreError, SchemaError, open_metrics
-from data.store_writer import write_activation_store
+from data.store_from_arrays import write_activation_store
 from tests.helpers import synthetic_store
 
 

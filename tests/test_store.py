@@ -18,7 +18,8 @@ from data.store import (
     open_activations,
     select_conditions,
 )
-from data.store_writer import ActivationStoreWriter, LayerSpec, write_activation_store
+from data.store_from_arrays import write_activation_store
+from data.store_writer import ActivationStoreWriter, LayerSpec
 
 
 def _store(path, **kw):
