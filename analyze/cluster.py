@@ -15,45 +15,51 @@ SCHEDULER_HELP = ("'local' (threads in this process; the default, fastest here b
                   "processes), a 'tcp://host:port' scheduler address, or a scheduler JSON file")
 
 
-def check_scheduler(scheduler: str | None) -> None:
-    """A one-line error for a --scheduler value that names nothing we can connect to."""
+_ADDRESS_PREFIXES = ("tcp://", "tls://", "ucx://", "inproc://")
+
+
+def parse_scheduler(scheduler: str | None) -> tuple[str, object]:
+    """``(kind, argument)`` of a --scheduler value, or a one-line error before any work.
+
+    kinds: ``local`` (None), ``localcluster`` (worker count), ``address`` (the URL), ``file``
+    (the scheduler JSON path).
+    """
     s = scheduler or "local"
-    ok = (s == "local" or s.startswith(("localcluster", "tcp://", "tls://", "ucx://", "inproc://"))
-          or Path(s).suffix == ".json")
-    if not ok:
-        raise AnalysisError(f"unknown --scheduler {s!r}; expected {SCHEDULER_HELP}")
+    if s == "local":
+        return "local", None
+    if s.startswith("localcluster"):
+        _, _, n = s.partition(":")
+        try:
+            return "localcluster", int(n or 2)
+        except ValueError:
+            raise AnalysisError(f"--scheduler {s!r}: worker count must be an integer, "
+                                "e.g. localcluster:2") from None
+    if s.startswith(_ADDRESS_PREFIXES):
+        return "address", s
+    if Path(s).suffix == ".json":
+        if not Path(s).is_file():
+            raise AnalysisError(f"--scheduler: scheduler file {s!r} does not exist")
+        return "file", s
+    raise AnalysisError(f"unknown --scheduler {s!r}; expected {SCHEDULER_HELP}")
 
 
 @contextmanager
 def connect(scheduler: str | None):
     """Yield a ``distributed.Client`` for the chosen scheduler, or None for local threads."""
-    scheduler = scheduler or "local"
-    if scheduler == "local":
+    kind, arg = parse_scheduler(scheduler)
+    if kind == "local":
         yield None
         return
     from distributed import Client, LocalCluster
 
-    if scheduler.startswith("localcluster"):
-        _, _, n = scheduler.partition(":")
-        try:
-            n_workers = int(n or 2)
-        except ValueError:
-            raise AnalysisError(f"--scheduler {scheduler!r}: worker count must be an integer, "
-                                "e.g. localcluster:2") from None
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+    if kind == "localcluster":
+        with LocalCluster(n_workers=arg, threads_per_worker=1, processes=True,
                           dashboard_address=":0") as cluster, Client(cluster) as client:
-            log.info("dask LocalCluster with %d workers; dashboard %s", n_workers,
+            log.info("dask LocalCluster with %d workers; dashboard %s", arg,
                      client.dashboard_link)
             yield client
         return
-    if scheduler.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
-        kwargs = {"address": scheduler}
-    elif Path(scheduler).suffix == ".json":
-        if not Path(scheduler).is_file():
-            raise AnalysisError(f"--scheduler: scheduler file {scheduler!r} does not exist")
-        kwargs = {"scheduler_file": scheduler}
-    else:
-        raise AnalysisError(f"unknown --scheduler {scheduler!r}; expected {SCHEDULER_HELP}")
+    kwargs = {"address": arg} if kind == "address" else {"scheduler_file": arg}
     try:
         client = Client(timeout="20s", **kwargs)
     except OSError as e:

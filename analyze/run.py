@@ -28,7 +28,7 @@ from data.store import layers as store_layers
 from data.store import splits as store_splits
 
 from . import _kernels as K
-from .cluster import check_scheduler, connect
+from .cluster import connect, parse_scheduler
 from .collapse import GROUPING_ORDER, block_metrics
 from .geometry import means_from_sums, projection_coefs
 from .output import assemble, check_target, write_metrics
@@ -113,7 +113,7 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
     opts = options or AnalysisOptions()
     if out is not None:
         check_target(out, store, asdict(opts), overwrite)
-    check_scheduler(scheduler)
+    parse_scheduler(scheduler)  # a bad value fails before any reading
     tree = open_activations(store, allow_partial=opts.allow_partial)
     n_classes = int(tree.attrs["n_classes"])
     if n_classes < 2:

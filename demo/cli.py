@@ -47,17 +47,14 @@ FULL = Plan(epochs=60, save_epochs=(10, 30, 60), train_steps=10, limit=None)
 QUICK = Plan(epochs=8, save_epochs=(4, 8), train_steps=3, limit=300)
 
 
-def train_all(out: Path, plan: Plan, progress: bool) -> dict:
-    records = {}
+def train_all(out: Path, plan: Plan, progress: bool) -> None:
     for mode in MODES:
         cfg = TrainConfig(dataset="digits", arch="mlp", mode=mode, epochs=plan.epochs,
                           batch_size=128, lr=0.05, schedule="cosine", eps=EPS,
                           steps=plan.train_steps, save_epochs=list(plan.save_epochs), seed=0)
         t0 = time.perf_counter()
-        records[mode] = train(cfg, out / mode, resume=True, progress=progress,
-                              command=f"nc-demo ({mode})")
+        train(cfg, out / mode, resume=True, progress=progress, command=f"nc-demo ({mode})")
         log.info("trained %s in %.1f s", mode, time.perf_counter() - t0)
-    return records
 
 
 def matched_noise_eps(out: Path, plan: Plan) -> float:
