@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.store_writer import ActivationStoreWriter, LayerSpec
+from data.store_layout import LayerSpec
+from data.store_writer import ActivationStoreWriter
 
 
 def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0):
@@ -27,13 +28,13 @@ def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0):
         samples={"train": (np.arange(n), y)}, n_classes=c, config={"bench": [n, d]},
         attrs={"dataset": {"name": "bench", "splits": ["train"]}}).open(overwrite=True)
     for q in range(len(conditions)):
-        for b, (lo, hi) in enumerate(w.blocks("train")):
+        for b, (lo, hi) in enumerate(w.layout.blocks("train")):
             noise = rng.standard_normal((hi - lo, d), dtype=np.float32) * (1 + q)
             f = means[y[lo:hi]] + noise
             w.write_block("train", 0, q, b, {"layer": f}, np.zeros((hi - lo, c)), y[lo:hi],
                           -np.ones(hi - lo), np.zeros(hi - lo))
     w.finalize()
-    return w.chunk_samples
+    return w.layout.chunk_samples
 
 
 def run_analysis(path, scheduler=None):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .store_writer import ActivationStoreWriter, LayerSpec
+from .store_layout import LayerSpec
+from .store_writer import ActivationStoreWriter
 
 
 def write_activation_store(path, features, labels, *, n_classes, conditions=("clean",),
@@ -40,7 +41,7 @@ def write_activation_store(path, features, labels, *, n_classes, conditions=("cl
         out = (outputs or {}).get(s, {})
         for k in range(len(w.checkpoints)):
             for q in range(len(conds)):
-                for b, (lo, hi) in enumerate(w.blocks(s)):
+                for b, (lo, hi) in enumerate(w.layout.blocks(s)):
                     logits = out.get("logits")
                     logits = (np.zeros((hi - lo, n_classes)) if logits is None
                               else logits[k, q, lo:hi])

@@ -1,6 +1,7 @@
-"""A background thread that writes blocks behind a bounded queue, with recycled buffers.
+"""A background thread that runs store writes in order behind a bounded queue, with recycled
+buffers.
 
-The model never waits on compression or disk unless the writer falls ``depth`` blocks behind;
+The model never waits on compression or disk unless the writer falls ``depth`` jobs behind;
 host memory is bounded by ``depth + 2`` block buffers whatever the dataset size.
 """
 
@@ -29,15 +30,14 @@ class BufferPool:
 
 
 class AsyncBlockWriter:
-    """Run ``write(item)`` for every submitted item in one background thread.
+    """Run submitted jobs (zero-argument callables) in order in one background thread.
 
-    Errors in the thread are re-raised in the caller at the next :meth:`submit` or at
-    :meth:`close`; ``close`` waits until everything submitted is written.
+    After an error the remaining jobs are skipped (their ``release`` still runs, so buffers
+    go back to their pool); the error is re-raised in the caller at the next :meth:`submit`
+    or at :meth:`close`, which waits until everything submitted has run.
     """
 
-    def __init__(self, write, depth: int = 2, on_done=None):
-        self._write = write
-        self._on_done = on_done
+    def __init__(self, depth: int = 2):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="ncprobe-writer", daemon=True)
@@ -47,26 +47,26 @@ class AsyncBlockWriter:
         while True:
             item = self._q.get()
             if item is None:
-                self._q.task_done()
                 return
+            job, release = item
             try:
                 if self._error is None:
-                    self._write(item)
+                    job()
             except BaseException as e:  # noqa: BLE001 - handed to the caller
                 self._error = e
             finally:
-                if self._on_done is not None:
-                    self._on_done(item)
-                self._q.task_done()
+                if release is not None:
+                    release()
 
     def _raise(self):
         if self._error is not None:
             err, self._error = self._error, None
             raise err
 
-    def submit(self, item) -> None:
+    def submit(self, job, release=None) -> None:
+        """Queue ``job()``; ``release()`` runs after it, also when it fails or is skipped."""
         self._raise()
-        self._q.put(item)
+        self._q.put((job, release))
 
     def close(self) -> None:
         """Wait for everything submitted; idempotent. Re-raises a write error once."""

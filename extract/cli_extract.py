@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
-from data.store_writer import COMPRESSIONS
+from data.store_layout import COMPRESSIONS
 
 from .extraction import ExtractConfig, extract_store, list_layers
 

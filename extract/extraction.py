@@ -18,7 +18,8 @@ import torch
 
 from data.datasets import load_dataset
 from data.store import StoreError
-from data.store_writer import ActivationStoreWriter, LayerSpec
+from data.store_layout import LayerSpec
+from data.store_writer import ActivationStoreWriter
 from data.subsets import stratified_subset
 
 from . import distributed
@@ -215,7 +216,9 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
     error = None
     if rank.main:
         try:
-            writer.open(overwrite=overwrite, repair=repair)
+            # alone, the layout is created by the writer thread while the first block is
+            # computed; other ranks need it on disk before they attach
+            writer.open(overwrite=overwrite, repair=repair, defer_layout=rank.world == 1)
         except ValueError as e:
             error = str(e)
     error = distributed.share(rank, error)
@@ -227,7 +230,8 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
         log.warning("deleted %d corrupt chunks to rewrite: %s", len(writer.repaired),
                     "; ".join(writer.repaired[:5]))
     n_classes = ds.n_classes
-    cs = writer.chunk_samples
+    # the buffers hold the largest block, not a full chunk_samples when every split is smaller
+    cs = max(writer.layout.split_chunk(s) for s in splits)
     store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     shapes = {s.name: (cs, s.dim) for s in layer_specs}
     shapes.update(logits=(cs, n_classes), pred=(cs,), target=(cs,), norm=(cs,))
@@ -235,15 +239,15 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
     dtypes.update(logits=torch.float32, pred=torch.int64, target=torch.int64, norm=torch.float32)
     pool = BufferPool(queue_depth + 2, shapes, dtypes, pin=dev.type == "cuda")
 
-    def write(item):
-        split, k, q, b, n, bufs = item
+    def write(split, k, q, b, n, bufs):
         writer.write_block(split, k, q, b, {s.name: bufs[s.name][:n].numpy()
                                              for s in layer_specs},
                            bufs["logits"][:n].numpy(), bufs["pred"][:n].numpy(),
                            bufs["target"][:n].numpy(), bufs["norm"][:n].numpy())
 
-    background = AsyncBlockWriter(write, depth=queue_depth, on_done=lambda it: pool.put(it[-1]))
-    n_blocks = len(paths) * len(specs) * sum(len(writer.blocks(s)) for s in splits)
+    done = writer.done_blocks()
+    background = AsyncBlockWriter(depth=queue_depth)
+    n_blocks = len(paths) * len(specs) * sum(len(writer.layout.blocks(s)) for s in splits)
     bar = tqdm(total=-(-n_blocks // rank.world), desc="nc-extract", unit="block",
                disable=not progress, leave=False)
     amp = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
@@ -252,23 +256,26 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
     item = -1  # global index of a block: ranks take every world-th one
     failed = None
     try:
+        background.submit(writer.create_layout)
         for k, path in enumerate(paths):
             if k > 0:
                 load_state(model, load_state_dict(path), str(path))
                 model.eval()
             if rank.main:
-                writer.write_classifier(k, fc.weight.detach().cpu().numpy(),
-                                        fc.bias.detach().cpu().numpy() if fc.bias is not None
-                                        else np.zeros(n_classes))
+                # copies: the next checkpoint is loaded into these parameters in place
+                weight = fc.weight.detach().cpu().numpy().copy()
+                bias = (fc.bias.detach().cpu().numpy().copy() if fc.bias is not None
+                        else np.zeros(n_classes))
+                background.submit(lambda k=k, w=weight, c=bias: writer.write_classifier(k, w, c))
             for split in splits:
                 x_all = torch.from_numpy(ds.images[split][subsets[split]])
                 y_all = torch.from_numpy(ds.labels[split][subsets[split]])
                 for q, spec in enumerate(specs):
-                    for b, (lo, hi) in enumerate(writer.blocks(split)):
+                    for b, (lo, hi) in enumerate(writer.layout.blocks(split)):
                         item += 1
                         if not rank.owns(item):
                             continue
-                        if writer.block_done(split, k, q, b):
+                        if (split, k, q, b) in done:
                             bar.update(1)
                             continue
                         gen = torch.Generator().manual_seed(
@@ -294,7 +301,9 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
                             bufs["norm"][i:j].copy_(norm, non_blocking=True)
                         if dev.type == "cuda":
                             torch.cuda.synchronize(dev)
-                        background.submit((split, k, q, b, hi - lo, bufs))
+                        background.submit(
+                            lambda a=(split, k, q, b, hi - lo, bufs): write(*a),
+                            release=lambda bufs=bufs: pool.put(bufs))
                         bar.update(1)
         background.close()
     except BaseException as e:

@@ -11,6 +11,7 @@ import zarr
 
 import extract.extraction as E
 from data.datasets import load_dataset
+from data.store_layout import StoreLayout
 from data.subsets import stratified_subset
 from extract.checkpoints import load_state_dict
 from extract.cli_extract import main
@@ -115,6 +116,27 @@ def test_resume_after_interruption_mid_write_equals_uninterrupted(ckpt, store, t
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
         else:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_layout_failing_in_the_writer_thread_is_raised_and_redone(ckpt, store, tmp_path,
+                                                                  monkeypatch):
+    """The layout is created by the writer thread beside the first block: its error must
+    reach the caller, release the lock and leave a store that a rerun recreates."""
+    out = tmp_path / "nolayout.zarr"
+
+    def fail(self, path):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(StoreLayout, "create", fail)
+    with pytest.raises(OSError, match="no space left"):
+        E.extract_store(cfg(ckpt), out, progress=False)
+    assert zarr.open_group(str(out), mode="r").attrs["layout_written"] is False
+    monkeypatch.undo()
+    E.extract_store(cfg(ckpt), out, progress=False)
+    a, b = store_arrays(store), store_arrays(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 def test_float16_and_reductions(ckpt, tmp_path):

@@ -19,7 +19,8 @@ from data.store import (
     select_conditions,
 )
 from data.store_from_arrays import write_activation_store
-from data.store_writer import ActivationStoreWriter, LayerSpec
+from data.store_layout import LayerSpec
+from data.store_writer import ActivationStoreWriter
 
 
 def _store(path, **kw):
@@ -48,6 +49,25 @@ def test_round_trip_plain_xarray_no_warnings(tmp_path):
     assert tree.attrs["schema"] == S.ACTIVATIONS_SCHEMA and tree.attrs["complete"] is True
     clean = f.sel(condition="clean")
     assert clean.shape == (2, 50, 3)
+
+
+def test_split_smaller_than_a_chunk_is_one_chunk_of_its_size(tmp_path):
+    """zarr pads a chunk to its full shape: a 20-sample split in 1000-sample chunks would be
+    stored as 1000 rows of which 980 are NaN."""
+    rng = np.random.default_rng(0)
+    f = {"train": {"a": rng.standard_normal((1, 1, 50, 3))},
+         "test": {"a": rng.standard_normal((1, 1, 20, 3))}}
+    write_activation_store(tmp_path / "s.zarr", f, {"train": np.arange(50) % 2,
+                                                    "test": np.arange(20) % 2},
+                           n_classes=2, chunk_samples=1000)
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert root["train/layers/a/features"].chunks == (1, 1, 50, 3)
+    assert root["test/layers/a/features"].chunks == (1, 1, 20, 3)
+    assert root["test/outputs/logits"].chunks == (1, 1, 20, 2)
+    assert root["test/outputs/pred"].chunks == (1, 1, 20)
+    assert root.attrs["config"]["chunk_samples"] == 1000
+    np.testing.assert_array_equal(root["test/layers/a/features"][...],
+                                  f["test"]["a"].astype(np.float32))
 
 
 def test_float16(tmp_path):
@@ -92,7 +112,7 @@ def test_incomplete_store_lists_missing_and_partial_read(tmp_path):
     w.open()
     w.write_block("train", 0, 0, 0, {"a": np.ones((16, 3))}, np.zeros((16, 2)), y[:16],
                   -np.ones(16), np.zeros(16))
-    assert w.block_done("train", 0, 0, 0) and not w.block_done("train", 0, 0, 1)
+    assert ("train", 0, 0, 0) in w.done_blocks() and ("train", 0, 0, 1) not in w.done_blocks()
     with pytest.raises(IncompleteStoreError, match=r"features: 1 of 3 chunks"):
         open_activations(tmp_path / "s.zarr")
     tree = open_activations(tmp_path / "s.zarr", allow_partial=True)
@@ -114,12 +134,12 @@ def test_resume_same_config_refuse_other_never_delete_foreign(tmp_path):
         ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 1}, **kw).open()
     w.close()
     again = ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 1}, **kw).open()
-    assert again.block_done("train", 0, 0, 0)  # resumed, not recreated
+    assert ("train", 0, 0, 0) in again.done_blocks()  # resumed, not recreated
     again.close()
     with pytest.raises(StoreError, match=r"differs in: x\); pass --overwrite"):
         ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 2}, **kw).open()
     fresh = ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 2}, **kw).open(overwrite=True)
-    assert not fresh.block_done("train", 0, 0, 0)
+    assert not fresh.done_blocks()
     fresh.close()
     foreign = tmp_path / "mine"
     foreign.mkdir()
