@@ -2,9 +2,13 @@
 hooks and no writes, measured side by side in one process (issue 4's goal: <= 1.15x).
 
 The workload is the demo's: a digits mlp at three checkpoints, both splits, all five layers,
-clean + PGD-20 + targeted PGD-20 + noise. Store creation, final verification and metadata
-consolidation are a fixed cost (about 70 arrays, whatever the data size) and are reported
-apart, with the steady-state ratio that excludes them.
+clean + PGD-20 + targeted PGD-20 + noise: the worst case for overhead, a model so small that
+its loop is bound by Python, not arithmetic, and a run so short (~3.5 s) that the store's
+fixed costs (creating ~80 metadata files, verifying, consolidating) weigh several percent.
+They are included in the ratio; the part the main thread waits for is printed.
+
+This machine's speed drifts by 10-30 % within seconds, so single ratios scatter from about
+0.95 to 1.3; the goal is judged on the median of many back-to-back pairs.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def attacks_and_forward_only(model, ds, specs, batch_size, chunk):
 
 
 class _FixedCost:
-    """Time spent in the store writer's create (open) and finalize, which do not scale."""
+    """Time the main thread spends opening and finalizing the store (fixed per run)."""
 
     def __init__(self):
         from data.store_writer import ActivationStoreWriter as W
@@ -57,6 +61,24 @@ class _FixedCost:
             finally:
                 self.seconds += time.perf_counter() - t0
         return wrapper
+
+
+def _pairs(n, floor, full):
+    """``n`` (floor, full) wall-time pairs, each pair run back to back in alternating order:
+    on a shared machine the speed drifts by 10-30 % between seconds, so a ratio is only
+    meaningful between neighbouring runs."""
+    out = []
+    for rep in range(n):
+        first, second = (floor, full) if rep % 2 == 0 else (full, floor)
+        a, b = first(), second()
+        out.append((a, b) if rep % 2 == 0 else (b, a))
+    return out
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main(quick: bool = False) -> dict:
@@ -77,43 +99,39 @@ def main(quick: bool = False) -> dict:
         ds = load_dataset("digits")
         model = build_model("mlp", ds.input_shape, ds.n_classes, ds.mean, ds.std).eval()
         specs = [parse_attack(a) for a in ATTACKS]
-        cfg = ExtractConfig(checkpoints=[str(c) for c in cks], attacks=ATTACKS, batch_size=512)
         fixed = _FixedCost()
-        floor, full, setup = [], [], []
-        for rep in range(2 if quick else 3):
-            t0 = time.perf_counter()
-            for ck in cks:
-                model.load_state_dict(load_state_dict(ck))
-                attacks_and_forward_only(model, ds, specs, 512, 16384)
-            floor.append(time.perf_counter() - t0)
-            fixed.seconds = 0.0
-            t0 = time.perf_counter()
-            extract_store(cfg, tmp / f"acts{rep}.zarr", progress=False, threads=1)
-            full.append(time.perf_counter() - t0)
-            setup.append(fixed.seconds)
-        best = min(range(len(full)), key=full.__getitem__)
-        ratio = full[best] / min(floor)
-        steady = (full[best] - setup[best]) / min(floor)
+        stores = iter(range(10**6))
+
+        def floor():
+            return _timed(lambda: [(model.load_state_dict(load_state_dict(ck)),
+                                    attacks_and_forward_only(model, ds, specs, 512, 16384))
+                                   for ck in cks])
+
+        def extraction(dtype):
+            cfg = ExtractConfig(checkpoints=[str(c) for c in cks], attacks=ATTACKS,
+                                batch_size=512, dtype=dtype)
+            return lambda: _timed(lambda: extract_store(cfg, tmp / f"s{next(stores)}.zarr",
+                                                        progress=False, threads=1))
+
+        floor()  # warm-up: first-call costs (allocator, imports) are nobody's overhead
+        fixed.seconds = 0.0
+        n = 2 if quick else 10
+        runs = _pairs(n, floor, extraction("float32"))
+        setup = fixed.seconds / n
+        ratios = sorted(b / a for a, b in runs)
+        median = ratios[len(ratios) // 2] if n % 2 else sum(ratios[n // 2 - 1:n // 2 + 1]) / 2
+        half = sorted(b / a for a, b in _pairs(2 if quick else 4, floor, extraction("float16")))
         print(f"digits mlp, {len(cks)} checkpoints, train+test (1,797 samples), 5 layers, "
-              f"{len(ATTACKS)} conditions:")
-        print(f"  attacks + forward only: {min(floor):.2f} s (runs "
-              f"{', '.join(f'{t:.2f}' for t in floor)})")
-        print(f"  nc-extract (hooks, copies, background writes, verify, consolidate): "
-              f"{full[best]:.2f} s (runs {', '.join(f'{t:.2f}' for t in full)}), of which "
-              f"store creation + final verification {setup[best]:.2f} s")
-        print(f"  ratio {ratio:.3f}; steady state without the fixed store set-up "
-              f"{steady:.3f} (goal <= 1.15)")
-        half = []
-        for rep in range(2):
-            fixed.seconds = 0.0
-            t0 = time.perf_counter()
-            extract_store(ExtractConfig(**{**cfg.__dict__, "dtype": "float16"}),
-                          tmp / f"half{rep}.zarr", progress=False, threads=1)
-            half.append((time.perf_counter() - t0, fixed.seconds))
-        h_total, h_fixed = min(half)
-        print(f"  float16 store (half the bytes to disk): {h_total:.2f} s, ratio "
-              f"{h_total / min(floor):.3f}, steady state {(h_total - h_fixed) / min(floor):.3f}")
-        return {"floor_s": min(floor), "extract_s": full[best], "ratio": ratio,
-                "steady_ratio": steady, "float16_ratio": h_total / min(floor)}
+              f"{len(ATTACKS)} conditions; {n} pairs of runs, each pair back to back:")
+        print("  attacks + forward only (s):  " + ", ".join(f"{a:.2f}" for a, _ in runs))
+        print("  nc-extract, float32 (s):     " + ", ".join(f"{b:.2f}" for _, b in runs))
+        print(f"  of which store creation (main thread part) + verification + "
+              f"consolidation: {setup:.2f} s per run")
+        print(f"  ratio per pair: {', '.join(f'{r:.3f}' for r in ratios)}")
+        print(f"  median ratio {median:.3f} (goal <= 1.15); fastest against fastest "
+              f"{min(b for _, b in runs) / min(a for a, _ in runs):.3f}")
+        print(f"  float16 store, ratio per pair: {', '.join(f'{r:.3f}' for r in half)}")
+        return {"ratio": median, "ratios": ratios, "float16_ratios": half,
+                "fixed_s": setup}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
