@@ -2,9 +2,9 @@
 
 The writer is numpy-only so that the analysis stage can build test and benchmark stores without
 torch; ``extract/`` drives it from a background thread. The unit of work is one *block*: one
-split, checkpoint, condition and sample chunk. A block is written as whole zarr chunks (zarr's
-local store replaces files atomically), so after an interruption a block is either fully
-present or redone, and a rerun writes exactly what is missing.
+split, checkpoint, condition and sample chunk. A block is written as whole chunks, each file
+replaced atomically, so after an interruption a block is either fully present or redone, and
+a rerun writes exactly what is missing. What the store holds is :mod:`data.store_layout`'s.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class ActivationStoreWriter:
         # metadata while blocks are being added.
         zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
             complete=False)
-        # a process killed inside zarr's atomic (local) write leaves its temporary file behind
+        # a process killed inside an atomic chunk write leaves its temporary file behind
         if fs.is_local(self.path):
             for tmp in Path(fs.filesystem(self.path)[1]).rglob("*.partial"):
                 tmp.unlink(missing_ok=True)
@@ -177,8 +177,8 @@ class ActivationStoreWriter:
                                  for s in self.layers])
         root.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat())
         root.setdefault("class_names", [str(i) for i in range(self.n_classes)])
-        # the schema goes first so an interrupted creation is recognised as ours and redone
-        # one write: attrs.update would rewrite the root metadata once per key
+        # the schema goes first so an interrupted creation is recognised as ours and redone;
+        # in one write (attrs.update would rewrite the root document once per key)
         zarr.create_group(self.path, zarr_format=3, overwrite=True).update_attributes(root)
         self._layout_pending = True
 

@@ -32,9 +32,12 @@ class LayerCapture:
     """Collect (reduced) outputs of named modules during a forward pass.
 
     A module called more than once per forward is recorded once per call, as ``name``,
-    ``name.call2``, ... Outputs are reduced and cloned inside the hook, so a later in-place
-    operation (``ReLU(inplace=True)``) cannot change what was captured. Hooks are removed on
-    exit, also when the forward raises.
+    ``name.call2``, ... Outputs are reduced and copied inside the hook, so a later in-place
+    operation (``ReLU(inplace=True)``) cannot change what was captured: into the tensor
+    :meth:`reset` was given for that name (one copy, e.g. straight into a pinned host
+    buffer; on CUDA the copy is ordered before any later in-place kernel on the stream), else
+    as a clone in :attr:`outputs`. :attr:`seen` lists the names captured since the last
+    reset. Hooks are removed on exit, also when the forward raises.
     """
 
     def __init__(self, model: nn.Module, paths: dict, reducers: dict | None = None):
@@ -42,6 +45,8 @@ class LayerCapture:
         self.paths = paths
         self.reducers = reducers or {}
         self.outputs: dict[str, torch.Tensor] = {}
+        self.seen: list[str] = []
+        self._into: dict[str, torch.Tensor] = {}
         self._calls: dict[str, int] = {}
         self._handles = []
 
@@ -55,7 +60,11 @@ class LayerCapture:
             reducer = self.reducers.get(key) or self.reducers.get(name)
             t = output.detach()
             t = reducer(t) if reducer is not None else t.flatten(1)
-            self.outputs[key] = t.clone()
+            self.seen.append(key)
+            if key in self._into:
+                self._into[key].copy_(t, non_blocking=True)
+            else:
+                self.outputs[key] = t.clone()
         return hook
 
     def __enter__(self):
@@ -70,8 +79,11 @@ class LayerCapture:
         self._handles.clear()
         return False
 
-    def reset(self):
+    def reset(self, into: dict | None = None):
+        """Forget what was captured; ``into`` maps names to tensors to copy outputs into."""
         self.outputs = {}
+        self.seen = []
+        self._into = into or {}
         self._calls = {}
 
 

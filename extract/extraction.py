@@ -253,6 +253,7 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
     amp = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
                           else torch.float16) if cfg.amp else contextlib.nullcontext())
     capture = LayerCapture(model, paths_by_name, reducers)
+    names = [s.name for s in layer_specs]
     item = -1  # global index of a block: ranks take every world-th one
     failed = None
     try:
@@ -290,11 +291,15 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
                             with amp:
                                 x_adv, target, norm = run_condition(
                                     model, x, y, spec, n_classes, slice_randomness(rand, i, j))
-                                capture.reset()
+                                capture.reset({s.name: bufs[s.name][i:j]
+                                               for s in layer_specs})
                                 with torch.no_grad(), capture:
                                     logits = model(x_adv)
-                            for s in layer_specs:
-                                bufs[s.name][i:j].copy_(capture.outputs[s.name], non_blocking=True)
+                            if capture.seen != names:
+                                raise ModelError(
+                                    f"the forward pass captured {capture.seen}, but the "
+                                    f"layers probed at the start were {names}; the model's "
+                                    "call pattern must not depend on its input")
                             bufs["logits"][i:j].copy_(logits, non_blocking=True)
                             bufs["pred"][i:j].copy_(logits.argmax(1), non_blocking=True)
                             bufs["target"][i:j].copy_(target, non_blocking=True)

@@ -41,6 +41,23 @@ def test_known_activations_inplace_relu_and_double_call():
                                                                      "shared.call2"]
 
 
+def test_capture_straight_into_given_buffers():
+    m = Tiny()
+    x = torch.tensor([[0.0, 3.0], [2.0, 0.5]])
+    host = torch.full((4, 2), 7.0, dtype=torch.float16)  # rows 1:3 are this batch's
+    cap = LayerCapture(m, {"fc1": "fc1", "shared": "shared"})
+    cap.reset(into={"fc1": host[1:3]})
+    with cap, torch.no_grad():
+        m(x)
+    # one copy, made before the in-place ReLU ran, converted to the buffer's dtype
+    torch.testing.assert_close(host, torch.tensor([[7.0, 7.0], [-1.0, 2.0], [1.0, -0.5],
+                                                   [7.0, 7.0]], dtype=torch.float16))
+    assert "fc1" not in cap.outputs and set(cap.outputs) == {"shared", "shared.call2"}
+    assert cap.seen == ["fc1", "shared", "shared.call2"]
+    cap.reset()
+    assert cap.seen == [] and cap.outputs == {}
+
+
 def test_hooks_removed_even_on_error():
     m = Tiny()
     with pytest.raises(RuntimeError), LayerCapture(m, {"fc1": "fc1"}):
