@@ -100,17 +100,26 @@ def main(quick: bool = False) -> dict:
         cs = write_store(tmp / "big.zarr", n, d)
         print(f"store N={n:,} D={d:,} C=10, 2 conditions, {cs} samples/chunk: written in "
               f"{time.perf_counter() - t0:.0f} s")
-        floor_t, floor_mem, _ = in_child(read_and_sum, str(tmp / "big.zarr"))
-        an_t, an_mem, got = in_child(run_analysis, str(tmp / "big.zarr"))
-        floor_t2, _, _ = in_child(read_and_sum, str(tmp / "big.zarr"))
+        # pairs back to back in alternating order: this VM's speed drifts by 10-30 % within
+        # seconds, so a ratio is only meaningful between neighbouring runs
+        pairs = []
+        for rep in range(1 if quick else 3):
+            order = (read_and_sum, run_analysis) if rep % 2 == 0 else (run_analysis,
+                                                                       read_and_sum)
+            runs = {fn: in_child(fn, str(tmp / "big.zarr")) for fn in order}
+            pairs.append((runs[read_and_sum], runs[run_analysis]))
+        got = pairs[0][1][2]
+        ratios = sorted(an[0] / fl[0] for fl, an in pairs)
+        ratio = ratios[len(ratios) // 2]
         ref_t, ref_mem, want = in_child(reference, str(tmp / "big.zarr"))
-        floor = min(floor_t, floor_t2)
         rel = max(abs(g - w) / max(abs(w), 1e-300) for k in want
                   for g, w in zip(got[k], want[k], strict=True))
-        print(f"  read-and-sum dask pass: {floor:.1f} s (runs {floor_t:.1f}, {floor_t2:.1f}), "
-              f"peak {floor_mem:.2f} GiB")
-        print(f"  nc-analyze (all metrics): {an_t:.1f} s, peak {an_mem:.2f} GiB; "
-              f"ratio to read-and-sum {an_t / floor:.2f} (goal <= 3)")
+        print(f"  read-and-sum dask pass (s): {', '.join(f'{fl[0]:.1f}' for fl, _ in pairs)}; "
+              f"peak {max(fl[1] for fl, _ in pairs):.2f} GiB")
+        print(f"  nc-analyze, all metrics (s): {', '.join(f'{an[0]:.1f}' for _, an in pairs)}; "
+              f"peak {max(an[1] for _, an in pairs):.2f} GiB")
+        print(f"  ratio per pair {', '.join(f'{r:.2f}' for r in ratios)}; median {ratio:.2f} "
+              "(goal <= 3)")
         print(f"  in-memory float64 reference: {ref_t:.1f} s, peak {ref_mem:.2f} GiB; largest "
               f"relative difference {rel:.1e} over nc1, nc1_trace, ncc_acc, etf_distance")
         print(f"  nc1 clean {got['nc1'][0]:.6g} (reference {want['nc1'][0]:.6g}), "
@@ -125,7 +134,7 @@ def main(quick: bool = False) -> dict:
         print(f"store N={n_wide:,} D={d_wide:,}: written in {time.perf_counter() - t0:.0f} s")
         w_t, w_mem, _ = in_child(run_analysis, str(tmp / "wide.zarr"))
         print(f"  nc-analyze: {w_t:.1f} s, peak {w_mem:.2f} GiB (goal < 2 GiB)")
-        return {"ratio": an_t / floor, "peak_gib": an_mem, "rel_err": rel,
+        return {"ratio": ratio, "peak_gib": max(an[1] for _, an in pairs), "rel_err": rel,
                 "wide_peak_gib": w_mem, "speedup_2_workers": one_t / two_t}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
