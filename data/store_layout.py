@@ -143,11 +143,13 @@ class StoreLayout:
 
     def block_keys(self, split: str, checkpoint: int, condition: int, block: int) -> list[str]:
         """Storage keys of the chunks a block writes (trailing chunk indices are 0)."""
-        keys = []
-        for path in self.block_arrays(split):
-            trailing = (0,) if path.rsplit("/", 1)[-1] in (S.FEATURES, S.LOGITS) else ()
-            keys.append(chunk_key(path, (checkpoint, condition, block) + trailing))
-        return keys
+        return [chunk_key(path, (checkpoint, condition, block) + (0,) * (self._ndim[path] - 3))
+                for path in self.block_arrays(split)]
+
+    @functools.cached_property
+    def _ndim(self) -> dict[str, int]:
+        return {f"{g.path}/{name}": len(a.shape) for g in self.groups
+                for name, a in g.arrays.items()}
 
     # ------------------------------------------------------------------ groups
     def _coords(self, split) -> dict[str, ArraySpec]:
@@ -237,7 +239,7 @@ class StoreLayout:
                 nodes[f"{group.path}/{name}"] = made[key].metadata
                 if a.values is not None:
                     coords.append((f"{group.path}/{name}", made[key], a.values))
-        for path in list(nodes):  # parents that no template names ("train", "train/layers")
+        for path in list(nodes):  # parents that are not groups of their own ("train/layers")
             parts = path.split("/")
             for i in range(1, len(parts)):
                 nodes.setdefault("/".join(parts[:i]), GroupMetadata(zarr_format=3))
@@ -284,8 +286,9 @@ def _write_files(root: Path, nodes: dict, coords: list) -> None:
             chunks[key] = {}
             for ix in np.ndindex(*array.cdata_shape):
                 name = array.metadata.encode_chunk_key(ix)
-                chunks[key][name] = sync(mem.store.get(f"{mem.path}/{name}", prototype))
-        files.update({f"{path}/{name}": buf.to_bytes() for name, buf in chunks[key].items()})
+                chunks[key][name] = sync(mem.store.get(f"{mem.path}/{name}",
+                                                       prototype)).to_bytes()
+        files.update({f"{path}/{name}": blob for name, blob in chunks[key].items()})
     for name, blob in files.items():
         target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)

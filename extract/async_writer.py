@@ -39,7 +39,8 @@ class AsyncBlockWriter:
 
     def __init__(self, depth: int = 2):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # raised once in the caller
+        self._failed = False  # stays set: later jobs are skipped
         self._thread = threading.Thread(target=self._loop, name="ncprobe-writer", daemon=True)
         self._thread.start()
 
@@ -50,10 +51,10 @@ class AsyncBlockWriter:
                 return
             job, release = item
             try:
-                if self._error is None:
+                if not self._failed:
                     job()
             except BaseException as e:  # noqa: BLE001 - handed to the caller
-                self._error = e
+                self._error, self._failed = e, True
             finally:
                 if release is not None:
                     release()
