@@ -41,19 +41,21 @@ def chunk_files(path):
 def kill_when(cmd, ready, delay, timeout=120):
     """Start ``cmd``; once ``ready()`` holds, wait ``delay`` s and SIGKILL it.
 
-    Returns True if it was killed, False if it finished first.
+    Returns True if it was killed before its work was done, False if it finished first. A
+    process that already printed its final "wrote ..." line has done all its work and only
+    the interpreter's exit was left to interrupt: that is not an interrupted run.
     """
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     t0 = time.monotonic()
     while not ready() and p.poll() is None and time.monotonic() - t0 < timeout:
         time.sleep(0.01)
     time.sleep(delay)
-    if p.poll() is None:
+    alive = p.poll() is None
+    if alive:
         p.send_signal(signal.SIGKILL)
-        p.wait()
-        return True
-    p.wait()
-    return False
+    out, _ = p.communicate()
+    return alive and b"wrote" not in out
 
 
 @pytest.mark.slow
