@@ -2,7 +2,7 @@
 
 Each kernel maps one chunk of samples to a flat float64 vector of *additive* statistics, so the
 sum of the per-chunk vectors over all chunks is the statistic of the whole set (a tree
-reduction in dask). The xarray/dask layer in :mod:`analyze.stats` works by dim name on top.
+reduction in dask). The xarray/dask layer in :mod:`ncprobe.analyze.stats` works by dim name on top.
 
 Shapes: ``h`` (n, D) features of one chunk; ``groups`` (n, G) integer group labels for G
 groupings at once, where a label outside ``0 .. C-1`` (e.g. -1, "no target") excludes the sample
@@ -113,7 +113,7 @@ def pass2(h, groups, labels, pred, means, coefs, ref_centres, ref_valid, own_val
     ----------
     h : (n, D) features; groups : (n, G); labels, pred : (n,) true label and network prediction.
     means : (G, C, D) class means of each grouping (pass 1).
-    coefs : (G, C, R) projection coefficients (:func:`analyze.geometry.projection_coefs`):
+    coefs : (G, C, R) projection coefficients (:func:`ncprobe.analyze.geometry.projection_coefs`):
         B_g^T r = coefs_g^T [mu_c . r]_c, B_g = U S^-1 of the centred means.
     ref_centres : (C, D) clean class means of the reference split; ref_valid : (C,) bool.
     own_valid : (G, C) bool, classes with at least one sample in each grouping.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
+from ncprobe.data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
 
 from .cluster import SCHEDULER_HELP
 from .output import csv_path

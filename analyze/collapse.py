@@ -1,8 +1,9 @@
 """Collapse metrics (METRICS.md) from the statistics of one split, layer, checkpoint, condition.
 
-Inputs are the additive statistics of the two passes (:mod:`analyze._kernels`); everything here
-is small numpy on (C, D) arrays. Conventions: Sigma_W = (1/N) sum_i (h_i - mu_{g_i})(...)^T,
-Sigma_B = (1/C) M M^T with C the number of classes present, mu_G sample-weighted.
+Inputs are the additive statistics of the two passes (:mod:`ncprobe.analyze._kernels`);
+everything here is small numpy on (C, D) arrays. Conventions: Sigma_W =
+(1/N) sum_i (h_i - mu_{g_i})(...)^T, Sigma_B = (1/C) M M^T with C the number of classes
+present, mu_G sample-weighted.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def block_metrics(p1_sums, p1_counts, p2, *, net_correct, n_total, clean_centred
     Parameters
     ----------
     p1_sums : (4, C, D); p1_counts : (4, C), groupings in :data:`GROUPING_ORDER`.
-    p2 : dict of pass-2 statistics (see :func:`analyze._kernels.pass2`).
+    p2 : dict of pass-2 statistics (see :func:`ncprobe.analyze._kernels.pass2`).
     net_correct : number of samples the network classifies correctly in this condition.
     clean_centred : (C, D) centred clean means of the same split (true-label grouping), for
         the alignment angles; None when the split has no clean condition.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from data import schema as S
+from ncprobe.data import schema as S
 
 
 @dataclass

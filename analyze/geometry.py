@@ -93,7 +93,7 @@ def nc2(vectors: np.ndarray) -> dict:
 
     Examples
     --------
-    >>> from data.datasets import simplex_etf
+    >>> from ncprobe.data.datasets import simplex_etf
     >>> {k: round(abs(v), 12) for k, v in nc2(3.0 * simplex_etf(5, 8)).items()}
     {'equinorm': 0.0, 'equiangular': 0.0, 'max_angle': 0.0, 'etf_distance': 0.0}
     """

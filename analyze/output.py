@@ -17,11 +17,11 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from data import fs
-from data import schema as S
-from data.locking import process_alive
-from data.store import StoreError
-from data.store_writer import consolidate
+from ncprobe.data import fs
+from ncprobe.data import schema as S
+from ncprobe.data.locking import process_alive
+from ncprobe.data.store import StoreError
+from ncprobe.data.store_writer import consolidate
 
 from .collapse import REPORTED_GROUPINGS
 

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from data import schema as S
-from data.store import (
+from ncprobe.data import schema as S
+from ncprobe.data.store import (
     NotInStoreError,
     StoreError,
     layer_dataset,
@@ -24,8 +24,8 @@ from data.store import (
     outputs_dataset,
     verify_chunks,
 )
-from data.store import layers as store_layers
-from data.store import splits as store_splits
+from ncprobe.data.store import layers as store_layers
+from ncprobe.data.store import splits as store_splits
 
 from . import _kernels as K
 from .cluster import connect, parse_scheduler
@@ -103,7 +103,7 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
         Where to write the ``ncprobe-metrics/1`` store (and ``metrics.csv`` beside it).
     options : AnalysisOptions
     scheduler : str, optional
-        See :func:`analyze.cluster.connect`.
+        See :func:`ncprobe.analyze.cluster.connect`.
 
     Returns
     -------

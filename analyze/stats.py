@@ -14,7 +14,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from data import schema as S
+from ncprobe.data import schema as S
 
 from . import _kernels as K
 from .geometry import projection_coefs
@@ -146,7 +146,7 @@ def _coef_block(means, counts, n_classes):
 
 def between_coefficients(stats: xr.Dataset) -> xr.DataArray:
     """Coefficients (grouping, class, rank) that project on the between-class basis U S^-1
-    from dot products with the class means; see :func:`analyze.geometry.projection_coefs`.
+    from dot products with the class means; see :func:`ncprobe.analyze.geometry.projection_coefs`.
     Lazy when ``stats`` is."""
     st = stats if "grouping" in stats["mean"].dims else stats.expand_dims("grouping")
     means, counts = st["mean"].transpose("grouping", S.CLASS, ...), st["count"]
@@ -247,12 +247,12 @@ def nc1(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
     """NC1 = (1/C) Tr(Sigma_W Sigma_B^+) by the exact projection method (Papyan et al. 2020).
 
     Lazy: the result is a 0-d DataArray; ``.compute()`` it. Both passes share the feature
-    chunks, so for stores larger than memory use :func:`analyze.run.analyze_store`, which runs
-    the passes as two computations.
+    chunks, so for stores larger than memory use :func:`ncprobe.analyze.run.analyze_store`,
+    which runs the passes as two computations.
 
     Examples
     --------
-    >>> from data.datasets import make_synthetic_arrays
+    >>> from ncprobe.data.datasets import make_synthetic_arrays
     >>> x, y, _ = make_synthetic_arrays(n_classes=3, dim=5, n_per_class=50, noise=0.0)
     >>> h = xr.DataArray(x, dims=("sample", "feature")); g = xr.DataArray(y, dims="sample")
     >>> float(nc1(h, g, 3)) < 1e-20

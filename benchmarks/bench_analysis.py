@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.store_layout import LayerSpec
-from data.store_writer import ActivationStoreWriter
+from ncprobe.data.store_layout import LayerSpec
+from ncprobe.data.store_writer import ActivationStoreWriter
 
 
 def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0):
@@ -38,7 +38,7 @@ def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0):
 
 
 def run_analysis(path, scheduler=None):
-    from analyze.run import analyze_store
+    from ncprobe.analyze.run import analyze_store
 
     m = analyze_store(path, progress=False, scheduler=scheduler)
     s = m["summary"].to_dataset().sel(grouping="label").isel(split=0, layer=0, checkpoint=0)

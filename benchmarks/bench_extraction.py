@@ -26,7 +26,7 @@ ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=20", "pgd:norm=linf,eps=0.1,ste
 
 def attacks_and_forward_only(model, ds, specs, batch_size, chunk):
     """The floor: every block's attack and final forward pass, nothing captured or written."""
-    from extract.attacks import draw_randomness, run_condition, slice_randomness
+    from ncprobe.extract.attacks import draw_randomness, run_condition, slice_randomness
 
     for split in ds.splits:
         x_all = torch.from_numpy(ds.images[split])
@@ -47,7 +47,7 @@ class _FixedCost:
     """Time the main thread spends opening and finalizing the store (fixed per run)."""
 
     def __init__(self):
-        from data.store_writer import ActivationStoreWriter as W
+        from ncprobe.data.store_writer import ActivationStoreWriter as W
 
         self.seconds = 0.0
         for name in ("open", "finalize"):
@@ -82,12 +82,12 @@ def _timed(fn):
 
 
 def main(quick: bool = False) -> dict:
-    from data.datasets import load_dataset
-    from extract.attacks import parse_attack
-    from extract.checkpoints import load_state_dict
-    from extract.extraction import ExtractConfig, extract_store
-    from extract.models import build_model
-    from extract.training import TrainConfig, train
+    from ncprobe.data.datasets import load_dataset
+    from ncprobe.extract.attacks import parse_attack
+    from ncprobe.extract.checkpoints import load_state_dict
+    from ncprobe.extract.extraction import ExtractConfig, extract_store
+    from ncprobe.extract.models import build_model
+    from ncprobe.extract.training import TrainConfig, train
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="ncprobe-bench-"))

@@ -1,7 +1,7 @@
 """The layout of an activation store: its groups, arrays, shapes, chunks and chunk keys.
 
 :class:`StoreLayout` describes what a store of ``ncprobe-activations/1`` holds (STORE.md) and
-creates it; writing data into it is :mod:`data.store_writer`'s job. Knowing every array's
+creates it; writing data into it is :mod:`ncprobe.data.store_writer`'s job. Knowing every array's
 chunk grid and chunk keys here lets the writer check which blocks exist, and that a store is
 complete, from one listing of the store instead of opening every array.
 """

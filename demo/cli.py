@@ -17,16 +17,16 @@ from pathlib import Path
 
 import torch
 
-from analyze.findings import evaluate_findings
-from analyze.run import AnalysisOptions, analyze_store
-from data.cli_support import OneLineParser, add_common_flags, run_command
-from data.store import open_activations
-from extract.attacks import parse_attack, perturbation_norm, run_condition
-from extract.checkpoints import checkpoint_path, load_state_dict
-from extract.extraction import ExtractConfig, extract_store
-from extract.models import build_model, load_state
-from extract.training import TrainConfig, train
-from plots.report import key_numbers, write_report
+from ncprobe.analyze.findings import evaluate_findings
+from ncprobe.analyze.run import AnalysisOptions, analyze_store
+from ncprobe.data.cli_support import OneLineParser, add_common_flags, run_command
+from ncprobe.data.store import open_activations
+from ncprobe.extract.attacks import parse_attack, perturbation_norm, run_condition
+from ncprobe.extract.checkpoints import checkpoint_path, load_state_dict
+from ncprobe.extract.extraction import ExtractConfig, extract_store
+from ncprobe.extract.models import build_model, load_state
+from ncprobe.extract.training import TrainConfig, train
+from ncprobe.plots.report import key_numbers, write_report
 
 log = logging.getLogger("ncprobe.demo")
 
@@ -60,7 +60,7 @@ def train_all(out: Path, plan: Plan, progress: bool) -> None:
 def matched_noise_eps(out: Path, plan: Plan) -> float:
     """Mean l_2 norm of the untargeted attack on the standard model's test split (the
     paper's control: noise as large as the attack, in l_2)."""
-    from data.datasets import load_dataset
+    from ncprobe.data.datasets import load_dataset
 
     ds = load_dataset("digits")
     ck = checkpoint_path(out / "standard" / "checkpoints", plan.epochs)

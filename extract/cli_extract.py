@@ -6,8 +6,8 @@ import argparse
 import shlex
 import sys
 
-from data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
-from data.store_layout import COMPRESSIONS
+from ncprobe.data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
+from ncprobe.data.store_layout import COMPRESSIONS
 
 from .extraction import ExtractConfig, extract_store, list_layers
 

@@ -7,8 +7,8 @@ import shlex
 import sys
 from fractions import Fraction
 
-from data.cli_support import OneLineParser, add_common_flags, run_command
-from data.datasets import LOADERS
+from ncprobe.data.cli_support import OneLineParser, add_common_flags, run_command
+from ncprobe.data.datasets import LOADERS
 
 from .models import ARCHS
 from .training import MODES, SCHEDULES, TrainConfig, train

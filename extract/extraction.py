@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.datasets import load_dataset
-from data.store import StoreError
-from data.store_layout import LayerSpec
-from data.store_writer import ActivationStoreWriter
-from data.subsets import stratified_subset
+from ncprobe.data.datasets import load_dataset
+from ncprobe.data.store import StoreError
+from ncprobe.data.store_layout import LayerSpec
+from ncprobe.data.store_writer import ActivationStoreWriter
+from ncprobe.data.subsets import stratified_subset
 
 from . import distributed
 from .async_writer import AsyncBlockWriter, BufferPool

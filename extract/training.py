@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from data.datasets import load_dataset
+from ncprobe.data.datasets import load_dataset
 
 from .attacks import ce_objective, pgd
 from .attacks.pgd import NORMS

@@ -6,8 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
-from data.store import StoreError, open_activations, open_metrics
+from ncprobe.data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
+from ncprobe.data.store import StoreError, open_activations, open_metrics
 
 from .report import write_report
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _name(tree, path):
-    from analyze.findings import training_mode
+    from ncprobe.analyze.findings import training_mode
 
     return training_mode(tree) or Path(path).resolve().parent.name
 

@@ -17,9 +17,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analyze.findings import feature_layer  # noqa: E402
-from analyze.output import tidy_summary  # noqa: E402
-from data import schema as S  # noqa: E402
+from ncprobe.analyze.findings import feature_layer  # noqa: E402
+from ncprobe.analyze.output import tidy_summary  # noqa: E402
+from ncprobe.data import schema as S  # noqa: E402
 
 PALETTE = "colorblind"
 sns.set_theme(style="whitegrid", palette=PALETTE, context="paper")

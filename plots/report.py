@@ -13,8 +13,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analyze.findings import conditions_by_kind, evaluate_findings, feature_layer, value
-from data import schema as S
+from ncprobe.analyze.findings import conditions_by_kind, evaluate_findings, feature_layer, value
+from ncprobe.data import schema as S
 
 from . import figures as F
 

@@ -25,16 +25,16 @@ def rows() -> list[tuple[int, str, str, str]]:
 
 def make_fixtures(tmp: Path) -> dict:
     """Every path a row refers to, created under ``tmp``."""
-    from data.store_from_arrays import write_activation_store
-    from extract.extraction import ExtractConfig, extract_store
-    from extract.training import TrainConfig, train
+    from ncprobe.data.store_from_arrays import write_activation_store
+    from ncprobe.extract.extraction import ExtractConfig, extract_store
+    from ncprobe.extract.training import TrainConfig, train
 
     train(TrainConfig(epochs=1, schedule="constant", lr=0.05), tmp / "run", progress=False)
     ckpt = tmp / "run" / "checkpoints" / "epoch-0001.pt"
     store = tmp / "acts.zarr"
     extract_store(ExtractConfig(checkpoints=[str(ckpt)], attacks=["clean", "fgsm:eps=0.1"],
                                 limit=40), store, progress=False)
-    from analyze.run import analyze_store
+    from ncprobe.analyze.run import analyze_store
 
     with warnings.catch_warnings():  # 40 samples: some predicted classes have one sample
         warnings.simplefilter("ignore")

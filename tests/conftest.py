@@ -9,7 +9,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(scope="session")
 def digits_checkpoints(tmp_path_factory):
     """Checkpoints folder of a digits mlp trained for 2 epochs (epochs 1 and 2 saved)."""
-    from extract.training import TrainConfig, train
+    from ncprobe.extract.training import TrainConfig, train
 
     d = tmp_path_factory.mktemp("digits-run")
     train(TrainConfig(epochs=2, save_epochs=[1], schedule="constant", lr=0.05), d / "run",

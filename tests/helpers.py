@@ -5,8 +5,8 @@ from __future__ import annotations
 import dask
 import numpy as np
 
-from data.datasets import make_synthetic_arrays
-from data.store_from_arrays import write_activation_store
+from ncprobe.data.datasets import make_synthetic_arrays
+from ncprobe.data.store_from_arrays import write_activation_store
 
 
 class CountingScheduler:

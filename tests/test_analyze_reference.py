@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import confusion_matrix
 from sklearn.neighbors import NearestCentroid
 
-from analyze.run import AnalysisOptions, analyze_store
+from ncprobe.analyze.run import AnalysisOptions, analyze_store
 from tests import reference as R
 from tests.helpers import synthetic_store
 

@@ -9,11 +9,11 @@ import pytest
 import xarray as xr
 import zarr
 
-from analyze.cli import main
-from analyze.run import AnalysisOptions, analyze_store
-from analyze.stats import AnalysisError
-from data.store import IncompleteStoreError, SchemaError, open_metrics
-from data.store_from_arrays import write_activation_store
+from ncprobe.analyze.cli import main
+from ncprobe.analyze.run import AnalysisOptions, analyze_store
+from ncprobe.analyze.stats import AnalysisError
+from ncprobe.data.store import IncompleteStoreError, SchemaError, open_metrics
+from ncprobe.data.store_from_arrays import write_activation_store
 from tests.helpers import synthetic_store
 
 

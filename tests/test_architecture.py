@@ -10,14 +10,14 @@ BLOCK_TORCH = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch.") or name == "extract" \\
-                or name.startswith("extract."):
+        if name == "torch" or name.startswith("torch.") or name == "ncprobe.extract" \\
+                or name.startswith("ncprobe.extract."):
             raise ImportError(f"{name} is forbidden in the analysis stage")
 sys.meta_path.insert(0, Block())
-import data, analyze, plots
-import data.store, data.store_writer, data.datasets
-import analyze.run, analyze.cli, analyze.stats
-import plots.cli
+import ncprobe.data, ncprobe.analyze, ncprobe.plots
+import ncprobe.data.store, ncprobe.data.store_writer, ncprobe.data.datasets
+import ncprobe.analyze.run, ncprobe.analyze.cli, ncprobe.analyze.stats
+import ncprobe.plots.cli, ncprobe.plots.figures, ncprobe.plots.report
 assert "torch" not in sys.modules
 print("ok")
 """
@@ -33,7 +33,7 @@ def test_analysis_stage_imports_without_torch():
 def test_extract_never_imports_analyze_or_plots():
     for path in (ROOT / "extract").rglob("*.py"):
         text = path.read_text()
-        for bad in ("import analyze", "from analyze", "import plots", "from plots"):
+        for bad in ("ncprobe.analyze", "ncprobe.plots", "from ..analyze", "from ..plots"):
             assert bad not in text, f"{path} contains {bad!r}"
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from extract.attacks import (
+from ncprobe.extract.attacks import (
     AttackSpecError,
     ce_objective,
     draw_randomness,
@@ -13,8 +13,8 @@ from extract.attacks import (
     run_condition,
     slice_randomness,
 )
-from extract.attacks.targets import choose_targets
-from extract.models import build_model
+from ncprobe.extract.attacks.targets import choose_targets
+from ncprobe.extract.models import build_model
 
 torchattacks = pytest.importorskip("torchattacks")
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import zarr
 
-from analyze.cli import main as analyze_main
-from extract.cli_extract import main as extract_main
-from extract.cli_train import main as train_main
-from plots.cli import main as plot_main
+from ncprobe.analyze.cli import main as analyze_main
+from ncprobe.extract.cli_extract import main as extract_main
+from ncprobe.extract.cli_train import main as train_main
+from ncprobe.plots.cli import main as plot_main
 from tests.bad_inputs import make_fixtures, rows
 
 MAINS = {"nc-train": train_main, "nc-extract": extract_main, "nc-analyze": analyze_main,

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from extract.capture import LayerCapture, LayerError, probe, resolve_layers
-from extract.reduction import Reducer, ReductionError
+from ncprobe.extract.capture import LayerCapture, LayerError, probe, resolve_layers
+from ncprobe.extract.reduction import Reducer, ReductionError
 
 
 class Tiny(nn.Module):

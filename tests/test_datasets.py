@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from data.datasets import DatasetError, load_dataset, simplex_etf
-from data.datasets.safe_pickle import UnsafePickleError, safe_load
+from ncprobe.data.datasets import DatasetError, load_dataset, simplex_etf
+from ncprobe.data.datasets.safe_pickle import UnsafePickleError, safe_load
 
 
 def test_digits_default():

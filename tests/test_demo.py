@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from demo.cli import main
+from ncprobe.demo.cli import main
 
 
 @pytest.mark.slow

@@ -9,13 +9,13 @@ import torch
 import xarray as xr
 import zarr
 
-import extract.extraction as E
-from data.datasets import load_dataset
-from data.store_layout import StoreLayout
-from data.subsets import stratified_subset
-from extract.checkpoints import load_state_dict
-from extract.cli_extract import main
-from extract.models import build_model
+import ncprobe.extract.extraction as E
+from ncprobe.data.datasets import load_dataset
+from ncprobe.data.store_layout import StoreLayout
+from ncprobe.data.subsets import stratified_subset
+from ncprobe.extract.checkpoints import load_state_dict
+from ncprobe.extract.cli_extract import main
+from ncprobe.extract.models import build_model
 from tests.helpers import store_arrays
 
 ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=3", "pgd:norm=linf,eps=0.1,steps=3,target=next",

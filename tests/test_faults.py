@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import zarr
 
-from analyze.run import analyze_store
-from data.store import StoreError
-from extract.extraction import ExtractConfig, extract_store
+from ncprobe.analyze.run import analyze_store
+from ncprobe.data.store import StoreError
+from ncprobe.extract.extraction import ExtractConfig, extract_store
 from tests.helpers import store_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def ckpt(digits_checkpoints):
 
 
 def extract_args(ckpt, out):
-    return [sys.executable, "-m", "extract.cli_extract", "--checkpoint", str(ckpt), "--out",
+    return [sys.executable, "-m", "ncprobe.extract.cli_extract", "--checkpoint", str(ckpt), "--out",
             str(out), "--limit", "400", "--chunk-samples", "20", "--batch-size", "20",
             "--no-progress", *sum((["--attack", a] for a in ATTACKS), [])]
 
@@ -87,7 +87,7 @@ def test_extract_survives_sigkill_and_resumes_bitwise(ckpt, tmp_path):
 
 @pytest.mark.slow
 def test_second_writer_refuses(ckpt, tmp_path, capsys):
-    from extract.cli_extract import main
+    from ncprobe.extract.cli_extract import main
 
     out = tmp_path / "s.zarr"
     first = subprocess.Popen(extract_args(ckpt, out), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -115,7 +115,8 @@ def test_analyze_killed_leaves_nothing_that_looks_complete(ckpt, tmp_path):
     ref = tmp_path / "ref.zarr"
     analyze_store(store, ref, progress=False)
     out = tmp_path / "m.zarr"
-    cmd = [sys.executable, "-m", "analyze.cli", str(store), "--out", str(out), "--no-progress"]
+    cmd = [sys.executable, "-m", "ncprobe.analyze.cli", str(store), "--out", str(out),
+           "--no-progress"]
     rng = random.Random(3)
     for _ in range(3):
         started = time.monotonic()
@@ -131,9 +132,9 @@ def test_analyze_killed_leaves_nothing_that_looks_complete(ckpt, tmp_path):
 def test_train_killed_then_resumed_equals_uninterrupted(tmp_path):
     import torch
 
-    from extract.checkpoints import load_state_dict
+    from ncprobe.extract.checkpoints import load_state_dict
 
-    base = [sys.executable, "-m", "extract.cli_train", "--mode", "pgd", "--eps", "0.1",
+    base = [sys.executable, "-m", "ncprobe.extract.cli_train", "--mode", "pgd", "--eps", "0.1",
             "--steps", "3", "--epochs", "12", "--save-epochs", "6", "--no-progress"]
     subprocess.run(base + ["--out", str(tmp_path / "ref")], cwd=ROOT, check=True,
                    capture_output=True)

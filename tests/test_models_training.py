@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from extract import training as T
-from extract.checkpoints import load_state_dict, sha256
-from extract.cli_train import main
-from extract.models import ModelError, build_model, load_state
+from ncprobe.extract import training as T
+from ncprobe.extract.checkpoints import load_state_dict, sha256
+from ncprobe.extract.cli_train import main
+from ncprobe.extract.models import ModelError, build_model, load_state
 
 ARCH_CASES = [("mlp", (1, 8, 8), ["block1", "block2", "block3", "block4", "logits"], 256),
               ("cnn", (1, 8, 8), ["conv1", "conv2", "conv3", "penultimate", "logits"], 128),
@@ -167,7 +167,7 @@ def test_output_folder_rules(tmp_path, capsys):
 
 
 def test_user_factory_model_trains_and_extracts(tmp_path):
-    from extract.extraction import ExtractConfig, extract_store
+    from ncprobe.extract.extraction import ExtractConfig, extract_store
 
     m = build_model("tests.user_models:tiny", (1, 8, 8), 10, (0.3,), (0.4,))
     assert list(m.capture_points) == ["0", "1", "2", "3"] and m.classifier == "net.3"

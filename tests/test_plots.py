@@ -3,11 +3,11 @@
 import matplotlib.figure
 import pytest
 
-from analyze.run import analyze_store
-from data.store import open_activations
-from plots import figures as F
-from plots.cli import main
-from plots.report import key_numbers, write_report
+from ncprobe.analyze.run import analyze_store
+from ncprobe.data.store import open_activations
+from ncprobe.plots import figures as F
+from ncprobe.plots.cli import main
+from ncprobe.plots.report import key_numbers, write_report
 from tests.helpers import synthetic_store
 
 

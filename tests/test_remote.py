@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from analyze.run import analyze_store
+from ncprobe.analyze.run import analyze_store
 from tests.helpers import synthetic_store
 
 
@@ -45,8 +45,8 @@ def test_write_analyse_and_read_back_through_fsspec(root, tmp_path):
 
 
 def test_extract_to_a_url(root, tmp_path):
-    from extract.extraction import ExtractConfig, extract_store
-    from extract.training import TrainConfig, train
+    from ncprobe.extract.extraction import ExtractConfig, extract_store
+    from ncprobe.extract.training import TrainConfig, train
 
     train(TrainConfig(epochs=1, schedule="constant", lr=0.05), tmp_path / "run", progress=False)
     cfg = ExtractConfig(checkpoints=[str(tmp_path / "run/checkpoints/epoch-0001.pt")],

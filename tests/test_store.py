@@ -7,9 +7,9 @@ import pytest
 import xarray as xr
 import zarr
 
-from data import schema as S
-from data.locking import StoreLockedError
-from data.store import (
+from ncprobe.data import schema as S
+from ncprobe.data.locking import StoreLockedError
+from ncprobe.data.store import (
     IncompleteStoreError,
     NotInStoreError,
     SchemaError,
@@ -18,9 +18,9 @@ from data.store import (
     open_activations,
     select_conditions,
 )
-from data.store_from_arrays import write_activation_store
-from data.store_layout import LayerSpec
-from data.store_writer import ActivationStoreWriter
+from ncprobe.data.store_from_arrays import write_activation_store
+from ncprobe.data.store_layout import LayerSpec
+from ncprobe.data.store_writer import ActivationStoreWriter
 
 
 def _store(path, **kw):
