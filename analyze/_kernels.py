@@ -82,19 +82,6 @@ def unpack_pass1(v: np.ndarray, n_groupings: int, n_classes: int, dim: int):
     return sums, counts, int(v[-1])
 
 
-def nearest_centre(h: np.ndarray, centres: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Index of the nearest of ``centres`` (C, D) for each row of ``h`` (n, D), in float64.
-
-    ``argmin_c ||h - mu_c||^2 = argmin_c (||mu_c||^2 - 2 h . mu_c)``; centres with
-    ``valid == False`` (empty classes) are never chosen. Ties go to the lowest index, as in
-    scikit-learn's NearestCentroid.
-    """
-    x = np.asarray(h, dtype=np.float64)
-    d = (centres * centres).sum(axis=1)[None, :] - 2.0 * x @ centres.T
-    d[:, ~valid] = np.inf
-    return d.argmin(axis=1)
-
-
 def pass2_layout(n_groupings: int, n_classes: int, dim: int, dense: bool):
     """Names and shapes of the :func:`pass2` statistics, in packing order."""
     g, c = n_groupings, n_classes

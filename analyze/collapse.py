@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from ncprobe.data import schema as S
+
 from . import geometry as G
 
+#: the groupings whose statistics :func:`block_vector` takes, in this order
 GROUPING_ORDER = ("label", "pred", "target", "shuffled")
+#: those reported per grouping; "shuffled" gives the nc1_shuffled baseline only
 REPORTED_GROUPINGS = GROUPING_ORDER[:3]
+GROUPED = S.GROUPED_METRICS
+SCALARS = S.UNGROUPED_METRICS
+PER_CLASS = S.PER_CLASS_VARS
 
 
 def _nan_metrics():
-    return {k: np.nan for k in ("nc1", "nc1_trace", "cdnv", "rank_b", "cond_b", "equinorm",
-                                "equiangular", "max_angle", "etf_distance", "nc4",
-                                "ncc_acc_self")}
+    return dict.fromkeys(GROUPED, np.nan)
 
 
 def grouping_metrics(sums, counts, within, projected, conf_own, mismatch, n_total):
@@ -68,73 +73,70 @@ def grouping_metrics(sums, counts, within, projected, conf_own, mismatch, n_tota
     return out, per_class, centred
 
 
-def block_metrics(p1_sums, p1_counts, p2, *, net_correct, n_total, clean_centred=None,
-                  weight=None):
-    """Every metric of one (split, layer, checkpoint, condition).
+def block_vector(sums, counts, within, projected, conf_own, mismatch, conf_ref, flipped,
+                 leapt, clean_centred, weight) -> np.ndarray:
+    """Every metric of one block (split, layer, checkpoint, condition) as one flat vector.
 
     Parameters
     ----------
-    p1_sums : (4, C, D); p1_counts : (4, C), groupings in :data:`GROUPING_ORDER`.
-    p2 : dict of pass-2 statistics (see :func:`ncprobe.analyze._kernels.pass2`).
-    net_correct : number of samples the network classifies correctly in this condition.
-    clean_centred : (C, D) centred clean means of the same split (true-label grouping), for
-        the alignment angles; None when the split has no clean condition.
-    weight : (C, D) classifier rows when this layer feeds the final linear map.
+    sums : (4, C, D); counts, within, projected : (4, C); conf_own : (4, C, C); mismatch :
+        (4,): the statistics of the groupings in :data:`GROUPING_ORDER`
+        (:mod:`ncprobe.analyze.stats`).
+    conf_ref : (C, C) [true label, nearest reference centre]; flipped, leapt : counts.
+    clean_centred : (C, D) centred clean class means of the same split (true-label grouping),
+        for the alignment angles; all NaN when there is no clean condition.
+    weight : (C, D) classifier rows when this layer feeds the final linear map, else all NaN.
 
     Returns
     -------
-    dict with ``grouped`` (metric -> (3,) over label/pred/target), ``scalars``, ``per_class``
-    (name -> (C,)), ``transitions`` (C, C), ``means`` (3, C, D), ``empty`` (grouping ->
-    list of empty classes).
+    (11 * 3 + 10 + 5 C + C^2,) float64, unpacked by :func:`ncprobe.analyze.metrics.unpack`:
+    :data:`GROUPED` metric-major over label/pred/target, then :data:`SCALARS`, then
+    :data:`PER_CLASS` (C each), then the transition counts (C, C).
+
+    Notes
+    -----
+    An empty ``pred`` grouping means the network's predictions are unknown: nc4, net_acc and
+    leap_rate are then NaN rather than numbers computed against a stand-in.
     """
-    grouped = {}
-    per_class_label = None
-    centred_label = None
-    empty = {}
-    means = []
+    n_total = counts[0].sum()
+    pred_known = counts[1].sum() > 0
+    grouped = {k: [] for k in GROUPED}
     for j, name in enumerate(GROUPING_ORDER):
         metrics, per_class, centred = grouping_metrics(
-            p1_sums[j], p1_counts[j], p2["within"][j], p2["projected"][j], p2["conf_own"][j],
-            p2["nc4_mismatch"][j], n_total)
+            sums[j], counts[j], within[j], projected[j], conf_own[j], mismatch[j], n_total)
+        if not pred_known:
+            metrics["nc4"] = np.nan
         if name == "shuffled":
             nc1_shuffled = metrics["nc1"]
             continue
-        means.append(G.means_from_sums(p1_sums[j], p1_counts[j])[0])
-        if p1_counts[j].sum() > 0 and (p1_counts[j] == 0).any():
-            empty[name] = np.flatnonzero(p1_counts[j] == 0).tolist()
-        for k, v in metrics.items():
-            grouped.setdefault(k, []).append(v)
+        for k in GROUPED:
+            grouped[k].append(metrics[k])
         if name == "label":
             per_class_label, centred_label = per_class, centred
-    counts = p1_counts[0]
-    conf = p2["conf_ref"]
+    label_counts = counts[0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.diag(conf) / counts
-        ncc_acc = np.trace(conf) / conf.sum() if conf.sum() > 0 else np.nan
-        leap = p2["leapt"] / p2["flipped"] if p2["flipped"] > 0 else np.nan
-    if clean_centred is not None:
-        align = G.angles_deg(centred_label, clean_centred)
-    else:
-        align = np.full(counts.shape, np.nan)
+        recall = np.diag(conf_ref) / label_counts
+        ncc_acc = np.trace(conf_ref) / conf_ref.sum() if conf_ref.sum() > 0 else np.nan
+        leap = leapt / flipped if flipped > 0 and pred_known else np.nan
+    align = G.angles_deg(centred_label, clean_centred)
     scalars = {
         "nc1_shuffled": nc1_shuffled,
-        "ncc_acc": float(ncc_acc),
-        "net_acc": float(net_correct / n_total) if n_total else np.nan,
-        "leap_rate": float(leap),
-        "align_angle": float(np.nanmean(align)) if np.isfinite(align).any() else np.nan,
+        "ncc_acc": ncc_acc,
+        "net_acc": (n_total - flipped) / n_total if n_total and pred_known else np.nan,
+        "leap_rate": leap,
+        "align_angle": np.nanmean(align) if np.isfinite(align).any() else np.nan,
     }
-    present = counts > 0
-    if weight is not None:
+    present = label_counts > 0
+    if np.isfinite(weight).all():
         w = np.asarray(weight, np.float64)[present]
-        nc2w = G.nc2(w)
-        scalars.update({f"{k}_w": v for k, v in nc2w.items()})
+        scalars.update({f"{k}_w": v for k, v in G.nc2(w).items()})
         scalars["nc3"] = G.nc3(w, centred_label[present])
     else:
         scalars.update(dict.fromkeys(("equinorm_w", "equiangular_w", "max_angle_w",
                                       "etf_distance_w", "nc3"), np.nan))
-    per_class = {"count": counts, "mean_norm": per_class_label["mean_norm"],
+    per_class = {"count": label_counts, "mean_norm": per_class_label["mean_norm"],
                  "within_var": per_class_label["within_var"], "align_angle": align,
                  "ncc_recall": recall}
-    return {"grouped": {k: np.array(v) for k, v in grouped.items()}, "scalars": scalars,
-            "per_class": per_class, "transitions": conf, "means": np.stack(means),
-            "empty": empty}
+    return np.concatenate([np.ravel(grouped[k]) for k in GROUPED]
+                          + [[scalars[k] for k in SCALARS]]
+                          + [per_class[k] for k in PER_CLASS] + [np.ravel(conf_ref)])

@@ -23,7 +23,7 @@ from ncprobe.data.locking import process_alive
 from ncprobe.data.store import StoreError
 from ncprobe.data.store_writer import consolidate
 
-from .collapse import REPORTED_GROUPINGS
+from .metrics import PER_CLASS_PREFIX
 
 
 def _versions():
@@ -36,60 +36,43 @@ def _versions():
     return out
 
 
-def assemble(results, *, splits, layers, depth, checkpoints, conditions, n_classes, attrs):
-    """Build the metrics DataTree from ``{(split, layer, k, q): block_metrics(...)}``."""
-    shape = (len(splits), len(layers), len(checkpoints), len(conditions))
-    dims = (S.SPLIT, S.LAYER, S.CHECKPOINT, S.CONDITION)
-    coords = {S.SPLIT: np.array(splits, dtype=object), S.LAYER: np.array(layers, dtype=object),
-              S.DEPTH: (S.LAYER, np.array([depth[la] for la in layers], np.int64)),
-              S.CHECKPOINT: np.array(checkpoints, np.int64),
-              S.CONDITION: np.array(conditions, dtype=object)}
-    any_r = next(iter(results.values()))
-    grouped = {k: np.full(shape + (3,), np.nan) for k in any_r["grouped"]}
-    scalars = {k: np.full(shape, np.nan) for k in any_r["scalars"]}
-    per_class = {k: np.full(shape + (n_classes,), np.nan) for k in any_r["per_class"]}
-    trans = np.zeros(shape + (n_classes, n_classes), np.int64)
-    layer_means = {}
-    dense = {}
-    for (s, la, k, q), r in results.items():
-        i = (splits.index(s), layers.index(la), k, q)
-        for name, v in r["grouped"].items():
-            grouped[name][i] = v
-        for name, v in r["scalars"].items():
-            scalars[name][i] = v
-        for name, v in r["per_class"].items():
-            per_class[name][i] = v
-        trans[i] = np.rint(r["transitions"]).astype(np.int64)
-        d = r["means"].shape[-1]
-        lm = layer_means.setdefault(la, np.full((len(splits), len(checkpoints), len(conditions),
-                                                 3, n_classes, d), np.nan))
-        lm[i[0], k, q] = r["means"]
-        if "sigma_w" in r:
-            dd = dense.setdefault(la, {n: np.full((len(splits), len(checkpoints),
-                                                   len(conditions), d, d), np.nan)
-                                       for n in ("sigma_w", "sigma_b")})
-            dd["sigma_w"][i[0], k, q] = r["sigma_w"]
-            dd["sigma_b"][i[0], k, q] = r["sigma_b"]
-    gcoord = {S.GROUPING: np.array(REPORTED_GROUPINGS, dtype=object)}
-    summary = xr.Dataset(
-        {**{k: (dims + (S.GROUPING,), v) for k, v in grouped.items()},
-         **{k: (dims, v) for k, v in scalars.items()}}, coords={**coords, **gcoord})
-    per_class_ds = xr.Dataset({k: (dims + (S.CLASS,), v) for k, v in per_class.items()},
-                              coords={**coords, S.CLASS: np.arange(n_classes)})
-    trans_ds = xr.Dataset({"count": (dims + (S.LABEL, S.VERTEX), trans)},
-                          coords={**coords, S.LABEL: np.arange(n_classes),
-                                  S.VERTEX: np.arange(n_classes)})
-    nodes = {f"/{S.SUMMARY_GROUP}": summary, f"/{S.PER_CLASS_GROUP}": per_class_ds,
-             f"/{S.TRANSITIONS_GROUP}": trans_ds}
-    for la, m in layer_means.items():
-        lcoords = {k: v for k, v in coords.items() if k not in (S.LAYER, S.DEPTH)}
-        ds = xr.Dataset({"means": ((S.SPLIT, S.CHECKPOINT, S.CONDITION, S.GROUPING, S.CLASS,
-                                    S.FEATURE), m)},
-                        coords={**lcoords, **gcoord, S.CLASS: np.arange(n_classes)})
-        for name, arr in dense.get(la, {}).items():
-            ds[name] = ((S.SPLIT, S.CHECKPOINT, S.CONDITION, S.FEATURE, S.FEATURE2), arr)
+def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
+    """The metrics DataTree from ``{(split, layer): layer Dataset}``.
+
+    Each layer Dataset is :func:`ncprobe.analyze.metrics.layer_metrics`'s, over (checkpoint,
+    condition); they are stacked along ``split`` and ``layer`` into ``/summary``,
+    ``/per_class`` and ``/transitions``, and their class means (whose feature dims differ
+    between layers) go to ``/layers/<layer>``.
+    """
+    def stacked(names):
+        rows = [xr.concat([per_layer[(s, la)][names] for la in layers], dim=S.LAYER)
+                for s in splits]
+        ds = xr.concat(rows, dim=S.SPLIT)
+        ds = ds.assign_coords({S.SPLIT: np.array(splits, dtype=object),
+                               S.LAYER: np.array(layers, dtype=object),
+                               S.DEPTH: (S.LAYER, np.array([depth[la] for la in layers]))})
+        return ds.transpose(S.SPLIT, S.LAYER, S.CHECKPOINT, S.CONDITION, ...)
+
+    def objects(ds):
+        return ds.assign_coords({d: ds[d].values.astype(object)
+                                 for d in (S.CONDITION, S.GROUPING) if d in ds.coords})
+
+    first = per_layer[(splits[0], layers[0])]
+    summary = stacked([n for n in (*S.GROUPED_METRICS, *S.UNGROUPED_METRICS)])
+    per_class = stacked([PER_CLASS_PREFIX + n for n in S.PER_CLASS_VARS]).rename(
+        {PER_CLASS_PREFIX + n: n for n in S.PER_CLASS_VARS})
+    trans = stacked(["transitions"]).rename(transitions="count")
+    trans["count"] = trans["count"].round().astype(np.int64)
+    nodes = {f"/{S.SUMMARY_GROUP}": objects(summary),
+             f"/{S.PER_CLASS_GROUP}": objects(per_class),
+             f"/{S.TRANSITIONS_GROUP}": objects(trans)}
+    dense = [n for n in ("sigma_w", "sigma_b") if n in first]
+    for la in layers:
+        ds = xr.concat([per_layer[(s, la)][["means", *dense]] for s in splits], dim=S.SPLIT)
+        ds = ds.assign_coords({S.SPLIT: np.array(splits, dtype=object)}).transpose(
+            S.SPLIT, S.CHECKPOINT, S.CONDITION, ...)
         ds.attrs.update(layer=la, depth=depth[la])
-        nodes[f"/{S.METRIC_LAYERS_GROUP}/{la}"] = ds
+        nodes[f"/{S.METRIC_LAYERS_GROUP}/{la}"] = objects(ds)
     root = xr.Dataset(attrs=dict(attrs, versions=_versions(), complete=True,
                                  created=_dt.datetime.now(_dt.UTC).isoformat()))
     nodes["/"] = root

@@ -2,8 +2,11 @@
 
 Statistics first, metrics from statistics second (rhubarbwu/neural-collapse, sklearn's
 ``empirical_covariance``): :func:`class_stats` is pass 1 (counts, sums, means),
-:func:`within_stats` is pass 2 (within-class scatter and its projection on the between-class
-basis). Both are exact, additive over sample chunks, and accumulate in float64.
+:func:`within_stats` is pass 2 (within-class scatter, its projection on the between-class
+basis, nearest-centre counts). Both are exact, additive over sample chunks, accumulate in
+float64, and broadcast over every dim of ``features`` other than ``sample_dim`` and
+``feature_dim`` (checkpoint, condition, split, ...): one statistic per index of those dims.
+:mod:`ncprobe.analyze.metrics` turns them into the metrics of METRICS.md.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ def reduce_chunks(kernel, x, per_sample=(), consts=(), size=None):
     chunk, then pairwise sums): nothing per sample is materialised beyond one chunk.
     """
     if not isinstance(x, da.Array):
-        return kernel(np.asarray(x), *[np.asarray(a) for a in per_sample], *consts)
+        if not any(isinstance(a, da.Array) for a in (*per_sample, *consts)):
+            return kernel(np.asarray(x), *[np.asarray(a) for a in per_sample], *consts)
+        x = da.from_array(x, chunks=-1)  # lazy statistics in: stay lazy
     x = x.rechunk({1: -1})
     args = [x, ("s", "d")]
     for i, a in enumerate(per_sample):
@@ -56,24 +61,74 @@ def reduce_chunks(kernel, x, per_sample=(), consts=(), size=None):
     return out.sum(axis=0)
 
 
-def _check_2d(features: xr.DataArray, sample_dim, feature_dim):
-    if set(features.dims) != {sample_dim, feature_dim}:
+def _stack(parts, shape):
+    """Nest a flat list of arrays into leading axes of ``shape`` (numpy or dask)."""
+    if not shape:
+        return parts[0]
+    xp = da if any(isinstance(p, da.Array) for p in parts) else np
+    step = len(parts) // shape[0]
+    return xp.stack([_stack(parts[i * step:(i + 1) * step], shape[1:])
+                     for i in range(shape[0])])
+
+
+def reduce_blocks(kernel, x, per_sample, consts, size):
+    """:func:`reduce_chunks` for every index of the leading axes of ``x`` (..., n, D).
+
+    ``per_sample`` arrays are (..., n, ...) and ``consts`` (..., ...), with the same leading
+    axes as ``x``. Returns (..., size): one additive statistics vector per block.
+    """
+    lead = x.shape[:-2]
+    vecs = [reduce_chunks(kernel, x[i], [a[i] for a in per_sample], [c[i] for c in consts],
+                          size=size) for i in np.ndindex(*lead)]
+    return _stack(vecs, lead)
+
+
+def lead_dims(features: xr.DataArray, sample_dim: str, feature_dim: str) -> tuple:
+    """The dims of ``features`` that statistics broadcast over (all but sample and feature)."""
+    missing = [d for d in (sample_dim, feature_dim) if d not in features.dims]
+    if missing:
         raise AnalysisError(
-            f"features has dims {features.dims}; expected exactly ({sample_dim!r}, "
-            f"{feature_dim!r}): select one checkpoint and condition first")
-    return features.transpose(sample_dim, feature_dim)
+            f"features has dims {features.dims}; expected {sample_dim!r} and {feature_dim!r} "
+            "among them (pass sample_dim= and feature_dim= to name others)")
+    return tuple(d for d in features.dims if d not in (sample_dim, feature_dim))
 
 
-def _groups_2d(groups: xr.DataArray, sample_dim):
-    """(sample, grouping) integer array and the grouping coordinate values."""
-    if groups.ndim == 1:
-        return groups.data[:, None], None
-    other = [d for d in groups.dims if d != sample_dim]
-    if len(other) != 1:
-        raise AnalysisError(f"groups has dims {groups.dims}; expected ({sample_dim!r},) or "
-                            f"({sample_dim!r}, grouping)")
-    g = groups.transpose(sample_dim, other[0])
-    return g.data, (other[0], g[other[0]].values if other[0] in g.coords else None)
+def broadcast_to_lead(arr: xr.DataArray, features: xr.DataArray, lead, core) -> xr.DataArray:
+    """``arr`` with every leading dim of ``features`` (a view where it lacked one), ordered
+    ``(*lead, *core)``. Positional, like the features: no coordinate alignment."""
+    extra = [d for d in arr.dims if d not in lead and d not in core]
+    if extra:
+        raise AnalysisError(f"an input has dims {arr.dims}; dims {extra} are neither in the "
+                            f"features' dims {features.dims} nor {tuple(core)}")
+    for d in lead:
+        if d not in arr.dims:
+            arr = arr.expand_dims({d: features.sizes[d]})
+        elif arr.sizes[d] != features.sizes[d]:
+            raise AnalysisError(f"an input has {arr.sizes[d]} entries along {d!r}; the "
+                                f"features have {features.sizes[d]}")
+    return arr.transpose(*lead, *core)
+
+
+def _lead_coords(features, lead):
+    return {k: v for k, v in features.coords.items() if v.dims and set(v.dims) <= set(lead)}
+
+
+def _groups(groups: xr.DataArray, features, lead, sample_dim):
+    """Group labels as (*lead, sample, grouping) and the grouping coordinate (or None when
+    ``groups`` has no grouping dim: one grouping, squeezed out of the results)."""
+    extra = [d for d in groups.dims if d != sample_dim and d not in lead]
+    if sample_dim not in groups.dims or len(extra) > 1:
+        raise AnalysisError(f"groups has dims {groups.dims}; expected ({sample_dim!r},), "
+                            f"optionally one grouping dim and any of {lead}")
+    if groups.sizes[sample_dim] != features.sizes[sample_dim]:
+        raise AnalysisError(f"groups has {groups.sizes[sample_dim]} samples; features has "
+                            f"{features.sizes[sample_dim]}")
+    if extra:
+        coord = groups[extra[0]].values if extra[0] in groups.coords else None
+        g = groups.rename({extra[0]: S.GROUPING})
+    else:
+        coord, g = None, groups.expand_dims(S.GROUPING, axis=-1)
+    return broadcast_to_lead(g, features, lead, (sample_dim, S.GROUPING)), extra != [], coord
 
 
 def _require_int_labels(groups, n_classes):
@@ -85,25 +140,43 @@ def _require_int_labels(groups, n_classes):
                             f"0..{n_classes - 1} (or -1 for 'not in this grouping')")
 
 
+def _unpack(vec, lead_shape, layout):
+    """Named arrays (*lead, *shape) from stacked statistics vectors (*lead, size)."""
+    out, i = {}, 0
+    for name, shape in layout:
+        n = int(np.prod(shape)) if shape else 1
+        out[name] = vec[..., i:i + n].reshape(lead_shape + tuple(shape))
+        i += n
+    return out
+
+
+def _finish(ds, has_grouping, coord):
+    if not has_grouping:
+        return ds.isel({S.GROUPING: 0})
+    return ds.assign_coords({S.GROUPING: coord}) if coord is not None else ds
+
+
 def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
                 sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.Dataset:
     """Pass 1: per-class counts, sums and means, and the global mean, in float64.
 
     Parameters
     ----------
-    features : DataArray (sample_dim, feature_dim)
-        numpy- or dask-backed; float16/32/64.
-    groups : DataArray (sample_dim,) or (sample_dim, grouping)
+    features : DataArray (..., sample_dim, feature_dim)
+        numpy- or dask-backed; float16/32/64. Every other dim (checkpoint, condition, ...) is
+        broadcast over: one set of statistics per index.
+    groups : DataArray (sample_dim,) or (..., sample_dim, grouping)
         Integer class of each sample per grouping; values outside 0..n_classes-1 are left out.
+        Its leading dims are a subset of those of ``features``.
     n_classes : int
         The class set, required because lazy labels cannot be inspected without computing.
 
     Returns
     -------
-    Dataset with ``count`` ([grouping,] class), ``sum`` and ``mean`` ([grouping,] class,
-    feature) (mean NaN for empty classes), ``global_mean`` ([grouping,] feature) =
-    (1/N) sum_i h_i over the samples in the grouping, and ``n_nonfinite`` (number of NaN/inf
-    values seen). Lazy when ``features`` is dask-backed.
+    Dataset with ``count`` (..., [grouping,] class), ``sum`` and ``mean`` (..., [grouping,]
+    class, feature) (mean NaN for empty classes), ``global_mean`` (..., [grouping,] feature)
+    mu_G = (1/N) sum_i h_i over the samples in the grouping, and ``n_nonfinite`` (...)
+    (NaN/inf values seen, kept out of the sums). Lazy when ``features`` is dask-backed.
 
     Examples
     --------
@@ -113,99 +186,142 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
     >>> class_stats(h, y, 2)["mean"].values.tolist()
     [[1.0, 0.0], [0.0, 4.0]]
     """
-    f = _check_2d(features, sample_dim, feature_dim)
-    g, gdim = _groups_2d(groups, sample_dim)
+    lead = lead_dims(features, sample_dim, feature_dim)
+    f = features.transpose(*lead, sample_dim, feature_dim)
+    g, has_grouping, coord = _groups(groups, f, lead, sample_dim)
     _require_int_labels(g, n_classes)
-    n_g, d = g.shape[1], f.shape[1]
-    vec = reduce_chunks(functools.partial(K.pass1, n_classes=n_classes), f.data, [g],
-                        size=K.pass1_size(n_g, n_classes, d))
-    xp = da if isinstance(vec, da.Array) else np
-    gc = n_g * n_classes
-    sums = vec[: gc * d].reshape(n_g, n_classes, d)
-    counts = vec[gc * d: gc * d + gc].reshape(n_g, n_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = xp.where(counts[..., None] > 0, sums / counts[..., None], np.nan)
-        global_mean = sums.sum(axis=1) / counts.sum(axis=1)[:, None]
-    dims_g = ("grouping",) if gdim is None else (gdim[0],)
+    n_g, d = g.shape[-1], f.shape[-1]
+    lead_shape = f.shape[:-2]
+    vec = reduce_blocks(functools.partial(K.pass1, n_classes=n_classes), f.data, [g.data], [],
+                        K.pass1_size(n_g, n_classes, d))
+    parts = _unpack(vec, lead_shape, [("sum", (n_g, n_classes, d)), ("count", (n_g, n_classes)),
+                                      ("n_nonfinite", ())])
+    sums, counts = parts["sum"], parts["count"]
+    xp = da if isinstance(sums, da.Array) else np
+    # divisors of empty classes (groupings) replaced by 1 and the result by NaN: lazy
+    # arithmetic runs outside any errstate, so nothing may divide by zero
+    total = counts.sum(axis=-1)[..., None]
+    means = xp.where(counts[..., None] > 0, sums / xp.maximum(counts, 1)[..., None], np.nan)
+    global_mean = xp.where(total > 0, sums.sum(axis=-2) / xp.maximum(total, 1), np.nan)
+    dg = (*lead, S.GROUPING)
     ds = xr.Dataset(
-        {"count": (dims_g + (S.CLASS,), counts), "sum": (dims_g + (S.CLASS, feature_dim), sums),
-         "mean": (dims_g + (S.CLASS, feature_dim), means),
-         "global_mean": (dims_g + (feature_dim,), global_mean),
-         "n_nonfinite": ((), vec[-1])},
-        coords={S.CLASS: np.arange(n_classes)})
-    if gdim is None:
-        return ds.isel(grouping=0)
-    return ds.assign_coords({gdim[0]: gdim[1]}) if gdim[1] is not None else ds
+        {"count": ((*dg, S.CLASS), counts), "sum": ((*dg, S.CLASS, feature_dim), sums),
+         "mean": ((*dg, S.CLASS, feature_dim), means),
+         "global_mean": ((*dg, feature_dim), global_mean),
+         "n_nonfinite": (lead, parts["n_nonfinite"])},
+        coords={**_lead_coords(f, lead), S.CLASS: np.arange(n_classes)})
+    return _finish(ds, has_grouping, coord)
 
 
-def _coef_block(means, counts, n_classes):
-    """(G, C, C) projection coefficients of the between-class basis, one per grouping."""
-    return np.stack([projection_coefs(np.nan_to_num(means[j]), counts[j], n_classes)
-                     for j in range(means.shape[0])])
+def _coef_block(means, counts):
+    """(..., G, C, C) projection coefficients of the between-class basis per grouping."""
+    out = np.zeros(counts.shape + counts.shape[-1:])
+    for i in np.ndindex(*counts.shape[:-1]):
+        out[i] = projection_coefs(np.nan_to_num(means[i]), counts[i], counts.shape[-1])
+    return out
 
 
 def between_coefficients(stats: xr.Dataset) -> xr.DataArray:
-    """Coefficients (grouping, class, rank) that project on the between-class basis U S^-1
-    from dot products with the class means; see :func:`ncprobe.analyze.geometry.projection_coefs`.
-    Lazy when ``stats`` is."""
-    st = stats if "grouping" in stats["mean"].dims else stats.expand_dims("grouping")
-    means, counts = st["mean"].transpose("grouping", S.CLASS, ...), st["count"]
-    c = means.sizes[S.CLASS]
-    if _is_dask(means):
-        data = da.map_blocks(_coef_block, means.data.rechunk(-1), counts.data.rechunk(-1),
-                             n_classes=c, dtype=np.float64,
-                             chunks=((means.shape[0],), (c,), (c,)))
-    else:
-        data = _coef_block(means.values, counts.values, c)
-    return xr.DataArray(data, dims=("grouping", S.CLASS, "rank"))
+    """Coefficients (..., [grouping,] class, rank) that project on the between-class basis
+    U S^-1 from dot products with the class means; see
+    :func:`ncprobe.analyze.geometry.projection_coefs`. Lazy when ``stats`` is."""
+    mean, count = stats["mean"], stats["count"]
+    feature_dim = next(d for d in mean.dims if d not in count.dims)
+    return xr.apply_ufunc(
+        _coef_block, mean, count, input_core_dims=[[S.CLASS, feature_dim], [S.CLASS]],
+        output_core_dims=[[S.CLASS, "rank"]], dask="parallelized", output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {"rank": count.sizes[S.CLASS]}})
+
+
+def _pass2_block(h, groups, labels, pred, means, coefs, ref, ref_valid, own_valid, origin,
+                 n_classes, dense):
+    return K.pass2(h, groups, labels, pred, np.nan_to_num(means), coefs, ref,
+                   ref_valid.astype(bool), own_valid.astype(bool), n_classes, dense=dense,
+                   origin=np.nan_to_num(origin))
 
 
 def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset, *,
+                 labels: xr.DataArray | None = None, pred: xr.DataArray | None = None,
+                 reference: xr.DataArray | None = None, dense: bool = False,
                  sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.Dataset:
-    """Pass 2: within-class scatter per class and its projection on the between-class basis.
+    """Pass 2: within-class scatter, its projection on the between-class basis, NCC counts.
+
+    Parameters
+    ----------
+    features, groups : as for :func:`class_stats`; ``stats`` is its result for them.
+    labels : DataArray (..., sample_dim), optional
+        True labels, for the confusion counts (default: the first grouping of ``groups``).
+    pred : DataArray (..., sample_dim), optional
+        The network's prediction, for ``nc4_mismatch``, ``flipped`` and ``leapt`` (default:
+        ``labels``, which makes those counts meaningless: leave them unused).
+    reference : DataArray (..., class, feature_dim), optional
+        Centres of the nearest-class-centre classifier (NaN rows never chosen), e.g. the
+        clean class means of the train split; broadcast over the features' other dims.
+    dense : bool
+        Also return the scatter matrix of the first grouping (feature_dim, feature2).
 
     Returns
     -------
-    Dataset with ``within`` ([grouping,] class) = sum_{i in c} ||h_i - mu_c||^2 and
-    ``projected`` ([grouping,] class) = sum_{i in c} ||S^-1 U^T (h_i - mu_c)||^2, where
-    U S V^T is the thin SVD of the centred means. Then Tr Sigma_W = sum(within) / N and
-    nc1 = (1/C) Tr(Sigma_W Sigma_B^+) = sum(projected) / N exactly (METRICS.md), with no D x D
-    matrix. Lazy when the inputs are.
+    Dataset, lazy when the inputs are, with (..., [grouping,]) prefixed to each of
+    ``within`` (class) = sum_{i in c} ||h_i - mu_c||^2;
+    ``projected`` (class) = sum_{i in c} ||S^-1 U^T (h_i - mu_c)||^2, U S V^T the thin SVD of
+    the centred means, so Tr Sigma_W = sum(within) / N and nc1 = (1/C) Tr(Sigma_W Sigma_B^+)
+    = sum(projected) / N exactly (METRICS.md), with no D x D matrix;
+    ``conf_own`` (label, vertex): true label vs nearest own class mean;
+    ``nc4_mismatch`` (): nearest own mean differs from ``pred``;
+    and, per block only, ``conf_ref`` (label, vertex): true label vs nearest ``reference``
+    centre, ``flipped``: pred != label, ``leapt``: flipped with nearest reference = pred.
     """
-    f = _check_2d(features, sample_dim, feature_dim)
-    g, gdim = _groups_2d(groups, sample_dim)
-    single = gdim is None
-    st = stats.expand_dims("grouping") if single else stats
-    means = st["mean"].transpose(..., S.CLASS, feature_dim)
-    counts = st["count"]
-    n_g, c, d = means.shape
-    coefs = between_coefficients(st).data
-    means_data = means.data
-    xp = da if _is_dask(means) else np
-    own_valid = counts.data > 0
-    ref = xp.where(own_valid[0][:, None], means_data[0], 0.0)
-    layout = K.pass2_layout(n_g, c, d, False)
-    labels = g[:, 0]
-    kernel = functools.partial(_pass2_adapter, n_classes=c)
-    origin = st["global_mean"].data[0]
-    vec = reduce_chunks(kernel, f.data, [g, labels],
-                        [means_data, coefs, ref, own_valid[0], own_valid, origin],
-                        size=sum(int(np.prod(s)) if s else 1 for _, s in layout))
-    n_w = n_g * c
-    dims_g = ("grouping", S.CLASS)
-    ds = xr.Dataset({"within": (dims_g, vec[:n_w].reshape(n_g, c)),
-                     "projected": (dims_g, vec[n_w: 2 * n_w].reshape(n_g, c))},
-                    coords={S.CLASS: np.arange(c)})
-    return ds.isel(grouping=0) if single else ds.assign_coords(
-        {"grouping": st["grouping"].values} if "grouping" in st.coords else {})
+    lead = lead_dims(features, sample_dim, feature_dim)
+    f = features.transpose(*lead, sample_dim, feature_dim)
+    g, has_grouping, coord = _groups(groups, f, lead, sample_dim)
+    _require_int_labels(g, stats.sizes[S.CLASS])
+    st = stats if has_grouping else stats.expand_dims(S.GROUPING)
+    c, d, n_g = st.sizes[S.CLASS], f.shape[-1], g.shape[-1]
+    if st.sizes[S.GROUPING] != n_g:
+        raise AnalysisError(f"stats has {st.sizes[S.GROUPING]} groupings; groups has {n_g}: "
+                            "pass the class_stats of these groups")
+
+    def lead_data(arr, core):
+        return broadcast_to_lead(arr, f, lead, core).data
+
+    means = lead_data(st["mean"], (S.GROUPING, S.CLASS, feature_dim))
+    counts = lead_data(st["count"], (S.GROUPING, S.CLASS))
+    coefs = lead_data(between_coefficients(st), (S.GROUPING, S.CLASS, "rank"))
+    origin = lead_data(st["global_mean"].isel({S.GROUPING: 0}), (feature_dim,))
+    y = g.isel({S.GROUPING: 0}) if labels is None else broadcast_to_lead(labels, f, lead,
+                                                                        (sample_dim,))
+    p = y if pred is None else broadcast_to_lead(pred, f, lead, (sample_dim,))
+    if reference is None:
+        ref = np.zeros(f.shape[:-2] + (c, d))
+    else:
+        ref = lead_data(reference.astype(np.float64), (S.CLASS, feature_dim))
+    xp = da if isinstance(ref, da.Array) else np
+    ref_valid = xp.isfinite(ref).all(axis=-1)
+    ref = xp.where(ref_valid[..., None], ref, 0.0)
+    layout = K.pass2_layout(n_g, c, d, dense)
+    kernel = functools.partial(_pass2_block, n_classes=c, dense=dense)
+    vec = reduce_blocks(kernel, f.data, [g.data, y.data, p.data],
+                        [means, coefs, ref, ref_valid, counts > 0, origin],
+                        sum(int(np.prod(s)) if s else 1 for _, s in layout))
+    parts = _unpack(vec, f.shape[:-2], layout)
+    pair = (S.LABEL, S.VERTEX)
+    dims = {"within": (S.GROUPING, S.CLASS), "projected": (S.GROUPING, S.CLASS),
+            "conf_ref": pair, "conf_own": (S.GROUPING, *pair), "nc4_mismatch": (S.GROUPING,),
+            "flipped": (), "leapt": (), "scatter": (feature_dim, S.FEATURE2)}
+    ds = xr.Dataset({k: ((*lead, *dims[k]), v) for k, v in parts.items()},
+                    coords={**_lead_coords(f, lead), S.CLASS: np.arange(c),
+                            S.LABEL: np.arange(c), S.VERTEX: np.arange(c)})
+    return _finish(ds, has_grouping, coord)
 
 
-def _pass2_adapter(h, groups, labels, means, coefs, ref, ref_valid, own_valid, origin,
-                   n_classes):
-    # the network's prediction is unknown here: use the label so nc4/leap terms stay defined
-    return K.pass2(h, groups, labels, labels, np.nan_to_num(means), coefs, ref,
-                   ref_valid.astype(bool), own_valid.astype(bool), n_classes,
-                   origin=np.nan_to_num(origin))
+def _nearest(h, centres):
+    # h (..., n, D); centres (..., [1,] C, D), the sample axis inserted by apply_ufunc where
+    # other dims lead; argmin_c ||mu_c||^2 - 2 h . mu_c, ties to the lowest index as sklearn
+    valid = np.isfinite(centres).all(axis=-1)
+    mu = np.where(valid[..., None], centres, 0.0)
+    d = (mu * mu).sum(axis=-1) - 2.0 * np.einsum("...d,...cd->...c", h.astype(np.float64), mu)
+    return np.where(valid, d, np.inf).argmin(axis=-1)
 
 
 def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: str = S.SAMPLE,
@@ -214,12 +330,13 @@ def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: st
 
     Parameters
     ----------
-    features : DataArray (sample_dim, feature_dim), numpy- or dask-backed.
-    centres : DataArray (class_dim, feature_dim); NaN rows (empty classes) are never chosen.
+    features : DataArray (..., sample_dim, feature_dim), numpy- or dask-backed.
+    centres : DataArray (..., class_dim, feature_dim); NaN rows (empty classes) are never
+        chosen. Other dims broadcast against those of ``features``.
 
     Returns
     -------
-    DataArray (sample_dim,) of int64 class indices; lazy when ``features`` is.
+    DataArray (..., sample_dim) of int64 class indices; lazy when ``features`` is.
 
     Examples
     --------
@@ -229,26 +346,22 @@ def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: st
     >>> ncc_predict(h, mu).values.tolist()
     [0, 1]
     """
-    f = _check_2d(features, sample_dim, feature_dim)
-    mu = np.asarray(centres.transpose(class_dim, feature_dim).values, np.float64)
-    valid = np.isfinite(mu).all(axis=1)
-    mu = np.where(valid[:, None], mu, 0.0)
-    if isinstance(f.data, da.Array):
-        x = f.data.rechunk({1: -1})
-        data = x.map_blocks(K.nearest_centre, mu, valid, drop_axis=1, dtype=np.int64)
-    else:
-        data = K.nearest_centre(f.values, mu, valid)
-    return xr.DataArray(data, dims=(sample_dim,), coords={k: v for k, v in f.coords.items()
-                                                          if v.dims == (sample_dim,)})
+    lead_dims(features, sample_dim, feature_dim)
+    if _is_dask(features):
+        features = features.chunk({feature_dim: -1})
+    out = xr.apply_ufunc(
+        _nearest, features, centres.astype(np.float64),
+        input_core_dims=[[feature_dim], [class_dim, feature_dim]], dask="parallelized",
+        output_dtypes=[np.int64])
+    return out.transpose(*[d for d in features.dims if d != feature_dim], ...)
 
 
 def nc1(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
         sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.DataArray:
     """NC1 = (1/C) Tr(Sigma_W Sigma_B^+) by the exact projection method (Papyan et al. 2020).
 
-    Lazy: the result is a 0-d DataArray; ``.compute()`` it. Both passes share the feature
-    chunks, so for stores larger than memory use :func:`ncprobe.analyze.run.analyze_store`,
-    which runs the passes as two computations.
+    Lazy: the result has the dims of ``features`` other than sample and feature; compute it.
+    Every metric of a layer at once is :func:`ncprobe.analyze.metrics.layer_metrics`.
 
     Examples
     --------
@@ -261,4 +374,4 @@ def nc1(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
     stats = class_stats(features, labels, n_classes, sample_dim=sample_dim,
                         feature_dim=feature_dim)
     w = within_stats(features, labels, stats, sample_dim=sample_dim, feature_dim=feature_dim)
-    return w["projected"].sum() / stats["count"].sum()
+    return w["projected"].sum(S.CLASS) / stats["count"].sum(S.CLASS)

@@ -104,8 +104,10 @@ def test_grouping_dimension_and_excluded_labels():
 def test_bad_input_errors():
     x, y, _ = make_synthetic_arrays(3, 5, 10)
     h, g = da_(x, y)
-    with pytest.raises(AnalysisError, match="expected exactly"):
-        class_stats(h.expand_dims("condition"), g, 3)
+    with pytest.raises(AnalysisError, match="expected 'sample' and 'feature' among them"):
+        class_stats(h.rename(feature="unit"), g, 3)
+    with pytest.raises(AnalysisError, match="groups has 29 samples; features has 30"):
+        class_stats(h, g[:-1], 3)
     with pytest.raises(AnalysisError, match="n_classes is required"):
         class_stats(h, g, None)
     with pytest.raises(AnalysisError, match="expected integers"):
