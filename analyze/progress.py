@@ -5,7 +5,7 @@ from __future__ import annotations
 import dask
 from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 class _TaskCounter(Callback):

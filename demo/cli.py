@@ -112,6 +112,9 @@ def run_demo(out, quick: bool = False, progress: bool = True) -> dict:
 
 
 def _run(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: the command never opens a window
     t0 = time.perf_counter()
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
     table = result["table"]

@@ -169,7 +169,7 @@ def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: s
 
 def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queue_depth,
              repair) -> str:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if cfg.amp and dev.type != "cuda":
         raise ValueError("--amp needs a CUDA device (mixed precision is not used on the CPU)")

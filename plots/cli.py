@@ -42,6 +42,9 @@ def _name(tree, path):
 
 
 def _run(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: the command never opens a window
     trees = [open_metrics(p) for p in args.metrics]
     names = csv_list(args.names) or [_name(t, p) for t, p in zip(trees, args.metrics,
                                                                   strict=True)]

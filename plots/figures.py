@@ -1,45 +1,76 @@
-"""Figures from metrics stores (seaborn on matplotlib, colour-blind palette, PNG and PDF).
+"""Figures from metrics stores: functions that draw, with no side effects at import.
 
-Every function takes ``models``: a dict of display name -> metrics DataTree (one facet or line
-per model), returns its matplotlib Figure, and writes ``<out>/<name>.png`` and ``.pdf`` when
-``out`` is given.
+Each function takes ``models``, one metrics DataTree or a dict of display name -> DataTree
+(one facet, line or bar per model), and either draws on the ``ax`` it is given (one model)
+and returns that Axes, or creates and returns a Figure (a grid, or one facet per model).
+Nothing here sets a backend, a theme or saves a file: :mod:`ncprobe.plots.report` and the
+``nc-plot`` CLI do, inside :func:`theme`, so a notebook's own plots keep their settings.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
 
-import matplotlib
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from ncprobe.analyze.findings import feature_layer  # noqa: E402
-from ncprobe.analyze.output import tidy_summary  # noqa: E402
-from ncprobe.data import schema as S  # noqa: E402
+from ncprobe.analyze.findings import feature_layer, training_mode
+from ncprobe.analyze.output import tidy_summary
+from ncprobe.data import schema as S
 
 PALETTE = "colorblind"
-sns.set_theme(style="whitegrid", palette=PALETTE, context="paper")
 
 
-def save(fig, out, name):
-    """Write ``name``.png (150 dpi) and ``name``.pdf under ``out``; return the PNG path."""
-    if out is None:
-        return None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{name}.png", dpi=150, bbox_inches="tight")
-    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
-    return out / f"{name}.png"
+@contextlib.contextmanager
+def theme():
+    """The look of ncprobe's report (seaborn whitegrid, paper context, colour-blind palette),
+    set for the ``with`` block only: matplotlib's global rcParams are restored after it."""
+    rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper"),
+          "axes.prop_cycle": mpl.cycler(color=sns.color_palette(PALETTE))}
+    with mpl.rc_context(rc):
+        yield
 
 
-def long_table(models: dict) -> pd.DataFrame:
+def as_models(models) -> dict:
+    """``{name: tree}`` from one metrics DataTree (named by its training mode) or a dict."""
+    if isinstance(models, xr.DataTree):
+        return {training_mode(models) or "model": models}
+    if isinstance(models, dict) and models and all(isinstance(t, xr.DataTree)
+                                                   for t in models.values()):
+        return models
+    raise TypeError(f"models must be a metrics DataTree or a non-empty dict of name -> "
+                    f"DataTree; got {type(models).__name__}")
+
+
+def _panels(models, ax, draw, *, ylabel, title, legend_title=None):
+    """Draw ``draw(ax, name, tree)`` on ``ax`` (one model) or one facet per model."""
+    models = as_models(models)
+    if ax is not None:
+        if len(models) != 1:
+            raise ValueError(f"ax= takes one model, got {len(models)}: pass one metrics tree, "
+                             "or no ax for one panel per model")
+        draw(ax, *next(iter(models.items())))
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, title=legend_title, title_fontsize=7)
+        return ax
+    n = len(models)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, sharey=True)
+    for a, (name, tree) in zip(axes[0], models.items(), strict=True):
+        draw(a, name, tree)
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, -1].legend(fontsize=7, loc="best", title=legend_title, title_fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def long_table(models) -> pd.DataFrame:
     """Tidy ``/summary`` of every model at its last checkpoint, with a ``model`` column."""
     frames = []
-    for name, tree in models.items():
+    for name, tree in as_models(models).items():
         s = tree[S.SUMMARY_GROUP].to_dataset()
         last = s[S.CHECKPOINT].values[-1]
         df = tidy_summary(s.sel({S.CHECKPOINT: [last]}))
@@ -48,24 +79,24 @@ def long_table(models: dict) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _facets(n):
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, sharey=True)
-    return fig, axes[0]
-
-
 def _layer_axis(ax, layers):
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=30, ha="right")
     ax.set_xlabel("layer (input → output)")
 
 
-def collapse_per_layer(models, split="train", out=None):
+def _model_rows(models, name, split):
+    df = long_table({name: as_models(models)[name]})
+    d = df[df.split == split]
+    return d, list(dict.fromkeys(d.sort_values("depth").layer))
+
+
+def collapse_per_layer(models, split="train", ax=None):
     """NC1 per layer (log scale), one line per condition, with the shuffled-label baseline."""
-    df = long_table(models)
-    fig, axes = _facets(len(models))
-    for ax, name in zip(axes, models, strict=True):
-        d = df[(df.model == name) & (df.split == split)]
-        layers = list(dict.fromkeys(d.sort_values("depth").layer))
+    models = as_models(models)
+
+    def draw(ax, name, tree):
+        d, layers = _model_rows(models, name, split)
         nc1 = d[(d.metric == "nc1") & (d.grouping == "label")]
         for cond, g in nc1.groupby("condition", sort=False):
             g = g.set_index("layer").reindex(layers)
@@ -77,21 +108,19 @@ def collapse_per_layer(models, split="train", out=None):
         ax.set_yscale("log")
         ax.set_title(f"{name} ({split})")
         _layer_axis(ax, layers)
-    axes[0].set_ylabel("NC1 = Tr(Σ_W Σ_B⁺)/C  (log)")
-    axes[-1].legend(fontsize=7, loc="best")
-    fig.suptitle("Within-class collapse per layer")
-    save(fig, out, "collapse_per_layer")
-    return fig
+
+    return _panels(models, ax, draw, ylabel="NC1 = Tr(Σ_W Σ_B⁺)/C  (log)",
+                   title="Within-class collapse per layer")
 
 
-def ncc_per_layer(models, split="test", out=None):
+def ncc_per_layer(models, split="test", ax=None):
     """Nearest-clean-centre accuracy per layer per condition; network accuracy dashed."""
-    df = long_table(models)
-    fig, axes = _facets(len(models))
-    colors = dict(zip(df.condition.unique(), sns.color_palette(PALETTE), strict=False))
-    for ax, name in zip(axes, models, strict=True):
-        d = df[(df.model == name) & (df.split == split)]
-        layers = list(dict.fromkeys(d.sort_values("depth").layer))
+    models = as_models(models)
+    conds = long_table(models).condition.unique()
+    colors = dict(zip(conds, sns.color_palette(PALETTE, len(conds)), strict=True))
+
+    def draw(ax, name, tree):
+        d, layers = _model_rows(models, name, split)
         for cond, g in d[d.metric == "ncc_acc"].groupby("condition", sort=False):
             g = g.set_index("layer").reindex(layers)
             ax.plot(range(len(layers)), g.value.values, marker="o", color=colors[cond],
@@ -101,11 +130,10 @@ def ncc_per_layer(models, split="test", out=None):
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{name} ({split})")
         _layer_axis(ax, layers)
-    axes[0].set_ylabel("NCC accuracy (clean train centres)")
-    axes[-1].legend(fontsize=7, title="dashed: network", title_fontsize=7)
-    fig.suptitle("Nearest-class-centre accuracy per layer")
-    save(fig, out, "ncc_per_layer")
-    return fig
+
+    return _panels(models, ax, draw, ylabel="NCC accuracy (clean train centres)",
+                   title="Nearest-class-centre accuracy per layer",
+                   legend_title="dashed: network")
 
 
 def _row_normalised(tree, split, layer, condition):
@@ -116,63 +144,73 @@ def _row_normalised(tree, split, layer, condition):
         return m / m.sum(axis=1, keepdims=True)
 
 
-def transition_heatmaps(models, split="test", out=None):
-    """Row-normalised [true label, nearest clean centre] per condition at the classifier's
-    input layer, one row of panels per model."""
+def transition_matrix(tree, condition, split="test", layer=None, ax=None, cbar=True,
+                      ticks=True):
+    """Row-normalised [true label, nearest clean centre] of one condition and layer (default:
+    the layer feeding the classifier) at the last checkpoint; returns the Axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 2.9))
+    layer = layer or feature_layer(tree)
+    sns.heatmap(_row_normalised(tree, split, layer, condition), vmin=0, vmax=1,
+                cmap="viridis", ax=ax, cbar=cbar, square=True, xticklabels=ticks,
+                yticklabels=ticks)
+    ax.set_title(f"{condition} ({layer})", fontsize=8)
+    return ax
+
+
+def transition_heatmaps(models, split="test"):
+    """Transition matrices per condition at the classifier's input layer, one row of panels
+    per model; returns the Figure."""
+    models = as_models(models)
     conds = [str(c) for c in next(iter(models.values()))[S.SUMMARY_GROUP][S.CONDITION].values]
     fig, axes = plt.subplots(len(models), len(conds), figsize=(2.9 * len(conds),
                                                                2.7 * len(models)),
                              squeeze=False)
     for r, (name, tree) in enumerate(models.items()):
-        layer = feature_layer(tree)
         for c, cond in enumerate(conds):
-            ax = axes[r, c]
-            sns.heatmap(_row_normalised(tree, split, layer, cond), vmin=0, vmax=1,
-                        cmap="viridis", ax=ax, cbar=c == len(conds) - 1, square=True)
+            ax = transition_matrix(tree, cond, split, ax=axes[r, c], cbar=c == len(conds) - 1)
             ax.set_title(f"{name}: {cond}", fontsize=8)
             ax.set_xlabel("nearest clean centre")
             ax.set_ylabel("true label" if c == 0 else "")
     fig.suptitle(f"Vertex transitions ({split}, layer feeding the classifier)")
     fig.tight_layout()
-    save(fig, out, "transitions")
     return fig
 
 
-def transitions_across_layers(tree, condition, split="test", out=None, name="model"):
-    """Small multiples of the row-normalised transition matrix for every layer."""
+def transitions_across_layers(tree, condition, split="test", name="model"):
+    """Small multiples of the transition matrix for every layer; returns the Figure."""
     layers = [str(v) for v in tree[S.SUMMARY_GROUP][S.LAYER].values]
     fig, axes = plt.subplots(1, len(layers), figsize=(2.4 * len(layers), 2.6), squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
-        sns.heatmap(_row_normalised(tree, split, layer, condition), vmin=0, vmax=1,
-                    cmap="viridis", ax=ax, cbar=False, square=True, xticklabels=False,
-                    yticklabels=False)
+        transition_matrix(tree, condition, split, layer, ax=ax, cbar=False, ticks=False)
         ax.set_title(layer, fontsize=8)
     axes[0, 0].set_ylabel("true label")
     fig.suptitle(f"{name}: transitions under {condition} by layer ({split})")
-    save(fig, out, f"transitions_layers_{name}")
     return fig
 
 
-def alignment_angles(models, split="test", out=None):
-    """Per-class angle between each condition's simplex and the clean one (classifier input)."""
+def alignment_angles(models, split="test", ax=None):
+    """Per-class angle between each condition's simplex and the clean one (classifier input),
+    one bar per model and condition; returns the Axes."""
     frames = []
-    for name, tree in models.items():
+    for name, tree in as_models(models).items():
         pc = tree[S.PER_CLASS_GROUP]["align_angle"].sel(
             {S.SPLIT: split, S.LAYER: feature_layer(tree)}).isel({S.CHECKPOINT: -1})
         df = pc.to_dataframe().reset_index()
         df["model"] = name
         frames.append(df[df.condition != S.CLEAN])
-    df = pd.concat(frames)
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    sns.barplot(df, x="model", y="align_angle", hue="condition", ax=ax, errorbar=("pi", 100))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.4))
+    sns.barplot(pd.concat(frames), x="model", y="align_angle", hue="condition", ax=ax,
+                errorbar=("pi", 100))
     ax.set_ylabel("angle to clean class mean (degrees)")
     ax.set_title(f"Simplex alignment, mean over classes with range ({split})")
-    save(fig, out, "alignment")
-    return fig
+    return ax
 
 
-def nc2_per_layer(models, split="train", out=None):
-    """Equinorm, equiangularity and ETF distance of the clean class means per layer."""
+def nc2_per_layer(models, split="train"):
+    """Equinorm, equiangularity and ETF distance of the clean class means per layer; returns
+    the Figure of seaborn's grid."""
     df = long_table(models)
     d = df[(df.split == split) & (df.grouping == "label") & (df.condition == S.CLEAN)
            & df.metric.isin(["equinorm", "equiangular", "etf_distance"])]
@@ -180,13 +218,14 @@ def nc2_per_layer(models, split="train", out=None):
                     kind="line", marker="o", facet_kws={"sharey": False}, height=3, aspect=1.1)
     g.set_xticklabels(rotation=30, ha="right")
     g.figure.suptitle(f"NC2: simplex-ETF geometry of the clean class means ({split})", y=1.04)
-    save(g.figure, out, "nc2_per_layer")
     return g.figure
 
 
-def metrics_vs_epoch(models, split="test", out=None):
+def metrics_vs_epoch(models, split="test"):
     """NC1 (train) and NCC accuracy against training epoch at the classifier's input layer:
-    one column per model, one colour per condition (the same in every panel)."""
+    one column per model, one colour per condition (the same in every panel); returns the
+    Figure."""
+    models = as_models(models)
     conds = list(dict.fromkeys(str(c) for t in models.values()
                                for c in t[S.SUMMARY_GROUP][S.CONDITION].values))
     colors = dict(zip(conds, sns.color_palette(PALETTE, len(conds)), strict=True))
@@ -211,17 +250,17 @@ def metrics_vs_epoch(models, split="test", out=None):
     axes[1, -1].legend(fontsize=7)
     fig.suptitle("Collapse and NCC accuracy during training (classifier input layer)")
     fig.tight_layout()
-    save(fig, out, "metrics_vs_epoch")
     return fig
 
 
 def simplex_view(tree, acts, *, split="test", layer=None, condition=None, classes=(0, 1, 2),
-                 n_points=80, n_arrows=15, out=None, name="model", seed=0):
+                 n_points=80, n_arrows=15, name="model", seed=0, ax=None):
     """One face of the simplex: three clean class means, their clean and attacked samples.
 
     The plane is the one through the three clean class means of ``split`` (a triangle for an
     ETF), so a sample that collapses sits on its vertex and an attack's leap shows as a move
     toward another vertex; arrows join a few clean samples to their attacked versions.
+    ``acts`` is the activation store the metrics were computed from. Returns the Axes.
     """
     from matplotlib.lines import Line2D
 
@@ -247,7 +286,8 @@ def simplex_view(tree, acts, *, split="test", layer=None, condition=None, classe
     attacked = f.sel({S.CONDITION: condition}).values[pick].astype(np.float64)
     pal = sns.color_palette(PALETTE, n_colors=len(classes))
     col = [pal[classes.index(c)] for c in y[pick]]
-    fig, ax = plt.subplots(figsize=(5.2, 5))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 5))
     pc, pa, pm = proj(clean), proj(attacked), proj(tri)
     ax.scatter(pc[:, 0], pc[:, 1], c=col, s=10, alpha=0.5)
     ax.scatter(pa[:, 0], pa[:, 1], c=col, s=14, marker="x", alpha=0.7)
@@ -267,5 +307,4 @@ def simplex_view(tree, acts, *, split="test", layer=None, condition=None, classe
     ax.set_ylabel("axis 2")
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_title(f"{name}: {layer}, {split}: clean (o) vs {condition} (x)", fontsize=9)
-    save(fig, out, f"simplex_{name}")
-    return fig
+    return ax

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ncprobe.analyze.findings import conditions_by_kind, evaluate_findings, feature_layer, value
 from ncprobe.data import schema as S
@@ -42,32 +43,40 @@ def key_numbers(models: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def make_figures(models: dict, out, acts: dict | None = None) -> list[Path]:
-    """Write every figure that the stores support; return the PNG paths in report order."""
+def save_figure(drawn, out, name) -> Path:
+    """Write ``name``.png (150 dpi) and ``name``.pdf of a Figure (or an Axes' Figure) under
+    ``out``, close it, and return the PNG path."""
+    fig = drawn if isinstance(drawn, Figure) else drawn.figure
     out = Path(out)
-    pngs = []
-    steps = [("collapse_per_layer", lambda: F.collapse_per_layer(models, out=out)),
-             ("ncc_per_layer", lambda: F.ncc_per_layer(models, out=out)),
-             ("transitions", lambda: F.transition_heatmaps(models, out=out)),
-             ("alignment", lambda: F.alignment_angles(models, out=out)),
-             ("nc2_per_layer", lambda: F.nc2_per_layer(models, out=out))]
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{name}.png", dpi=150, bbox_inches="tight")
+    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    plt.close(fig)
+    return out / f"{name}.png"
+
+
+def make_figures(models: dict, out, acts: dict | None = None) -> list[Path]:
+    """Write every figure that the stores support, in the report's theme; return the PNG
+    paths in report order."""
+    steps = [("collapse_per_layer", lambda: F.collapse_per_layer(models)),
+             ("ncc_per_layer", lambda: F.ncc_per_layer(models)),
+             ("transitions", lambda: F.transition_heatmaps(models)),
+             ("alignment", lambda: F.alignment_angles(models)),
+             ("nc2_per_layer", lambda: F.nc2_per_layer(models))]
     for name, tree in models.items():
         atk = conditions_by_kind(tree).get("attack")
         if atk:
             steps.append((f"transitions_layers_{name}", lambda t=tree, a=atk, n=name:
-                          F.transitions_across_layers(t, a, out=out, name=n)))
+                          F.transitions_across_layers(t, a, name=n)))
     if any(t[S.SUMMARY_GROUP].sizes[S.CHECKPOINT] > 1 for t in models.values()):
-        steps.append(("metrics_vs_epoch", lambda: F.metrics_vs_epoch(models, out=out)))
+        steps.append(("metrics_vs_epoch", lambda: F.metrics_vs_epoch(models)))
     for name, tree in models.items():
         a = (acts or {}).get(name)
         if a is not None:
             steps.append((f"simplex_{name}", lambda t=tree, a=a, n=name:
-                          F.simplex_view(t, a, out=out, name=n)))
-    for stem, make in steps:
-        make()
-        plt.close("all")
-        pngs.append(out / f"{stem}.png")
-    return pngs
+                          F.simplex_view(t, a, name=n)))
+    with F.theme():
+        return [save_figure(make(), out, stem) for stem, make in steps]
 
 
 def _img(path: Path) -> str:

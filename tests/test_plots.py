@@ -1,13 +1,18 @@
 """Figures and the report on small metrics stores."""
 
+import subprocess
+import sys
+
+import matplotlib
 import matplotlib.figure
+import matplotlib.pyplot as plt
 import pytest
 
 from ncprobe.analyze.run import analyze_store
 from ncprobe.data.store import open_activations
 from ncprobe.plots import figures as F
 from ncprobe.plots.cli import main
-from ncprobe.plots.report import key_numbers, write_report
+from ncprobe.plots.report import key_numbers, save_figure, write_report
 from tests.helpers import synthetic_store
 
 
@@ -22,27 +27,77 @@ def models(tmp_path_factory):
     return out
 
 
-FIGS = [("collapse_per_layer", F.collapse_per_layer), ("ncc_per_layer", F.ncc_per_layer),
-        ("transitions", F.transition_heatmaps), ("alignment", F.alignment_angles),
-        ("nc2_per_layer", F.nc2_per_layer), ("metrics_vs_epoch", F.metrics_vs_epoch)]
+GRIDS = [F.collapse_per_layer, F.ncc_per_layer, F.transition_heatmaps, F.nc2_per_layer,
+         F.metrics_vs_epoch]
 
 
-@pytest.mark.parametrize(("stem", "fn"), FIGS)
-def test_each_figure_returns_and_writes(models, tmp_path, stem, fn):
+@pytest.mark.parametrize("fn", GRIDS)
+def test_grid_figures_return_a_figure_and_write_nothing(models, tmp_path, monkeypatch, fn):
+    monkeypatch.chdir(tmp_path)
     trees = {k: v[0] for k, v in models.items()}
-    fig = fn(trees, out=tmp_path)
+    fig = fn(trees)
     assert isinstance(fig, matplotlib.figure.Figure)
-    for ext in ("png", "pdf"):
-        assert (tmp_path / f"{stem}.{ext}").stat().st_size > 2000
+    assert sum(len(ax.lines) + len(ax.collections) for ax in fig.axes) >= 2
+    assert list(tmp_path.iterdir()) == []
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("fn", [F.collapse_per_layer, F.ncc_per_layer, F.alignment_angles])
+def test_single_panel_figures_draw_on_the_users_ax(models, fn):
+    fig, (left, right) = plt.subplots(1, 2)
+    left.plot([0, 1], [0, 1])
+    got = fn(models["pgd"][0], ax=right)
+    assert got is right
+    assert len(left.lines) == 1 and len(right.lines) + len(right.patches) >= 2
+    assert len(fig.axes) == 2
+    plt.close(fig)
+
+
+def test_ax_with_several_models_is_refused(models):
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="ax= takes one model, got 2"):
+        F.collapse_per_layer({k: v[0] for k, v in models.items()}, ax=ax)
+    with pytest.raises(TypeError, match="models must be a metrics DataTree"):
+        F.ncc_per_layer([models["pgd"][0]])
+    plt.close(fig)
 
 
 def test_simplex_and_layer_transitions(models, tmp_path):
     tree, path = models["standard"]
-    fig = F.simplex_view(tree, open_activations(path), out=tmp_path, name="standard")
-    assert len(fig.axes[0].collections) >= 3
-    assert (tmp_path / "simplex_standard.png").stat().st_size > 2000
-    F.transitions_across_layers(tree, "pgd", out=tmp_path, name="standard")
+    ax = F.simplex_view(tree, open_activations(path), name="standard")
+    assert len(ax.collections) >= 3
+    assert save_figure(ax, tmp_path, "simplex_standard").stat().st_size > 2000
+    fig = F.transitions_across_layers(tree, "pgd", name="standard")
+    assert len(fig.axes) == 2
+    save_figure(fig, tmp_path, "transitions_layers_standard")
     assert (tmp_path / "transitions_layers_standard.pdf").stat().st_size > 2000
+
+
+IMPORT_CHECK = """
+import matplotlib
+matplotlib.use("svg")
+rc = dict(matplotlib.rcParams)
+import ncprobe.plots, ncprobe.plots.figures, ncprobe.plots.report, ncprobe.plots.cli
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+changed = [k for k, v in matplotlib.rcParams.items() if str(rc[k]) != str(v)]
+assert not changed, changed
+print("ok")
+"""
+
+
+def test_importing_plots_changes_no_matplotlib_state():
+    out = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_report_theme_is_scoped(models, tmp_path):
+    before = dict(matplotlib.rcParams)
+    write_report({k: v[0] for k, v in models.items()}, tmp_path)
+    assert {k: str(v) for k, v in matplotlib.rcParams.items()} == \
+        {k: str(v) for k, v in before.items()}
+    assert plt.get_fignums() == []  # every figure the report drew is closed
 
 
 def test_report_has_table_and_findings(models, tmp_path):
