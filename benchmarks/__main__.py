@@ -1,12 +1,20 @@
-"""``python -m benchmarks [analysis|extraction|all] [--quick]``"""
+"""``python -m benchmarks [analysis|extraction|gpu|all] [--quick] [--device D --small]``"""
 
 import argparse
+import sys
 
-from . import bench_analysis, bench_extraction
+from . import bench_analysis, bench_extraction, gpu_check
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks")
-parser.add_argument("which", nargs="?", default="all", choices=["analysis", "extraction", "all"])
+parser.add_argument("which", nargs="?", default="all",
+                    choices=["analysis", "extraction", "gpu", "all"],
+                    help="'all' is analysis and extraction; 'gpu' needs a CUDA device unless "
+                         "--device cpu")
 parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+parser.add_argument("--device", default="cuda", help="gpu check: cuda (default) or cpu")
+parser.add_argument("--small", action="store_true",
+                    help="gpu check: a few images (with --device cpu: the CI smoke run)")
+parser.add_argument("--out", help="gpu check: also write its table to this file")
 args = parser.parse_args()
 if args.which in ("extraction", "all"):
     print("== extraction")
@@ -14,3 +22,6 @@ if args.which in ("extraction", "all"):
 if args.which in ("analysis", "all"):
     print("== analysis")
     bench_analysis.main(args.quick)
+if args.which == "gpu":
+    rows = gpu_check.main(args.device, args.small, args.out)
+    sys.exit(1 if any(r.verdict == "FAIL" for r in rows) else 0)

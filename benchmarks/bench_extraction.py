@@ -13,6 +13,7 @@ This machine's speed drifts by 10-30 % within seconds, so single ratios scatter 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -24,23 +25,32 @@ ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=20", "pgd:norm=linf,eps=0.1,ste
            "noise:kind=gaussian,eps=0.7"]
 
 
-def attacks_and_forward_only(model, ds, specs, batch_size, chunk):
-    """The floor: every block's attack and final forward pass, nothing captured or written."""
+def attacks_and_forward_only(model, ds, specs, batch_size, chunk, *, device="cpu", splits=None,
+                             amp=None, limit=None):
+    """The floor: every block's attack and final forward pass, nothing captured or written.
+
+    ``amp`` is an autocast context (or None); ``limit`` keeps the first samples of each split.
+    """
     from ncprobe.extract.attacks import draw_randomness, run_condition, slice_randomness
 
-    for split in ds.splits:
-        x_all = torch.from_numpy(ds.images[split])
-        y_all = torch.from_numpy(ds.labels[split])
+    for split in splits or ds.splits:
+        x_all = torch.from_numpy(ds.images[split][:limit])
+        y_all = torch.from_numpy(ds.labels[split][:limit])
         for spec in specs:
             for lo in range(0, len(x_all), chunk):
                 xb, yb = x_all[lo:lo + chunk], y_all[lo:lo + chunk]
                 rand = draw_randomness(spec, xb, yb, ds.n_classes, torch.Generator())
                 for i in range(0, len(xb), batch_size):
                     j = min(i + batch_size, len(xb))
-                    x_adv, _, _ = run_condition(model, xb[i:j], yb[i:j], spec, ds.n_classes,
-                                                slice_randomness(rand, i, j))
-                    with torch.no_grad():
-                        model(x_adv)
+                    x = xb[i:j].to(device, non_blocking=True)
+                    y = yb[i:j].to(device, non_blocking=True)
+                    with amp or contextlib.nullcontext():
+                        x_adv, _, _ = run_condition(model, x, y, spec, ds.n_classes,
+                                                    slice_randomness(rand, i, j))
+                        with torch.no_grad():
+                            model(x_adv)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class _FixedCost:

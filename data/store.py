@@ -75,6 +75,12 @@ def _arrays(path, prefix: str = ""):
     return out
 
 
+def store_arrays(path) -> dict:
+    """Every array of a zarr store read into memory, by path within the store: for comparing
+    two stores array by array (bitwise with ``np.array_equal``)."""
+    return {name: array[...] for name, array in _arrays(str(path))}
+
+
 def _stored_keys(array) -> set:
     async def listing():
         return {k async for k in array.store_path.store.list_prefix(array.store_path.path)}

@@ -6,6 +6,7 @@ import dask
 import numpy as np
 
 from ncprobe.data.datasets import make_synthetic_arrays
+from ncprobe.data.store import store_arrays  # noqa: F401 - re-exported for the tests
 from ncprobe.data.store_from_arrays import write_activation_store
 
 
@@ -73,20 +74,3 @@ def synthetic_store(path, *, n_classes=4, dims=(12, 6), n_per_class=40, attack_s
     stored = {s: {la: a.astype(dtype).astype(np.float64) for la, a in f.items()}
               for s, f in features.items()}
     return path, stored, labels, outputs, weight
-
-
-def store_arrays(path) -> dict:
-    """Every array of a zarr store read into memory, by path: for bitwise store comparisons."""
-    import zarr
-
-    out = {}
-
-    def walk(group, prefix):
-        for name, member in group.members():
-            if isinstance(member, zarr.Array):
-                out[prefix + name] = member[...]
-            else:
-                walk(member, prefix + name + "/")
-
-    walk(zarr.open_group(str(path), mode="r"), "")
-    return out

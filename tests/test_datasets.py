@@ -161,3 +161,20 @@ def test_imagefolder(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(DatasetError, match="unknown dataset 'svhn'; available: digits"):
         load_dataset("svhn")
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_write_cifar_binary_round_trips_through_the_loader(tmp_path, name):
+    from ncprobe.data.datasets import write_cifar_binary
+
+    per_batch = 30 if name == "cifar10" else 110  # more than one image of class 0
+    write_cifar_binary(tmp_path, name, n_train=per_batch, n_test=12, seed=3)
+    ds = load_dataset(name, root=tmp_path)
+    n_train = per_batch * (5 if name == "cifar10" else 1)
+    assert ds.images["train"].shape == (n_train, 3, 32, 32)
+    assert ds.images["test"].shape == (12, 3, 32, 32)
+    assert ds.n_classes == (10 if name == "cifar10" else 100)
+    np.testing.assert_array_equal(ds.labels["test"], np.arange(12) % ds.n_classes)
+    # class templates: two images of one class are closer than images of two classes
+    x = ds.images["train"].reshape(n_train, -1)
+    assert np.linalg.norm(x[0] - x[ds.n_classes]) < np.linalg.norm(x[0] - x[1])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 
 from ._base import Dataset, DatasetError
-from .cifar import load_cifar
+from .cifar import load_cifar, write_cifar_binary
 from .digits import load_digits
 from .idx import load_idx
 from .imagefolder import load_imagefolder
@@ -34,4 +34,4 @@ def load_dataset(name: str, root=None, **options) -> Dataset:
 
 
 __all__ = ["Dataset", "DatasetError", "LOADERS", "load_dataset", "make_synthetic_arrays",
-           "simplex_etf"]
+           "simplex_etf", "write_cifar_binary"]

@@ -93,3 +93,29 @@ def load_cifar(name: str, root) -> Dataset:  # noqa: F821
     else:
         classes = [ln.strip() for ln in (folder / meta).read_text().splitlines() if ln.strip()]
     return make_dataset(name, splits, classes, folder, {"format": fmt})
+
+
+def write_cifar_binary(root, name: str = "cifar10", n_train: int = 50, n_test: int = 20,
+                       seed: int = 0, noise: float = 40.0) -> Path:
+    """Write CIFAR-shaped synthetic batches in the CIFAR binary format under ``root``.
+
+    Each class is a fixed random 3x32x32 template plus pixel noise (std ``noise`` in 0..255),
+    so a model can learn it; ``n_train`` images go to each of the five CIFAR-10 train batches
+    (to the one CIFAR-100 train file). For smoke tests, benchmarks and the GPU check: the
+    real files cannot be downloaded here. Returns the batch folder.
+    """
+    n_classes = 10 if name == "cifar10" else 100
+    sub, files, meta = _LAYOUTS[name]["binary"]
+    folder = Path(root) / sub
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    templates = rng.uniform(0, 255, (n_classes, _IMAGE_BYTES))
+    n_labels = 1 if name == "cifar10" else 2
+    for fname in files["train"] + files["test"]:
+        n = n_test if fname in files["test"] else n_train
+        y = np.arange(n) % n_classes
+        pixels = np.clip(templates[y] + noise * rng.standard_normal((n, _IMAGE_BYTES)), 0, 255)
+        labels = np.stack([y // 5, y][-n_labels:], axis=1)  # CIFAR-100: coarse, fine
+        np.concatenate([labels, pixels], axis=1).astype(np.uint8).tofile(folder / fname)
+    (folder / meta).write_text("\n".join(f"class{i}" for i in range(n_classes)) + "\n")
+    return folder
