@@ -32,15 +32,15 @@ def parse_scheduler(scheduler: str | None) -> tuple[str, object]:
         try:
             return "localcluster", int(n or 2)
         except ValueError:
-            raise AnalysisError(f"--scheduler {s!r}: worker count must be an integer, "
+            raise AnalysisError(f"`scheduler` {s!r}: worker count must be an integer, "
                                 "e.g. localcluster:2") from None
     if s.startswith(_ADDRESS_PREFIXES):
         return "address", s
     if Path(s).suffix == ".json":
         if not Path(s).is_file():
-            raise AnalysisError(f"--scheduler: scheduler file {s!r} does not exist")
+            raise AnalysisError(f"`scheduler`: scheduler file {s!r} does not exist")
         return "file", s
-    raise AnalysisError(f"unknown --scheduler {s!r}; expected {SCHEDULER_HELP}")
+    raise AnalysisError(f"unknown `scheduler` {s!r}; expected {SCHEDULER_HELP}")
 
 
 @contextmanager

@@ -54,8 +54,9 @@ def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
         return ds.transpose(S.SPLIT, S.LAYER, S.CHECKPOINT, S.CONDITION, ...)
 
     def objects(ds):
-        return ds.assign_coords({d: ds[d].values.astype(object)
-                                 for d in (S.CONDITION, S.GROUPING) if d in ds.coords})
+        # no encoding of the source store (e.g. format-2 compressors) may reach ours
+        return ds.assign_coords({d: ds[d].values.astype(object) for d in
+                                 (S.CONDITION, S.GROUPING) if d in ds.coords}).drop_encoding()
 
     first = per_layer[(splits[0], layers[0])]
     summary = stacked([n for n in (*S.GROUPED_METRICS, *S.UNGROUPED_METRICS)])
@@ -123,10 +124,10 @@ def check_target(out, source, options, overwrite: bool = False) -> None:
         old = {}
     if old.get("schema") != S.METRICS_SCHEMA:
         raise StoreError(f"{str(out)!r} exists and is not an ncprobe metrics store; choose "
-                         "another --out (it is never overwritten)")
+                         "another `out` (it is never overwritten)")
     if (old.get("source"), old.get("options")) != (str(source), options) and not overwrite:
         raise StoreError(f"{str(out)!r} holds metrics of another store or options; pass "
-                         "--overwrite to replace it")
+                         "`overwrite` to replace it")
 
 
 def write_metrics(tree: xr.DataTree, out, overwrite: bool = False) -> None:

@@ -18,12 +18,13 @@ import numpy as np
 import xarray as xr
 
 from ncprobe.data import schema as S
+from ncprobe.data.errors import NcprobeError
 
 from . import _kernels as K
 from .geometry import projection_coefs
 
 
-class AnalysisError(ValueError):
+class AnalysisError(NcprobeError):
     """Input that the analysis cannot use; the message says what was expected."""
 
 

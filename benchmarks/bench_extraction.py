@@ -39,7 +39,7 @@ def attacks_and_forward_only(model, ds, specs, batch_size, chunk, *, device="cpu
         for spec in specs:
             for lo in range(0, len(x_all), chunk):
                 xb, yb = x_all[lo:lo + chunk], y_all[lo:lo + chunk]
-                rand = draw_randomness(spec, xb, yb, ds.n_classes, torch.Generator())
+                rand = draw_randomness(spec, xb, yb, ds.n_classes, torch.Generator(), ds.box)
                 for i in range(0, len(xb), batch_size):
                     j = min(i + batch_size, len(xb))
                     x = xb[i:j].to(device, non_blocking=True)
@@ -131,6 +131,17 @@ def main(quick: bool = False) -> dict:
         ratios = sorted(b / a for a, b in runs)
         median = ratios[len(ratios) // 2] if n % 2 else sum(ratios[n // 2 - 1:n // 2 + 1]) / 2
         half = sorted(b / a for a, b in _pairs(2 if quick else 4, floor, extraction("float16")))
+        # the same float32 runs with every chunk written through zarr (data/chunk_file.py off)
+        import ncprobe.data.store_writer as writer_module
+
+        direct = writer_module.chunk_file_writer
+        writer_module.chunk_file_writer = lambda array, root: None
+        try:
+            via_zarr = sorted(b / a for a, b in _pairs(n, floor, extraction("float32")))
+        finally:
+            writer_module.chunk_file_writer = direct
+        zarr_median = via_zarr[len(via_zarr) // 2] if n % 2 else \
+            sum(via_zarr[n // 2 - 1:n // 2 + 1]) / 2
         print(f"digits mlp, {len(cks)} checkpoints, train+test (1,797 samples), 5 layers, "
               f"{len(ATTACKS)} conditions; {n} pairs of runs, each pair back to back:")
         print("  attacks + forward only (s):  " + ", ".join(f"{a:.2f}" for a, _ in runs))
@@ -141,7 +152,9 @@ def main(quick: bool = False) -> dict:
         print(f"  median ratio {median:.3f} (goal <= 1.15); fastest against fastest "
               f"{min(b for _, b in runs) / min(a for a, _ in runs):.3f}")
         print(f"  float16 store, ratio per pair: {', '.join(f'{r:.3f}' for r in half)}")
+        print(f"  float32 through zarr's write path (no direct chunk files), ratio per pair: "
+              f"{', '.join(f'{r:.3f}' for r in via_zarr)}; median {zarr_median:.3f}")
         return {"ratio": median, "ratios": ratios, "float16_ratios": half,
-                "fixed_s": setup}
+                "fixed_s": setup, "zarr_write_ratio": zarr_median}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

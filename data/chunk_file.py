@@ -22,6 +22,8 @@ import numpy as np
 import zarr
 from numcodecs import Blosc
 
+from . import fs
+
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
             "bitshuffle": Blosc.BITSHUFFLE}
 
@@ -29,9 +31,9 @@ _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
 class ChunkFileWriter:
     """Encode and atomically write whole chunks of one array of a local store."""
 
-    def __init__(self, array: zarr.Array, blosc: Blosc | None):
+    def __init__(self, array: zarr.Array, root: Path, blosc: Blosc | None):
         self._array = array
-        self._dir = Path(array.store_path.store.root) / array.store_path.path
+        self._dir = Path(root) / array.path
         self._blosc = blosc
         self._dtype = array.dtype.newbyteorder("<")
         self._chunks = array.chunks
@@ -63,11 +65,18 @@ class ChunkFileWriter:
             raise
 
 
-def chunk_file_writer(array: zarr.Array) -> ChunkFileWriter | None:
-    """A :class:`ChunkFileWriter` for ``array``, or None when it is not in a local store or
-    its codecs are not exactly ``bytes`` (little-endian), optional ``blosc``, ``crc32c``."""
-    if not isinstance(array.store_path.store, zarr.storage.LocalStore):
+def chunk_file_writer(array: zarr.Array, root) -> ChunkFileWriter | None:
+    """A :class:`ChunkFileWriter` for ``array`` of the store at ``root``, or None when that
+    store is not a local folder or the codecs are not exactly ``bytes`` (little-endian),
+    optional ``blosc``, ``crc32c``.
+
+    Only public zarr API: ``Array.path``, ``Array.metadata.to_dict()`` and
+    ``Array.metadata.encode_chunk_key``; tests/test_chunk_file.py compares the files byte for
+    byte with zarr's own, so a zarr that changes its encoding fails there, not silently.
+    """
+    if not fs.is_local(root):
         return None
+    root = Path(fs.filesystem(root)[1])
     if array.dtype.kind not in "fiub" or array.dtype.itemsize > 8:
         return None
     codecs = array.metadata.to_dict()["codecs"]
@@ -81,4 +90,4 @@ def chunk_file_writer(array: zarr.Array) -> ChunkFileWriter | None:
         cfg = codecs[1]["configuration"]
         blosc = Blosc(cname=cfg["cname"], clevel=cfg["clevel"], shuffle=_SHUFFLE[cfg["shuffle"]],
                       blocksize=cfg["blocksize"], typesize=cfg["typesize"])
-    return ChunkFileWriter(array, blosc)
+    return ChunkFileWriter(array, root, blosc)

@@ -44,3 +44,21 @@ def sibling(location, name: str) -> str:
 
 def basename(location) -> str:
     return str(location).rstrip("/").rpartition("/")[2]
+
+
+def list_keys(location, prefix: str = "") -> set[str]:
+    """Paths of every file under ``prefix`` of the store at ``location``, relative to it
+    (zarr's storage keys, such as ``train/layers/l0/features/c/0/0/0/0``)."""
+    fs, root = filesystem(location)
+    base = root.rstrip("/")
+    start = f"{base}/{prefix}".rstrip("/") if prefix else base
+    if not fs.exists(start):
+        return set()
+    return {p[len(base) + 1:] for p in fs.find(start)}
+
+
+def remove_keys(location, keys) -> None:
+    """Delete the files of the given storage keys of the store at ``location``."""
+    fs, root = filesystem(location)
+    for key in keys:
+        fs.rm(f"{root.rstrip('/')}/{key}")

@@ -7,17 +7,16 @@ them without warnings; stores still being written do not, and are opened unconso
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.core.sync import sync
 
+from . import fs
 from . import schema as S
+from .errors import NcprobeError
 
 
-class StoreError(ValueError):
+class StoreError(NcprobeError):
     """A store cannot be used as asked; the message says what is wrong and what was expected."""
 
 
@@ -81,17 +80,11 @@ def store_arrays(path) -> dict:
     return {name: array[...] for name, array in _arrays(str(path))}
 
 
-def _stored_keys(array) -> set:
-    async def listing():
-        return {k async for k in array.store_path.store.list_prefix(array.store_path.path)}
-
-    return sync(listing())
-
-
 def _chunk_keys(array):
-    """(chunk coordinates, storage key) of every chunk of ``array``."""
+    """(chunk coordinates, storage key) of every chunk of ``array``, in the array's own chunk
+    key encoding (format 3 ``c/i/j``, format 2 ``i.j``)."""
     for coords in np.ndindex(*array.cdata_shape):
-        yield coords, f"{array.store_path.path}/{array.metadata.encode_chunk_key(coords)}"
+        yield coords, f"{array.path}/{array.metadata.encode_chunk_key(coords)}"
 
 
 def missing_chunks(path, prefix: str = "") -> list[str]:
@@ -99,7 +92,7 @@ def missing_chunks(path, prefix: str = "") -> list[str]:
     store that is not fully written."""
     out = []
     for name, array in _arrays(path, prefix):
-        stored = _stored_keys(array)
+        stored = fs.list_keys(path, array.path)
         missing = [c for c, key in _chunk_keys(array) if key not in stored]
         if missing:
             out.append(f"{name}: {array.nchunks - len(missing)} of {array.nchunks} chunks "
@@ -112,7 +105,7 @@ def bad_chunks(path, prefix: str = "") -> list[tuple]:
     each one that is missing or fails to decode (checksum mismatch, truncated, garbled)."""
     bad = []
     for name, array in _arrays(path, prefix):
-        stored = _stored_keys(array)
+        stored = fs.list_keys(path, array.path)
         for coords, key in _chunk_keys(array):
             if key not in stored:
                 bad.append((name, coords, key, "missing"))
@@ -136,13 +129,7 @@ def verify_chunks(path, prefix: str = "") -> list[str]:
 
 def delete_chunks(path, keys) -> None:
     """Remove the given storage keys (corrupt chunks) so that a resumed write redoes them."""
-    store = zarr.open_group(path, mode="r+", use_consolidated=False).store
-
-    async def remove():
-        for k in keys:
-            await store.delete(k)
-
-    sync(remove())
+    fs.remove_keys(path, keys)
 
 
 def _missing_groups(path, attrs) -> list[str]:
@@ -170,7 +157,23 @@ def open_tree(path, expected_schema: str, allow_partial: bool = False) -> xr.Dat
     allow_partial : bool
         Open a store whose ``complete`` attribute is false; otherwise raise
         :class:`IncompleteStoreError` naming the groups and arrays that are missing.
+
+    Raises
+    ------
+    StoreError
+        For every store that cannot be used, naming its path (also when zarr or xarray cannot
+        parse its metadata).
     """
+    try:
+        return _open_tree(path, expected_schema, allow_partial)
+    except NcprobeError:
+        raise
+    except (ValueError, KeyError, OSError, TypeError) as e:
+        raise StoreError(f"store {str(path)!r} cannot be read: {type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]}") from None
+
+
+def _open_tree(path, expected_schema: str, allow_partial: bool) -> xr.DataTree:
     attrs = root_attrs(path)
     check_schema(attrs, expected_schema, path)
     complete = bool(attrs.get("complete", False))
@@ -181,18 +184,26 @@ def open_tree(path, expected_schema: str, allow_partial: bool = False) -> xr.Dat
         raise IncompleteStoreError(
             f"store {str(path)!r} is incomplete (interrupted or still being written); missing: "
             f"{what or 'the final verification'}; rerun the command to finish it, or pass "
-            "--allow-partial to use what is there")
+            "`allow_partial` to use what is there")
     if complete and expected_schema == S.ACTIVATIONS_SCHEMA:
         # a store that claims completeness but lost a chunk must not read as NaN or zeros
         lost = missing_chunks(path)
         if lost:
             raise StoreError(f"store {str(path)!r} is marked complete but chunks are missing: "
                              f"{'; '.join(lost[:3])}; rerun nc-extract to rewrite them")
-    # A complete store has consolidated metadata; a partial one must not trust a stale copy.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated")
-        return xr.open_datatree(path, engine="zarr", chunks={},
-                                consolidated=True if complete else False)
+    # a store being written must not trust a stale consolidated copy; a complete one uses
+    # its consolidated metadata when it has some (ours do, other writers' may not)
+    consolidated = complete and _has_consolidated(path)
+    return xr.open_datatree(path, engine="zarr", chunks={}, consolidated=consolidated)
+
+
+def _has_consolidated(path) -> bool:
+    """Whether the store has consolidated metadata (format 3 in zarr.json, 2 in .zmetadata)."""
+    try:
+        zarr.open_group(path, mode="r", use_consolidated=True)
+    except (ValueError, KeyError, FileNotFoundError):
+        return False
+    return True
 
 
 def open_activations(path, allow_partial: bool = False) -> xr.DataTree:

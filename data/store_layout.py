@@ -8,7 +8,6 @@ complete, from one listing of the store instead of opening every array.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 from dataclasses import dataclass, field
@@ -16,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
+from . import fs
 from . import schema as S
 from .store import StoreError
 
@@ -209,24 +207,37 @@ class StoreLayout:
         return keys
 
     # ------------------------------------------------------------------ creation
-    def _nodes(self):
-        """Metadata of every group and array below the root, and the coordinates to write.
+    def files(self) -> dict[str, bytes]:
+        """Every file of the hierarchy below the root: metadata documents and coordinate
+        chunks, by path relative to the store.
 
-        Returns ``({path: metadata}, [(path, in-memory array, values)])``. Arrays with the
-        same metadata (the coordinates repeat in every group of a split) share one in-memory
-        array, built once.
+        zarr builds them in a memory store whose dict is ours (public API only); each distinct
+        array (the coordinates repeat in every group of a split) is built once and its files
+        copied to every path that has it: a metadata document holds no path.
         """
-        from zarr.core.group import GroupMetadata
+        built: dict = {}
+        mem = zarr.storage.MemoryStore(built)
+        root = zarr.create_group(mem, zarr_format=3)
+        files, made = {}, {}
 
-        mem = zarr.storage.MemoryStore()
-        nodes, coords, made = {}, [], {}
-        for group in self.groups:
-            nodes[group.path] = GroupMetadata(attributes=group.attrs, zarr_format=3)
+        def copy(src: str, dst: str) -> None:
+            for key, buf in built.items():
+                if key == f"{src}/zarr.json" or key.startswith(f"{src}/c/"):
+                    files[f"{dst}{key[len(src):]}"] = buf.to_bytes()
+
+        nodes = set()
+        for j, group in enumerate(self.groups):
+            root.create_group(f"g{j}", attributes=group.attrs)
+            copy(f"g{j}", group.path)
+            nodes |= {group.path, *(f"{group.path}/{name}" for name in group.arrays)}
             for name, a in group.arrays.items():
-                key = (name, a.dims, a.shape, a.dtype, a.chunks, tuple(a.attrs.items()))
+                key = (name, a.dims, a.shape, a.dtype, a.chunks, tuple(a.attrs.items()),
+                       None if a.values is None else
+                       tuple(a.values) if a.values.dtype == object else a.values.tobytes())
                 if key not in made:
-                    made[key] = zarr.create_array(
-                        mem, name=f"{len(made)}", shape=a.shape, chunks=a.chunks,
+                    made[key] = f"a{len(made)}"
+                    array = root.create_array(
+                        made[key], shape=a.shape, chunks=a.chunks,
                         dtype=str if a.dtype == object else a.dtype,
                         fill_value=np.nan if a.dtype.kind == "f" else None,
                         dimension_names=a.dims, attributes=a.attrs,
@@ -236,60 +247,26 @@ class StoreLayout:
                         # every chunk must exist on disk, also one equal to the fill value
                         # (checkpoint 0): chunk presence is how completeness is verified
                         config={"write_empty_chunks": True})
-                nodes[f"{group.path}/{name}"] = made[key].metadata
-                if a.values is not None:
-                    coords.append((f"{group.path}/{name}", made[key], a.values))
-        for path in list(nodes):  # parents that are not groups of their own ("train/layers")
+                    if a.values is not None:
+                        array[...] = a.values
+                copy(made[key], f"{group.path}/{name}")
+        root.create_group("plain")  # parents that are not groups of their own ("train/layers")
+        for path in nodes:
             parts = path.split("/")
             for i in range(1, len(parts)):
-                nodes.setdefault("/".join(parts[:i]), GroupMetadata(zarr_format=3))
-        return nodes, coords
+                if "/".join(parts[:i]) not in nodes:
+                    copy("plain", "/".join(parts[:i]))
+        return files
 
     def create(self, path: str) -> None:
         """Create every group and array below the existing root group at ``path`` and write
-        the coordinates."""
-        nodes, coords = self._nodes()
-        store = zarr.open_group(path, mode="r+", use_consolidated=False).store
-        if isinstance(store, zarr.storage.LocalStore):
-            _write_files(Path(store.root), nodes, coords)
-            return
-        # elsewhere, one concurrent round trip instead of one per array
-        created = dict(zarr.create_hierarchy(store=store, nodes=nodes, overwrite=True))
-
-        async def write_coords():
-            await asyncio.gather(*(created[p].with_config({"write_empty_chunks": True})
-                                   .async_array.setitem(Ellipsis, values)
-                                   for p, _, values in coords))
-
-        sync(write_coords())
-
-
-def _write_files(root: Path, nodes: dict, coords: list) -> None:
-    """Write a new hierarchy's files into the local store at ``root``.
-
-    zarr serialises every metadata document and encodes every coordinate chunk, each distinct
-    one once, in memory; only the file writes are done here. Through zarr's asynchronous
-    store the ~130 small files cost ~0.1 s of GIL-holding Python, which slowed the model loop
-    the layout is created beside.
-    """
-    prototype = default_buffer_prototype()
-    files, docs, chunks = {}, {}, {}
-    for path, meta in nodes.items():
-        if id(meta) not in docs:
-            docs[id(meta)] = meta.to_buffer_dict(prototype)["zarr.json"].to_bytes()
-        files[f"{path}/zarr.json"] = docs[id(meta)]
-    for path, array, values in coords:
-        key = (id(array), tuple(values) if values.dtype == object else values.tobytes())
-        if key not in chunks:
-            array[...] = values
-            mem = array.store_path
-            chunks[key] = {}
-            for ix in np.ndindex(*array.cdata_shape):
-                name = array.metadata.encode_chunk_key(ix)
-                chunks[key][name] = sync(mem.store.get(f"{mem.path}/{name}",
-                                                       prototype)).to_bytes()
-        files.update({f"{path}/{name}": blob for name, blob in chunks[key].items()})
-    for name, blob in files.items():
-        target = root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(blob)
+        the coordinates: a few dozen small files, written directly (local disk) or in one
+        concurrent batch (fsspec), not one zarr round trip per array."""
+        filesystem, root = fs.filesystem(path)
+        files = {f"{root.rstrip('/')}/{k}": v for k, v in self.files().items()}
+        if fs.is_local(path):
+            for name, blob in files.items():
+                Path(name).parent.mkdir(parents=True, exist_ok=True)
+                Path(name).write_bytes(blob)
+        else:
+            filesystem.pipe(files)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.core.sync import sync
 
 from . import fs
 from . import schema as S
@@ -119,7 +118,7 @@ class ActivationStoreWriter:
                 old = None
             if old is None or old.get("schema") != S.ACTIVATIONS_SCHEMA:
                 raise StoreError(f"{self.path!r} exists and is not an ncprobe activation "
-                                 "store; choose another --out (it is never overwritten)")
+                                 "store; choose another `out` (it is never overwritten)")
         self.lock.acquire()
         try:
             if not fresh:
@@ -127,8 +126,8 @@ class ActivationStoreWriter:
                     diff = _differences(old.get("config", {}), self.config)
                     raise StoreError(
                         f"store {self.path!r} holds a different run (differs in: "
-                        f"{', '.join(diff) or 'configuration'}); pass --overwrite to replace "
-                        "it or choose another --out")
+                        f"{', '.join(diff) or 'configuration'}); pass `overwrite` to replace "
+                        "it or choose another `out`")
                 if old.get("fingerprint") == self.fingerprint and old.get("layout_written"):
                     self._resume(repair)
                     return self
@@ -202,16 +201,11 @@ class ActivationStoreWriter:
             if self._root is None:
                 self._root = zarr.open_group(self.path, mode="r+", use_consolidated=False)
             array = self._root[path].with_config({"write_empty_chunks": True})
-            self._arrays[path] = array, chunk_file_writer(array)
+            self._arrays[path] = array, chunk_file_writer(array, self.path)
         return self._arrays[path]
 
     def _stored_keys(self) -> set[str]:
-        store = zarr.open_group(self.path, mode="r", use_consolidated=False).store
-
-        async def listing():
-            return {k async for k in store.list()}
-
-        return sync(listing())
+        return fs.list_keys(self.path)
 
     def done_blocks(self) -> set[tuple[str, int, int, int]]:
         """``(split, checkpoint, condition, block)`` of every block whose chunks (all layers

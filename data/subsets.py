@@ -23,7 +23,7 @@ def stratified_subset(labels: np.ndarray, limit: int | None = None,
     """
     labels = np.asarray(labels)
     n = labels.size
-    for name, v in (("--limit", limit), ("--max-per-class", max_per_class)):
+    for name, v in (("`limit`", limit), ("`max_per_class`", max_per_class)):
         if v is not None and v < 1:
             raise DatasetError(f"{name} must be >= 1, got {v}")
     if limit is None and max_per_class is None:

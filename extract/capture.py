@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ncprobe.data.errors import NcprobeError
 
-class LayerError(ValueError):
+
+class LayerError(NcprobeError):
     """A layer name that the model does not have; the message lists the valid ones."""
 
 

@@ -6,7 +6,13 @@ import argparse
 import shlex
 import sys
 
-from ncprobe.data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
+from ncprobe.data.cli_support import (
+    OneLineParser,
+    UserError,
+    add_common_flags,
+    csv_list,
+    run_command,
+)
 from ncprobe.data.store_layout import COMPRESSIONS
 
 from .extraction import ExtractConfig, extract_store, list_layers
@@ -40,7 +46,7 @@ def _reductions(items):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="nc-extract", epilog=EXAMPLES,
+    p = OneLineParser(prog="nc-extract", epilog=EXAMPLES, aliases={"root": "--data-root"},
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Attack a model's inputs and store every captured "
                                             "layer's features of clean and perturbed inputs in "
@@ -94,7 +100,7 @@ def _run(args) -> int:
             print(f"{name:32s} {module:32s} {str(tuple(shape)):20s} {dim}")
         return 0
     if not args.out:
-        raise ValueError("--out is required (the store to write), unless --list-layers")
+        raise UserError("--out is required (the store to write), unless --list-layers")
     extract_store(cfg, args.out, overwrite=args.overwrite, repair=args.repair,
                   device=args.device,
                   threads=args.threads, progress=not args.no_progress,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ncprobe.data.errors import NcprobeError
+
 
 @dataclass(frozen=True)
 class Rank:
@@ -35,7 +37,7 @@ def from_environment() -> Rank:
         return Rank(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                     int(os.environ.get("LOCAL_RANK", 0)))
     except ValueError:
-        raise ValueError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun)") \
+        raise NcprobeError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun)") \
             from None
 
 

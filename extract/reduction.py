@@ -14,8 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ncprobe.data.errors import NcprobeError
 
-class ReductionError(ValueError):
+
+class ReductionError(NcprobeError):
     """A reduction spec that does not apply to a layer."""
 
 

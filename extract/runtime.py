@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from ncprobe.data.errors import NcprobeError
+
 log = logging.getLogger("ncprobe.extract")
 
 #: below this many parameters intra-op parallelism costs more than it saves on CPU
@@ -21,10 +23,11 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
+        raise NcprobeError(f"unknown `device` {name!r}; expected auto, cpu, cuda or cuda:N") \
+            from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here; use "
-                         "--device cpu or auto")
+        raise NcprobeError(f"`device` {name!r} requested but CUDA is not available here; use "
+                           "`device` cpu or auto")
     return dev
 
 
@@ -36,7 +39,7 @@ def set_threads(model: torch.nn.Module, device: torch.device, threads: int | Non
         threads = 1 if (device.type == "cpu" and n_params < SMALL_MODEL_PARAMS) else \
             (os.cpu_count() or 1)
     if threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
+        raise NcprobeError(f"`threads` must be >= 1, got {threads}")
     torch.set_num_threads(threads)
     log.debug("torch threads: %d", threads)
     return threads

@@ -6,7 +6,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from ncprobe.data.cli_support import OneLineParser, add_common_flags, csv_list, run_command
+from ncprobe.data.cli_support import (
+    OneLineParser,
+    UserError,
+    add_common_flags,
+    csv_list,
+    run_command,
+)
 from ncprobe.data.store import StoreError, open_activations, open_metrics
 
 from .report import write_report
@@ -49,7 +55,7 @@ def _run(args) -> int:
     names = csv_list(args.names) or [_name(t, p) for t, p in zip(trees, args.metrics,
                                                                   strict=True)]
     if len(names) != len(trees) or len(set(names)) != len(names):
-        raise ValueError(f"--names needs {len(trees)} distinct names, got {names}")
+        raise UserError(f"--names needs {len(trees)} distinct names, got {names}")
     models = dict(zip(names, trees, strict=True))
     acts = {}
     if not args.no_simplex:

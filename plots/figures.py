@@ -21,6 +21,7 @@ import xarray as xr
 from ncprobe.analyze.findings import feature_layer, training_mode
 from ncprobe.analyze.output import tidy_summary
 from ncprobe.data import schema as S
+from ncprobe.data.errors import NcprobeError
 
 PALETTE = "colorblind"
 
@@ -51,7 +52,7 @@ def _panels(models, ax, draw, *, ylabel, title, legend_title=None):
     models = as_models(models)
     if ax is not None:
         if len(models) != 1:
-            raise ValueError(f"ax= takes one model, got {len(models)}: pass one metrics tree, "
+            raise NcprobeError(f"`ax` takes one model, got {len(models)}: pass one metrics tree, "
                              "or no ax for one panel per model")
         draw(ax, *next(iter(models.items())))
         ax.set_ylabel(ylabel)

@@ -23,7 +23,7 @@ def _pair(tmp_path, dtype, compression, chunks=(1, 1, 16, 5), shape=(2, 3, 40, 5
 @pytest.mark.parametrize("compression", ["lz4", "zstd", "none"])
 def test_chunk_files_equal_zarr_bytes_and_read_back(tmp_path, dtype, compression):
     ours, theirs = _pair(tmp_path, dtype, compression)
-    direct = chunk_file_writer(ours)
+    direct = chunk_file_writer(ours, tmp_path / "ours")
     assert direct is not None
     rng = np.random.default_rng(0)
     full = np.maximum(rng.standard_normal((2, 3, 40, 5)), 0).astype(dtype)  # ReLU-like zeros
@@ -42,7 +42,7 @@ def test_chunk_files_equal_zarr_bytes_and_read_back(tmp_path, dtype, compression
 
 def test_rewrite_replaces_a_chunk(tmp_path):
     ours, _ = _pair(tmp_path, "float32", "lz4")
-    direct = chunk_file_writer(ours)
+    direct = chunk_file_writer(ours, tmp_path / "ours")
     direct.write((0, 0, 0, 0), np.zeros((1, 1, 16, 5)))
     direct.write((0, 0, 0, 0), np.ones((1, 1, 16, 5)))
     assert (zarr.open_array(str(tmp_path / "ours"))[0, 0, :16] == 1).all()
@@ -51,9 +51,22 @@ def test_rewrite_replaces_a_chunk(tmp_path):
 def test_unsupported_arrays_fall_back_to_zarr(tmp_path):
     remote = zarr.create_array("memory://x", shape=(4,), chunks=(4,), dtype="f4",
                                compressors=compressors("lz4"))
-    assert chunk_file_writer(remote) is None
+    assert chunk_file_writer(remote, "memory://x") is None
     other_codec = zarr.create_array(str(tmp_path / "gz"), shape=(4,), chunks=(4,), dtype="f4",
                                     compressors=[zarr.codecs.GzipCodec()])
-    assert chunk_file_writer(other_codec) is None
+    assert chunk_file_writer(other_codec, tmp_path / "gz") is None
     text = zarr.create_array(str(tmp_path / "s"), shape=(2,), chunks=(2,), dtype=str)
-    assert chunk_file_writer(text) is None
+    assert chunk_file_writer(text, tmp_path / "s") is None
+
+
+def test_only_public_zarr_api_is_used():
+    """No ncprobe module imports zarr's private modules (zarr.core.*): the layout, listing and
+    chunk files use public API only. setup.cfg bounds zarr to the versions tested."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = [str(p.relative_to(root)) for folder in ("data", "extract", "analyze", "plots")
+                 for p in (root / folder).rglob("*.py")
+                 if re.search(r"(from|import) zarr\.core|store_path", p.read_text())]
+    assert not offenders, offenders

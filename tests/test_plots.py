@@ -55,7 +55,7 @@ def test_single_panel_figures_draw_on_the_users_ax(models, fn):
 
 def test_ax_with_several_models_is_refused(models):
     fig, ax = plt.subplots()
-    with pytest.raises(ValueError, match="ax= takes one model, got 2"):
+    with pytest.raises(ValueError, match="`ax` takes one model, got 2"):
         F.collapse_per_layer({k: v[0] for k, v in models.items()}, ax=ax)
     with pytest.raises(TypeError, match="models must be a metrics DataTree"):
         F.ncc_per_layer([models["pgd"][0]])

@@ -136,7 +136,7 @@ def test_resume_same_config_refuse_other_never_delete_foreign(tmp_path):
     again = ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 1}, **kw).open()
     assert ("train", 0, 0, 0) in again.done_blocks()  # resumed, not recreated
     again.close()
-    with pytest.raises(StoreError, match=r"differs in: x\); pass --overwrite"):
+    with pytest.raises(StoreError, match=r"differs in: x\); pass `overwrite`"):
         ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 2}, **kw).open()
     fresh = ActivationStoreWriter(tmp_path / "s.zarr", config={"x": 2}, **kw).open(overwrite=True)
     assert not fresh.done_blocks()

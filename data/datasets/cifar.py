@@ -69,7 +69,7 @@ def _binary_batch(path: Path, n_label_bytes: int):
 def load_cifar(name: str, root) -> Dataset:  # noqa: F821
     """Load ``cifar10`` or ``cifar100`` (fine labels) from ``root``; images scaled to [0, 1]."""
     if root is None:
-        raise DatasetError(f"{name}: --data-root is required (a folder with the CIFAR batches)")
+        raise DatasetError(f"{name}: `root` is required (a folder with the CIFAR batches)")
     folder, fmt = _find_folder(Path(root), name)
     _, files, meta = _LAYOUTS[name][fmt]
     require_files(folder, sum(files.values(), []) + [meta], f"{name} ({fmt} batches)")

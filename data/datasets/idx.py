@@ -49,7 +49,7 @@ def _locate(folder: Path, stem: str) -> Path | None:
 def load_idx(name: str, root) -> Dataset:  # noqa: F821
     """Load ``mnist`` or ``fashion-mnist`` from a folder of the four standard IDX files."""
     if root is None:
-        raise DatasetError(f"{name}: --data-root is required (a folder with the IDX files)")
+        raise DatasetError(f"{name}: `root` is required (a folder with the IDX files)")
     folder = Path(root)
     expected = [s for pair in _FILES.values() for s in pair]
     paths = {s: _locate(folder, s) for s in expected}

@@ -41,7 +41,7 @@ def load_imagefolder(root, size: int = 160, crop: int | None = None) -> Dataset:
     split must have the same classes. Imagenette's ``val`` split is renamed ``test``.
     """
     if root is None:
-        raise DatasetError("imagefolder: --data-root is required (a folder of class folders)")
+        raise DatasetError("imagefolder: `root` is required (a folder of class folders)")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"imagefolder: folder {str(root)!r} does not exist; expected "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import pickle
 
+from ..errors import NcprobeError
+
 # The globals a numpy array needs to be rebuilt, under numpy 1 and numpy 2 module names, plus
 # the codec helper that protocol-2 pickles use for bytes. None of them runs user-chosen code.
 _ALLOWED = {
@@ -24,7 +26,7 @@ _ALLOWED = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, NcprobeError):
     """The pickle asked for a global outside the data-only allow-list."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ncprobe.data.errors import NcprobeError
+
 TARGET_RULES = ("next", "random", "least-likely")
 
 
@@ -23,5 +25,5 @@ def choose_targets(rule: str | int, y: torch.Tensor, n_classes: int, clean_logit
         return (y + shift) % n_classes
     if rule == "least-likely":
         return clean_logits.argmin(dim=1)
-    raise ValueError(f"unknown target rule {rule!r}; expected {', '.join(TARGET_RULES)} or a "
+    raise NcprobeError(f"unknown target rule {rule!r}; expected {', '.join(TARGET_RULES)} or a "
                      "class index")

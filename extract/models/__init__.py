@@ -6,6 +6,8 @@ import importlib
 
 from torch import nn
 
+from ncprobe.data.errors import NcprobeError
+
 from .base import NCModel, Normalize
 from .cnn import cnn
 from .mlp import mlp
@@ -15,7 +17,7 @@ from .vgg import vgg11bn
 ARCHS = {"mlp": mlp, "cnn": cnn, "preactresnet18": preactresnet18, "vgg11bn": vgg11bn}
 
 
-class ModelError(ValueError):
+class ModelError(NcprobeError):
     """An architecture or checkpoint that cannot be used; the message says why."""
 
 
