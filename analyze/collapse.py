@@ -38,25 +38,32 @@ def grouping_metrics(sums, counts, within, projected, conf_own, mismatch, n_tota
 
     Returns
     -------
-    metrics : dict of float; per_class : dict of (C,) arrays; centred : (C, D) with NaN rows for
-    empty classes.
+    metrics : dict of float; per_class : dict of (C,) arrays; simplex : (C, D) class means
+    centred on their unweighted mean (:func:`~.geometry.simplex_centred`), NaN rows for empty
+    classes.
 
     Notes
     -----
     nc1 = (1/C) Tr(Sigma_W Sigma_B^+) = sum(projected) / N (exact; Papyan et al. 2020; Su et
     al.'s code reports C times this). nc1_trace = Tr Sigma_W / Tr Sigma_B (Tirer et al. 2023).
+    Both centre on the sample-weighted global mean (Papyan's Sigma_B); the simplex metrics
+    (NC2, etf_distance, mean_norm, and NC3 and align_angle downstream) on the simplex's
+    centroid, the unweighted mean of the class means: with ``pred`` or ``target`` grouping
+    the counts are very unequal, and a weighted centre would report an exact ETF as far from
+    one.
     """
     means, mu_g, present = G.means_from_sums(sums, counts)
     n = counts.sum()
     c_present = int(present.sum())
-    centred = means - mu_g
+    simplex = G.simplex_centred(means, present)
     out = _nan_metrics()
     with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.where(counts >= 2, within / counts, np.nan)
-    per_class = {"mean_norm": np.linalg.norm(centred, axis=1), "within_var": var}
+        # mean squared distance to the class mean: 0 for one sample, undefined when empty
+        var = np.where(counts >= 1, within / counts, np.nan)
+    per_class = {"mean_norm": np.linalg.norm(simplex, axis=1), "within_var": var}
     if n == 0 or c_present < 2:
-        return out, per_class, centred
-    m = centred[present]
+        return out, per_class, simplex
+    m = (means - mu_g)[present]  # NC1's M: centred on the sample-weighted global mean
     _, s, _ = G.between_basis(m)
     tr_w = within.sum() / n
     tr_b = (m**2).sum() / c_present
@@ -68,9 +75,9 @@ def grouping_metrics(sums, counts, within, projected, conf_own, mismatch, n_tota
         cond_b=float(s[-1] ** 2 / s[0] ** 2) if s.size else np.nan,
         nc4=float(mismatch / n_total) if n_total else np.nan,
         ncc_acc_self=float(np.trace(conf_own) / n_total) if n_total else np.nan,
-        **G.nc2(m),
+        **G.nc2(simplex[present]),
     )
-    return out, per_class, centred
+    return out, per_class, simplex
 
 
 def block_vector(sums, counts, within, projected, conf_own, mismatch, conf_ref, flipped,
@@ -83,8 +90,8 @@ def block_vector(sums, counts, within, projected, conf_own, mismatch, conf_ref, 
         (4,): the statistics of the groupings in :data:`GROUPING_ORDER`
         (:mod:`ncprobe.analyze.stats`).
     conf_ref : (C, C) [true label, nearest reference centre]; flipped, leapt : counts.
-    clean_centred : (C, D) centred clean class means of the same split (true-label grouping),
-        for the alignment angles; all NaN when there is no clean condition.
+    clean_centred : (C, D) clean class means of the same split (true-label grouping) centred
+        on their unweighted mean, for the alignment angles; all NaN without a clean condition.
     weight : (C, D) classifier rows when this layer feeds the final linear map, else all NaN.
 
     Returns

@@ -2,7 +2,8 @@
 
 All inputs are small (C x D) numpy arrays already reduced from the samples; float64 throughout.
 Conventions (METRICS.md): mu_G is the sample-weighted global mean; Sigma_B = (1/C) M M^T with
-M = [mu_c - mu_G] over the classes present; std uses ddof = 1 as in Papyan et al.'s code.
+M = [mu_c - mu_G] over the classes present (NC1); the simplex metrics centre on the unweighted
+mean of the class means instead; std uses ddof = 1 as in Papyan et al.'s code.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ def means_from_sums(sums: np.ndarray, counts: np.ndarray):
     means[~present] = np.nan
     mu_g = sums.sum(axis=0) / n if n > 0 else np.full(sums.shape[1], np.nan)
     return means, mu_g, present
+
+
+def simplex_centred(means: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Class means (C, D) minus the simplex's centroid mu_bar = (1/C') sum_c mu_c over the C'
+    classes present (NaN rows stay NaN).
+
+    The simplex metrics (NC2, ETF distance, NC3, alignment) use this centre: it does not move
+    when one class has more samples, so an exact ETF reads as one for any class counts.
+    """
+    if not present.any():
+        return np.full(means.shape, np.nan)
+    return means - means[present].mean(axis=0)
 
 
 def between_basis(centred: np.ndarray, tol: float | None = None):
@@ -109,7 +122,8 @@ def nc2(vectors: np.ndarray) -> dict:
     e = np.eye(c) - 1.0 / c
     return {
         "equinorm": float(norms.std(ddof=1) / norms.mean()),
-        "equiangular": float(cos[iu].std(ddof=1)) if len(iu[0]) > 1 else 0.0,
+        # one pair (C = 2) has no spread: a ddof=1 standard deviation of one value is undefined
+        "equiangular": float(cos[iu].std(ddof=1)) if len(iu[0]) > 1 else np.nan,
         "max_angle": float(np.abs(cos[off] + 1.0 / (c - 1)).mean()),
         "etf_distance": float(np.linalg.norm(g / np.linalg.norm(g) - e / np.linalg.norm(e))),
     }
@@ -140,8 +154,8 @@ def angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def cdnv(means: np.ndarray, variances: np.ndarray) -> float:
     """Mean over class pairs of (var_c + var_c') / (2 ||mu_c - mu_c'||^2) (Galanti et al. 2022).
 
-    Pairs involving a class whose variance is undefined (NaN, fewer than 2 samples) are left
-    out of the mean.
+    ``variances`` are mean squared distances to the class mean: 0 for a class of one sample
+    (METRICS.md), NaN only for an empty class, whose pairs are left out.
     """
     c = means.shape[0]
     if c < 2:

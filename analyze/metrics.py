@@ -49,11 +49,12 @@ def grouping_labels(labels: xr.DataArray, pred: xr.DataArray | None = None,
 
 
 def _clean_centred(stats, clean, condition_dim):
-    """Centred clean class means (true labels) of the same features, or NaN without clean."""
+    """Clean class means (true labels) of the same features centred on their unweighted mean,
+    or NaN without a clean condition."""
     label = stats.sel({S.GROUPING: "label"}, drop=True)
     if condition_dim in label.dims and clean in label[condition_dim].values:
-        cs = label.sel({condition_dim: clean}, drop=True)
-        return cs["mean"] - cs["global_mean"]
+        means = label["mean"].sel({condition_dim: clean}, drop=True)
+        return means - means.mean(S.CLASS, skipna=True)  # the simplex's centroid
     return xr.full_like(label["mean"], np.nan)
 
 

@@ -218,5 +218,5 @@ def _warn_small_classes(stats):
         warnings.warn(f"empty classes excluded from the metrics in {len(empty)} cases, e.g. "
                       f"{empty[0]}", stacklevel=3)
     if single:
-        warnings.warn(f"classes with a single sample (NaN within-class variance and cdnv terms) "
+        warnings.warn(f"classes with a single sample (within-class variance 0 by definition) "
                       f"in {len(single)} cases, e.g. {single[0]}", stacklevel=3)

@@ -39,7 +39,7 @@ def _int_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = OneLineParser(prog="nc-train", epilog=EXAMPLES,
+    p = OneLineParser(prog="nc-train", epilog=EXAMPLES, aliases={"root": "--data-root"},
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Train a classifier and save checkpoints with JSON "
                                             "sidecars, a per-epoch log and run.json.")
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=d.steps, help="PGD steps of the inner attack")
     p.add_argument("--step-size", type=_fraction, help="PGD step (default 2.5 eps / steps)")
     p.add_argument("--beta", type=float, default=d.beta, help="TRADES beta")
+    p.add_argument("--attack-bn", choices=["train", "eval"],
+                   help="BatchNorm mode while the inner attack runs (default: train for pgd, as "
+                        "Madry et al. and Su et al.; eval for trades, as Zhang et al.)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--save-epochs", type=_int_list, default=[],
                    help="epochs to checkpoint (the last is always saved), e.g. 10,30,120")
@@ -82,7 +85,7 @@ def _run(args) -> int:
                       schedule=args.schedule, milestones=args.milestones, eps=args.eps,
                       norm=args.norm, steps=args.steps, step_size=args.step_size,
                       beta=args.beta, seed=args.seed, save_epochs=args.save_epochs,
-                      robust_eval=args.robust_eval)
+                      robust_eval=args.robust_eval, attack_bn=args.attack_bn)
     rec = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
                 threads=args.threads, progress=not args.no_progress,
                 command=shlex.join(["nc-train", *sys.argv[1:]]))

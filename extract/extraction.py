@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ncprobe.data.datasets import load_dataset
+from ncprobe.data.errors import NcprobeError
 from ncprobe.data.store import StoreError
 from ncprobe.data.store_layout import LayerSpec
 from ncprobe.data.store_writer import ActivationStoreWriter
@@ -71,7 +72,7 @@ def _model_source(cfg: ExtractConfig):
     dataset = cfg.dataset or metas[0].get("dataset")
     if arch is None or dataset is None:
         raise ModelError(f"checkpoint {str(paths[0])!r} has no JSON sidecar naming its arch and "
-                         "dataset; pass --arch and --dataset")
+                         "dataset; pass `arch` and `dataset`")
     first = (metas[0].get("arch"), metas[0].get("dataset"))
     for p, m in zip(paths, metas, strict=True):
         if m and (m.get("arch"), m.get("dataset")) != first:
@@ -112,7 +113,7 @@ def plan_model(cfg: ExtractConfig, device):
     example = torch.from_numpy(ds.images[ds.splits[0]][:2]).to(device)
     shapes = probe(model, paths_by_name, example)
     if cfg.project is not None and cfg.project < 1:
-        raise ValueError(f"--project must be >= 1, got {cfg.project}")
+        raise NcprobeError(f"`project` must be >= 1, got {cfg.project}")
     reducers, specs = {}, []
     for depth, (key, shape) in enumerate(shapes.items()):
         base = key.split(".call")[0]
@@ -153,7 +154,7 @@ def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: s
     Under ``torchrun --nproc-per-node N`` the blocks are shared among the N processes.
     """
     if cfg.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+        raise NcprobeError(f"`batch_size` must be >= 1, got {cfg.batch_size}")
     rank = distributed.from_environment()
     dev = pick_device(device)
     if dev.type == "cuda" and rank.world > 1:
@@ -172,7 +173,7 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
     from tqdm import tqdm
 
     if cfg.amp and dev.type != "cuda":
-        raise ValueError("--amp needs a CUDA device (mixed precision is not used on the CPU)")
+        raise NcprobeError("`amp` needs a CUDA device (mixed precision is not used on the CPU)")
     specs = _conditions(cfg.attacks)
     model, ds, paths, metas, arch, paths_by_name, reducers, layer_specs = plan_model(cfg, dev)
     set_threads(model, dev, threads)
@@ -282,7 +283,7 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
                         gen = torch.Generator().manual_seed(
                             _block_seed(cfg.seed, spec.seed, spec.name, split, epochs[k], b))
                         xb, yb = x_all[lo:hi], y_all[lo:hi]
-                        rand = draw_randomness(spec, xb, yb, n_classes, gen)
+                        rand = draw_randomness(spec, xb, yb, n_classes, gen, ds.box)
                         bufs = pool.get()
                         for i in range(0, hi - lo, cfg.batch_size):
                             j = min(i + cfg.batch_size, hi - lo)

@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ncprobe.data.datasets import load_dataset
+from ncprobe.data.errors import NcprobeError
+from ncprobe.data.subsets import stratified_subset
 
 from .attacks import ce_objective, pgd
-from .attacks.pgd import NORMS
+from .attacks.pgd import NORMS, UNIT_BOX
 from .checkpoints import atomic_save, atomic_write_text, save_checkpoint
 from .models import build_model
 from .runtime import pick_device, set_threads, versions
@@ -30,7 +32,7 @@ MODES = ("standard", "pgd", "trades")
 SCHEDULES = ("piecewise", "multistep", "cosine", "constant")
 
 
-class TrainError(ValueError):
+class TrainError(NcprobeError):
     """A training configuration or output folder that cannot be used."""
 
 
@@ -59,6 +61,11 @@ class TrainConfig:
     robust_eval: bool = False
     robust_eval_steps: int = 20
     robust_eval_limit: int | None = 1000
+    #: BatchNorm mode while the inner attack runs: None -> "train" for pgd (Madry et al., Rice
+    #: et al., Su et al.), "eval" for trades (Zhang et al.'s code)
+    attack_bn: str | None = None
+    #: train (and evaluate) on a class-stratified subset of this many samples per split
+    train_limit: int | None = None
 
     def validate(self) -> TrainConfig:
         if self.mode not in MODES:
@@ -69,24 +76,28 @@ class TrainConfig:
         if self.norm not in NORMS:
             raise TrainError(f"unknown norm {self.norm!r}; expected {', '.join(NORMS)}")
         if self.eps < 0:
-            raise TrainError(f"--eps must be >= 0, got {self.eps}")
+            raise TrainError(f"`eps` must be >= 0, got {self.eps}")
         if self.epochs < 1 or self.batch_size < 1 or self.steps < 1:
-            raise TrainError("--epochs, --batch-size and --steps must be >= 1; got "
+            raise TrainError("`epochs`, `batch_size` and `steps` must be >= 1; got "
                              f"{self.epochs}, {self.batch_size}, {self.steps}")
         if self.lr <= 0:
-            raise TrainError(f"--lr must be > 0, got {self.lr}")
+            raise TrainError(f"`lr` must be > 0, got {self.lr}")
         bad = [e for e in self.save_epochs if not 1 <= e <= self.epochs]
         if bad:
-            raise TrainError(f"--save-epochs {bad} outside the run's 1..{self.epochs}")
+            raise TrainError(f"`save_epochs` {bad} outside the run's 1..{self.epochs}")
         self.save_epochs = sorted(set(self.save_epochs) | {self.epochs})
         if self.step_size is None:
             self.step_size = 2.5 * self.eps / self.steps
+        if self.attack_bn is None:
+            self.attack_bn = "train" if self.mode == "pgd" else "eval"
+        if self.attack_bn not in ("train", "eval"):
+            raise TrainError(f"unknown `attack_bn` {self.attack_bn!r}; expected train or eval")
         return self
 
     def attack_settings(self) -> dict:
         return {"norm": self.norm, "eps": self.eps, "steps": self.steps,
                 "step_size": self.step_size, "beta": self.beta if self.mode == "trades"
-                else None} if self.mode != "standard" else {}
+                else None, "bn": self.attack_bn} if self.mode != "standard" else {}
 
 
 @contextlib.contextmanager
@@ -113,9 +124,15 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
     return 1.0
 
 
-def trades_loss(model, x, y, cfg: TrainConfig, generator):
+def attack_mode(model, cfg: TrainConfig):
+    """The BatchNorm mode of the inner attack (``cfg.attack_bn``): eval mode (restored after)
+    or the train mode the model is in, where the attack's batches move the running stats."""
+    return eval_mode(model) if cfg.attack_bn == "eval" else contextlib.nullcontext()
+
+
+def trades_loss(model, x, y, cfg: TrainConfig, generator, box=UNIT_BOX):
     """TRADES: CE(f(x), y) + beta KL(f(x) || f(x')), x' maximising the KL in the eps-ball."""
-    with eval_mode(model):
+    with attack_mode(model, cfg):
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1)
 
@@ -125,7 +142,7 @@ def trades_loss(model, x, y, cfg: TrainConfig, generator):
         # TRADES starts 0.001 * N(0, 1) from x rather than uniformly in the ball
         start = 0.001 * torch.randn(x.shape, generator=generator).to(x.device)
         x_adv = pgd(model, x, kl, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
-                    norm=cfg.norm, start=start)
+                    norm=cfg.norm, start=start, box=box)
     logits = model(x)
     logits_adv = model(x_adv)
     robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1),
@@ -133,18 +150,19 @@ def trades_loss(model, x, y, cfg: TrainConfig, generator):
     return F.cross_entropy(logits, y) + cfg.beta * robust, logits
 
 
-def training_loss(model, x, y, cfg: TrainConfig, generator):
-    """The loss of one batch and the logits used for train accuracy; model in train mode."""
+def training_loss(model, x, y, cfg: TrainConfig, generator, box=UNIT_BOX):
+    """The loss of one batch and the logits used for train accuracy; model in train mode.
+    ``box`` is the dataset's valid input range, which the attacks stay inside."""
     if cfg.mode == "standard":
         logits = model(x)
         return F.cross_entropy(logits, y), logits
     if cfg.mode == "pgd":
-        with eval_mode(model):
+        with attack_mode(model, cfg):
             x_adv = pgd(model, x, ce_objective(y), eps=cfg.eps, step_size=cfg.step_size,
-                        steps=cfg.steps, norm=cfg.norm, generator=generator)
+                        steps=cfg.steps, norm=cfg.norm, generator=generator, box=box)
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
-    return trades_loss(model, x, y, cfg, generator)
+    return trades_loss(model, x, y, cfg, generator, box)
 
 
 def evaluate(model, x, y, batch_size=1000, attack=None, generator=None) -> float:
@@ -160,12 +178,12 @@ def evaluate(model, x, y, batch_size=1000, attack=None, generator=None) -> float
     return correct / len(x)
 
 
-def robust_attack(cfg: TrainConfig):
+def robust_attack(cfg: TrainConfig, box=UNIT_BOX):
     step = 2.5 * cfg.eps / cfg.robust_eval_steps
 
     def attack(model, x, y, generator):
         return pgd(model, x, ce_objective(y), eps=cfg.eps, step_size=step,
-                   steps=cfg.robust_eval_steps, norm=cfg.norm, generator=generator)
+                   steps=cfg.robust_eval_steps, norm=cfg.norm, generator=generator, box=box)
 
     return attack
 
@@ -176,7 +194,7 @@ def _prepare_out(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> 
     if out.exists() and any(out.iterdir()):
         if not run_json.is_file():
             raise TrainError(f"output folder {str(out)!r} is not empty and holds no run.json; "
-                             "choose another --out (it is never overwritten)")
+                             "choose another `out` (it is never overwritten)")
         old = json.loads(run_json.read_text()).get("config", {})
         new = json.loads(json.dumps(dataclasses.asdict(cfg)))
         if overwrite:  # only our own files: anything else in the folder is left alone
@@ -187,10 +205,10 @@ def _prepare_out(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> 
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise TrainError(f"output folder {str(out)!r} holds a different run (differs in: "
-                             f"{', '.join(diff)}); pass --overwrite or choose another --out")
+                             f"{', '.join(diff)}); pass `overwrite` or choose another `out`")
         if not resume:
-            raise TrainError(f"output folder {str(out)!r} already holds this run; pass --resume "
-                             "to continue it or --overwrite to start again")
+            raise TrainError(f"output folder {str(out)!r} already holds this run; pass `resume` "
+                             "to continue it or `overwrite` to start again")
         last = out / "last.pt"
         if last.is_file():
             return torch.load(last, map_location="cpu", weights_only=True)
@@ -241,11 +259,12 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
         {"config": dataclasses.asdict(cfg), "dataset": ds.provenance(), "command": command,
          "versions": versions(), "threads": n_threads, "device": str(dev)}, indent=2,
         default=str))
-    xtr = torch.from_numpy(ds.images["train"]).to(dev)
-    ytr = torch.from_numpy(ds.labels["train"]).to(dev)
     test = "test" if "test" in ds.images else "train"
-    xte = torch.from_numpy(ds.images[test]).to(dev)
-    yte = torch.from_numpy(ds.labels[test]).to(dev)
+    keep = {s: stratified_subset(ds.labels[s], cfg.train_limit) for s in {"train", test}}
+    xtr = torch.from_numpy(ds.images["train"][keep["train"]]).to(dev)
+    ytr = torch.from_numpy(ds.labels["train"][keep["train"]]).to(dev)
+    xte = torch.from_numpy(ds.images[test][keep[test]]).to(dev)
+    yte = torch.from_numpy(ds.labels[test][keep[test]]).to(dev)
     if cfg.robust_eval_limit:
         xte_r, yte_r = xte[: cfg.robust_eval_limit], yte[: cfg.robust_eval_limit]
     else:
@@ -265,7 +284,7 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             x, y = xtr[idx], ytr[idx]
-            loss, logits = training_loss(model, x, y, cfg, gen)
+            loss, logits = training_loss(model, x, y, cfg, gen, ds.box)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -276,7 +295,7 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
                   "test_acc": evaluate(model, xte, yte), "lr": opt.param_groups[0]["lr"]}
         want_robust = cfg.robust_eval and (ep in cfg.save_epochs)
         if want_robust:
-            record["robust_acc"] = evaluate(model, xte_r, yte_r, attack=robust_attack(cfg),
+            record["robust_acc"] = evaluate(model, xte_r, yte_r, attack=robust_attack(cfg, ds.box),
                                             generator=torch.Generator().manual_seed(cfg.seed))
         record["seconds"] = time.perf_counter() - t0
         with open(out / "log.jsonl", "a") as f:

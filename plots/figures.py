@@ -153,8 +153,9 @@ def transition_matrix(tree, condition, split="test", layer=None, ax=None, cbar=T
         _, ax = plt.subplots(figsize=(3.2, 2.9))
     layer = layer or feature_layer(tree)
     sns.heatmap(_row_normalised(tree, split, layer, condition), vmin=0, vmax=1,
-                cmap="viridis", ax=ax, cbar=cbar, square=True, xticklabels=ticks,
-                yticklabels=ticks)
+                cmap="viridis", ax=ax, cbar=cbar, square=True,
+                xticklabels="auto" if ticks else False, yticklabels="auto" if ticks else False,
+                rasterized=True)  # C^2 cells: an image in the PDF, not C^2 vector patches
     ax.set_title(f"{condition} ({layer})", fontsize=8)
     return ax
 
@@ -202,8 +203,8 @@ def alignment_angles(models, split="test", ax=None):
         frames.append(df[df.condition != S.CLEAN])
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.4))
-    sns.barplot(pd.concat(frames), x="model", y="align_angle", hue="condition", ax=ax,
-                errorbar=("pi", 100))
+    sns.barplot(pd.concat(frames, ignore_index=True), x="model", y="align_angle",
+                hue="condition", ax=ax, errorbar=("pi", 100))
     ax.set_ylabel("angle to clean class mean (degrees)")
     ax.set_title(f"Simplex alignment, mean over classes with range ({split})")
     return ax

@@ -14,7 +14,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ncprobe.analyze.findings import conditions_by_kind, evaluate_findings, feature_layer, value
+from ncprobe.analyze.findings import (
+    conditions_by_kind,
+    evaluate_findings,
+    feature_layer,
+    training_mode,
+    value,
+)
 from ncprobe.data import schema as S
 
 from . import figures as F
@@ -93,10 +99,16 @@ def write_report(models: dict, out, acts: dict | None = None) -> Path:
     table = key_numbers(models)
     table.to_csv(out / "key_numbers.csv", index=False)
     findings = evaluate_findings(models)
+    roles = {n if n in ("standard", "pgd") else training_mode(t) for n, t in models.items()}
+    pair = {"standard", "pgd"} <= roles
     rows = "".join(
-        f"<tr class='{f.verdict.lower().replace('/', '')}'><td>{f.key}</td>"
-        f"<td>{html.escape(f.title)}</td><td><b>{f.verdict}</b></td>"
+        f"<tr class='{f.verdict.lower().replace('/', '') if pair else 'na'}'><td>{f.key}</td>"
+        f"<td>{html.escape(f.title)}</td><td><b>{f.verdict if pair else '&mdash;'}</b></td>"
         f"<td>{html.escape(f.detail)}</td></tr>" for f in findings)
+    protocol = ("Verdicts use the thresholds of the digits demo's protocol (docs/paper.md); "
+                "other models and datasets may need others." if pair else
+                "These stores are not a standard / PGD-AT pair: the numbers are shown "
+                "without verdicts.")
     sources = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(str(t.attrs.get('source')))}"
                       "</li>" for n, t in models.items())
     doc = f"""<!doctype html>
@@ -116,6 +128,7 @@ Robustness of Neural Collapse and the Neural Collapse of Robustness" (TMLR 2024)
 class means of the train split.</p>
 <ul>{sources}</ul>
 <h2 id="findings">Findings</h2>
+<p>{html.escape(protocol)}</p>
 <table><tr><th></th><th>finding</th><th>verdict</th><th>numbers</th></tr>{rows}</table>
 <h2 id="numbers">Key numbers (layer feeding the classifier, last checkpoint)</h2>
 {table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")}

@@ -29,6 +29,14 @@ def centred_matrix(h, g, n_classes):
     return np.stack([mu[c] - mg for c in sorted(mu)], axis=1)
 
 
+def simplex_matrix(h, g, n_classes):
+    """(D x C'), columns mu_c minus the plain average of the class means present: the centre
+    of the simplex metrics (NC2, ETF distance, NC3, alignment) in METRICS.md."""
+    mu = class_means(h, g, n_classes)
+    centre = np.mean([mu[c] for c in sorted(mu)], axis=0)
+    return np.stack([mu[c] - centre for c in sorted(mu)], axis=1)
+
+
 def sigma_w(h, g, n_classes):
     h = np.asarray(h, np.float64)
     mu = class_means(h, g, n_classes)
@@ -99,14 +107,14 @@ def nearest_centre(h, centres):
 
 
 def nc3(weight, h, g, n_classes):
-    m = centred_matrix(h, g, n_classes)
+    m = simplex_matrix(h, g, n_classes)
     w = np.asarray(weight, np.float64).T
     return np.linalg.norm(w / np.linalg.norm(w) - m / np.linalg.norm(m))
 
 
 def align_angles(h, h_clean, y, n_classes):
-    m = centred_matrix(h, y, n_classes)
-    mc = centred_matrix(h_clean, y, n_classes)
+    m = simplex_matrix(h, y, n_classes)
+    mc = simplex_matrix(h_clean, y, n_classes)
     return np.array([np.degrees(np.arccos(np.clip(_cos(m[:, c], mc[:, c]), -1, 1)))
                      for c in range(m.shape[1])])
 

@@ -112,3 +112,41 @@ def test_bad_input_errors():
         class_stats(h, g, None)
     with pytest.raises(AnalysisError, match="expected integers"):
         class_stats(h, g.astype(float), 3)
+
+
+def test_exact_etf_with_unequal_counts_is_an_exact_etf():
+    """The simplex metrics centre on the simplex's centroid, not the sample-weighted mean:
+    one class with ten times the samples (pred grouping under attack) must not move it."""
+    c = 5
+    v = 3.0 * simplex_etf(c, 9, seed=2)
+    counts = [50] + [5] * (c - 1)
+    y = np.repeat(np.arange(c), counts)
+    h, g = da_(v[y], y)
+    s = class_stats(h, g, c)
+    weighted = s["mean"].values - s["global_mean"].values
+    assert nc2(weighted)["etf_distance"] > 0.1  # what a weighted centre reported
+    from ncprobe.analyze.metrics import layer_metrics
+
+    m = layer_metrics(h, g, c).sel(grouping="label")
+    for name in ("etf_distance", "equinorm", "equiangular", "max_angle"):
+        assert abs(float(m[name])) < 1e-12, name
+    assert float(m["nc1"]) < 1e-20
+
+
+def test_two_classes_have_no_equiangularity_spread():
+    x, y, _ = make_synthetic_arrays(2, 4, 10, noise=0.3)
+    from ncprobe.analyze.metrics import layer_metrics
+
+    m = layer_metrics(*da_(x, y), 2).sel(grouping="label")
+    assert np.isnan(float(m["equiangular"]))
+    assert np.isfinite(float(m["equinorm"])) and np.isfinite(float(m["nc1"]))
+
+
+def test_a_single_sample_class_has_variance_zero_and_counts_in_cdnv():
+    x, y, _ = make_synthetic_arrays(3, 4, 6, noise=0.5, seed=4)
+    x, y = x[:13], y[:13]  # class 2 keeps one sample
+    from ncprobe.analyze.metrics import layer_metrics
+
+    m = layer_metrics(*da_(x, y), 3)
+    assert float(m["class_within_var"][2]) == 0.0
+    assert float(m["cdnv"].sel(grouping="label")) == pytest.approx(R.cdnv(x, y, 3), rel=1e-12)

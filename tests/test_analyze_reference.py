@@ -44,7 +44,7 @@ def test_collapse_metrics_match_reference(analysed, split, layer, q):
         close(float(s["nc1"]), R.nc1(h, g, C))
         close(float(s["nc1_trace"]), R.nc1_trace(h, g, C))
         close(float(s["cdnv"]), R.cdnv(h, g, C))
-        ref2 = R.nc2(R.centred_matrix(h, g, C).T)
+        ref2 = R.nc2(R.simplex_matrix(h, g, C).T)
         for k, v in ref2.items():
             close(float(s[k]), v, rtol=1e-7)
         own = R.nearest_centre(h, R.class_means(h, g, C))

@@ -127,7 +127,8 @@ def test_empty_and_singleton_classes_warn_and_are_handled(tmp_path):
     assert "empty classes excluded" in text and "single sample" in text
     pc = m["per_class"].to_dataset().isel(split=0, layer=0, checkpoint=0, condition=0)
     assert pc["count"].values.tolist() == [6, 6, 0, 1]
-    assert np.isnan(pc["within_var"].values[[2, 3]]).all()
+    assert np.isnan(pc["within_var"].values[2])  # empty: undefined
+    assert pc["within_var"].values[3] == 0.0  # one sample sits on its own mean (METRICS.md)
     s = m["summary"].to_dataset().isel(split=0, layer=0, checkpoint=0, condition=0).sel(
         grouping="label")
     assert np.isfinite(float(s["nc1"])) and int(s["rank_b"]) == 2
@@ -141,3 +142,19 @@ def test_root_attrs_record_source_and_options(tmp_path):
     assert attrs["source"] == str(path) and attrs["options"]["layers"] == ["l1"]
     assert json.dumps(attrs["versions"])
     assert list(m["summary"].layer.values) == ["l1"]
+
+
+def test_a_reduced_classifier_input_layer_gives_nan_classifier_metrics_and_a_warning(tmp_path):
+    """Weights (C, D_full) against features reduced to D < D_full (e.g. --project): no
+    broadcast error after both passes; nc3 and the *_w metrics are NaN, with a warning."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 8)
+    x = rng.standard_normal((1, 1, y.size, 4))
+    path = tmp_path / "s.zarr"
+    write_activation_store(path, {"train": {"a": x}}, {"train": y}, n_classes=3,
+                           classifier=("a", rng.standard_normal((1, 3, 9)), np.zeros((1, 3))))
+    with pytest.warns(UserWarning, match="was it reduced at extraction"):
+        m = analyze_store(path, progress=False)
+    s = m["summary"].to_dataset().isel(split=0, layer=0, checkpoint=0, condition=0)
+    assert np.isnan(float(s["nc3"])) and np.isnan(float(s["equinorm_w"]))
+    assert np.isfinite(float(s["nc1"].sel(grouping="label")))

@@ -1,5 +1,6 @@
 """Attacks: torchattacks as an oracle, balls and boxes, loss and target behaviour."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -168,3 +169,48 @@ def test_autoattack_extra(model, batch):
         parse_attack("autoattack:eps=0.1,attacks=apgd-ce")
     with pytest.raises(AttackSpecError, match="unknown autoattack version"):
         parse_attack("autoattack:eps=0.1,version=fast")
+
+
+def test_attacks_and_noise_stay_in_the_datasets_box_or_none():
+    """Unbounded data (synthetic) is not clipped to [0, 1]: the perturbation is exactly the
+    attack's, inside its eps-ball; images stay in [0, 1]."""
+    from ncprobe.extract.attacks import ce_objective, noise, pgd
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 3))
+    x = 5 * torch.randn(8, 6)  # far outside [0, 1]
+    y = torch.randint(0, 3, (8,))
+    g = torch.Generator().manual_seed(1)
+    free = pgd(model, x, ce_objective(y), eps=0.3, step_size=0.1, steps=5, generator=g,
+               box=None)
+    assert (free - x).abs().max() <= 0.3 + 1e-6
+    assert (free - x).abs().max() > 0.29  # not clipped away
+    boxed = pgd(model, x, ce_objective(y), eps=0.3, step_size=0.1, steps=5, generator=g)
+    assert boxed.min() >= 0 and boxed.max() <= 1
+    n = noise(x, "gaussian", 0.5, torch.Generator().manual_seed(2), box=None)
+    np.testing.assert_allclose((n - x).flatten(1).norm(dim=1), 0.5, rtol=1e-5)
+
+
+def test_pgd_restarts_and_no_random_start_draw_only_from_the_given_generator():
+    from ncprobe.extract.attacks import parse_attack
+    from ncprobe.extract.attacks.spec import draw_randomness, run_condition
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    x, y = torch.rand(6, 1, 4, 4), torch.randint(0, 4, (6,))
+    for text in ("pgd:eps=0.1,steps=3,restarts=3", "pgd:eps=0.1,steps=3,restarts=3,"
+                 "random_start=false"):
+        spec = parse_attack(text)
+        runs = []
+        for global_seed in (1, 2):
+            torch.manual_seed(global_seed)  # must not matter
+            rand = draw_randomness(spec, x, y, 4, torch.Generator().manual_seed(7))
+            runs.append(run_condition(model, x, y, spec, 4, rand)[0])
+        torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+        if "false" in text:
+            assert all(torch.equal(s, torch.zeros_like(x)) for s in rand["starts"])
+            assert len(rand["starts"]) == 3
+    with pytest.raises(ValueError, match="random starts need a seeded generator"):
+        from ncprobe.extract.attacks import ce_objective, pgd
+
+        pgd(model, x, ce_objective(y), eps=0.1, step_size=0.05, steps=1, restarts=2)

@@ -60,9 +60,14 @@ def test_standard_training_lowers_loss(tmp_path):
     assert log[-1]["test_acc"] > 0.9
 
 
-def test_adversarial_modes_attack_in_eval_and_train_in_train_mode(tmp_path, monkeypatch):
-    """The inner attack sees eval mode (frozen BN); the update sees train mode, and BatchNorm
-    running statistics keep moving (Su et al.'s TRADES froze them for good)."""
+@pytest.mark.parametrize(("mode", "attack_bn", "attack_training"),
+                         [("pgd", None, True), ("trades", None, False), ("pgd", "eval", False),
+                          ("trades", "train", True)])
+def test_attack_batchnorm_mode_and_train_mode_for_the_update(mode, attack_bn, attack_training,
+                                                             monkeypatch):
+    """PGD-AT attacks with BatchNorm in train mode (Madry et al., Rice et al., Su et al.),
+    TRADES in eval mode (Zhang et al.); --attack-bn overrides. The update always sees train
+    mode, and the running statistics keep moving (Su et al.'s TRADES froze them for good)."""
     modes = []
     real = T.pgd
 
@@ -71,19 +76,19 @@ def test_adversarial_modes_attack_in_eval_and_train_in_train_mode(tmp_path, monk
         return real(model, *a, **k)
 
     monkeypatch.setattr(T, "pgd", spy)
-    for mode in ("pgd", "trades"):
-        modes.clear()
-        torch.manual_seed(0)
-        model = build_model("mlp", (1, 8, 8), 10, (0.3,), (0.4,))
-        model.train()
-        bn = model.net.block1[1]
-        before = bn.running_mean.clone()
-        x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
-        loss, _ = T.training_loss(model, x, y, small_cfg(mode=mode).validate(), torch.Generator())
-        assert modes == [("attack", False)]
-        assert model.training, f"{mode}: model left in eval mode"
-        assert not torch.equal(bn.running_mean, before), f"{mode}: BatchNorm stats frozen"
-        assert loss.requires_grad
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), 10, (0.3,), (0.4,))
+    model.train()
+    bn = model.net.block1[1]
+    before = bn.running_mean.clone()
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    cfg = small_cfg(mode=mode, attack_bn=attack_bn).validate()
+    assert cfg.attack_settings()["bn"] == ("train" if attack_training else "eval")
+    loss, _ = T.training_loss(model, x, y, cfg, torch.Generator())
+    assert modes == [("attack", attack_training)]
+    assert model.training, f"{mode}: model left in eval mode"
+    assert not torch.equal(bn.running_mean, before), f"{mode}: BatchNorm stats frozen"
+    assert loss.requires_grad
 
 
 def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -192,3 +197,28 @@ def test_learning_rate_schedules():
     assert [T.lr_factor(multi, e) for e in (2, 3, 6)] == pytest.approx([1, 0.1, 0.01])
     cos = T.TrainConfig(epochs=10, schedule="cosine")
     assert T.lr_factor(cos, 0) == 1 and T.lr_factor(cos, 5) == pytest.approx(0.5)
+
+
+def test_sidecar_records_the_attack_batchnorm_mode(tmp_path):
+    T.train(small_cfg(mode="pgd", epochs=1, attack_bn="eval"), tmp_path / "r", progress=False)
+    side = json.loads((tmp_path / "r/checkpoints/epoch-0001.json").read_text())
+    assert side["mode"] == "pgd" and side["attack"]["bn"] == "eval"
+    with pytest.raises(T.TrainError, match="unknown `attack_bn` 'frozen'; expected train"):
+        small_cfg(mode="pgd", attack_bn="frozen").validate()
+
+
+def test_vgg11bn_is_su_et_als_configuration():
+    """Configuration A without the final max-pool: conv8 is a 2x2x512 map whose average is
+    the penultimate layer; every convolution has a bias and is followed by BatchNorm."""
+    m = build_model("vgg11bn", (3, 32, 32), 10, (0.5,) * 3, (0.25,) * 3).eval()
+    seen = {}
+    for name in ("conv8", "penultimate"):
+        m.get_submodule(m.capture_points[name]).register_forward_hook(
+            lambda mod, i, o, name=name: seen.__setitem__(name, o))
+    with torch.no_grad():
+        m(torch.rand(2, 3, 32, 32))
+    assert seen["conv8"].shape == (2, 512, 2, 2)
+    torch.testing.assert_close(seen["penultimate"], seen["conv8"].mean(dim=(2, 3)))
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert len(convs) == 8 and all(c.bias is not None for c in convs)
+    assert sum(isinstance(mod, torch.nn.MaxPool2d) for mod in m.modules()) == 4

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import NcprobeError
 
-class DatasetError(ValueError):
+
+class DatasetError(NcprobeError):
     """A dataset could not be loaded; the message names the folder and the files expected."""
 
 
@@ -30,6 +32,9 @@ class Dataset:
         Per-channel normalisation statistics of the train split (models normalise inside).
     source : str
         Where the data came from (folder or package), for provenance.
+    box : (low, high) or None
+        The valid input range, which attacks and noise stay inside: (0, 1) for images,
+        None for unbounded data such as ``synthetic``.
     """
 
     name: str
@@ -40,6 +45,7 @@ class Dataset:
     std: tuple[float, ...]
     source: str
     options: dict = field(default_factory=dict)
+    box: tuple[float, float] | None = (0.0, 1.0)
 
     @property
     def n_classes(self) -> int:
@@ -69,6 +75,7 @@ class Dataset:
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
             "source": self.source,
             "options": dict(self.options),
+            "box": None if self.box is None else list(self.box),
         }
 
 
@@ -99,7 +106,8 @@ def require_files(folder: Path, names: list[str], what: str) -> list[Path]:
     return [folder / n for n in names]
 
 
-def make_dataset(name, splits, class_names, source, options=None) -> Dataset:
+def make_dataset(name, splits, class_names, source, options=None,
+                 box: tuple[float, float] | None = (0.0, 1.0)) -> Dataset:
     """Build a :class:`Dataset` from ``{split: (images, labels)}``, computing train statistics."""
     images = {s: np.ascontiguousarray(x, dtype=np.float32) for s, (x, _) in splits.items()}
     labels = {s: np.asarray(y, dtype=np.int64) for s, (_, y) in splits.items()}
@@ -116,4 +124,5 @@ def make_dataset(name, splits, class_names, source, options=None) -> Dataset:
             )
     ref = images.get("train", next(iter(images.values())))
     mean, std = channel_stats(ref)
-    return Dataset(name, images, labels, list(class_names), mean, std, str(source), options or {})
+    return Dataset(name, images, labels, list(class_names), mean, std, str(source), options or {},
+                   box)

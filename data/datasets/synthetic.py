@@ -59,4 +59,5 @@ def load_synthetic(root=None, n_classes: int = 10, dim: int = 32, n_per_class: i
     opts = dict(n_classes=n_classes, dim=dim, n_per_class=n_per_class, separation=separation,
                 noise=noise, seed=seed, etf=etf)
     return make_dataset("synthetic", {"train": (xtr, ytr), "test": (xte, yte)},
-                        [f"class{i}" for i in range(n_classes)], "generated", opts)
+                        [f"class{i}" for i in range(n_classes)], "generated", opts,
+                        box=None)  # Gaussian features: no valid range to clip to

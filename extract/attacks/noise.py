@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from .pgd import UNIT_BOX, clip_to_box
+
 NOISE_KINDS = ("gaussian", "gaussian-sigma", "sign")
 
 
-def noise(x: torch.Tensor, kind: str, eps: float, generator=None) -> torch.Tensor:
-    """Perturb ``x`` with random noise, clamped to [0, 1].
+def noise(x: torch.Tensor, kind: str, eps: float, generator=None, box=UNIT_BOX) -> torch.Tensor:
+    """Perturb ``x`` with random noise, clipped to ``box`` (the dataset's valid range).
 
     kind ``gaussian``: a Gaussian direction scaled to l_2 norm ``eps`` per sample;
     ``gaussian-sigma``: i.i.d. N(0, eps^2) per pixel; ``sign``: uniform random signs of size
@@ -23,4 +25,4 @@ def noise(x: torch.Tensor, kind: str, eps: float, generator=None) -> torch.Tenso
         if kind == "gaussian":
             d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
         d = d * eps
-    return (x + d.to(x.device, x.dtype)).clamp(0, 1)
+    return clip_to_box(x + d.to(x.device, x.dtype), box)

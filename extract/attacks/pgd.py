@@ -1,4 +1,5 @@
-"""Projected gradient descent (Madry et al. 2018) in l_inf and l_2, in [0, 1] pixel space.
+"""Projected gradient descent (Madry et al. 2018) in l_inf and l_2, in the input box
+(the dataset's valid range: [0, 1] pixel space for images, unbounded for ``synthetic``).
 
 One PGD serves training (PGD-AT, TRADES) and extraction. The objective is a per-sample loss to
 *maximise*; summing it (rather than averaging) makes each sample's gradient independent of the
@@ -11,6 +12,13 @@ import torch
 import torch.nn.functional as F
 
 NORMS = ("linf", "l2")
+#: the valid input range of images; None (unbounded data) clips nothing
+UNIT_BOX = (0.0, 1.0)
+
+
+def clip_to_box(x: torch.Tensor, box) -> torch.Tensor:
+    """``x`` clamped to ``box`` = (low, high), or unchanged when ``box`` is None."""
+    return x if box is None else x.clamp(*box)
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -26,7 +34,7 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
 
 
 def random_start(x: torch.Tensor, eps: float, norm: str, generator=None) -> torch.Tensor:
-    """A uniform random point of the eps-ball around each sample (before clamping to [0, 1]).
+    """A uniform random point of the eps-ball around each sample (before clipping to the box).
 
     Drawn on the CPU from ``generator`` so that a seed gives the same start on any device.
     """
@@ -52,7 +60,8 @@ def ce_objective(y: torch.Tensor, targeted: bool = False):
 
 
 def pgd(model, x, objective, *, eps: float, step_size: float, steps: int, norm: str = "linf",
-        start: torch.Tensor | None = None, restarts: int = 1, generator=None):
+        start: torch.Tensor | None = None, restarts: int = 1, generator=None,
+        box=UNIT_BOX):
     """Maximise ``objective(model(x_adv))`` over the eps-ball of ``norm`` around ``x``.
 
     Parameters
@@ -66,13 +75,17 @@ def pgd(model, x, objective, *, eps: float, step_size: float, steps: int, norm: 
     start : Tensor or list of Tensor, optional
         Initial perturbation of the first restart (or one per restart), e.g. drawn once for a
         whole block of samples so results do not depend on the batch size, or shared with an
-        oracle; otherwise random starts from ``generator`` (zero start when ``restarts == 0``).
+        oracle; otherwise random starts from ``generator``, which must then be given (zero
+        start when ``restarts == 0``).
     restarts : int
         Random restarts; per sample the one with the highest final objective is kept.
 
+    box : (low, high) or None
+        The valid input range (the dataset's): (0, 1) for images, None for unbounded data.
+
     Returns
     -------
-    Tensor like ``x``: adversarial inputs, inside the eps-ball and the [0, 1] box.
+    Tensor like ``x``: adversarial inputs, inside the eps-ball and the box.
     """
     best = x.clone()
     best_val = torch.full((x.shape[0],), -torch.inf, device=x.device)
@@ -82,9 +95,12 @@ def pgd(model, x, objective, *, eps: float, step_size: float, steps: int, norm: 
             delta = starts[r].to(x.device, x.dtype)
         elif restarts == 0:
             delta = torch.zeros_like(x)
+        elif generator is None:
+            # an unseeded draw would make the result irreproducible
+            raise ValueError("pgd: random starts need a seeded generator (or pass start=)")
         else:
             delta = random_start(x, eps, norm, generator)
-        x_adv = (x + delta).clamp(0, 1).detach()
+        x_adv = clip_to_box(x + delta, box).detach()
         for _ in range(steps):
             x_adv.requires_grad_(True)
             loss = objective(model(x_adv)).sum()
@@ -94,7 +110,7 @@ def pgd(model, x, objective, *, eps: float, step_size: float, steps: int, norm: 
                     x_adv = x_adv + step_size * grad.sign()
                 else:
                     x_adv = x_adv + step_size * grad / _flat_norm(grad)
-                x_adv = (x + project(x_adv - x, eps, norm)).clamp(0, 1)
+                x_adv = clip_to_box(x + project(x_adv - x, eps, norm), box)
             x_adv = x_adv.detach()
         if max(restarts, 1) == 1:
             return x_adv

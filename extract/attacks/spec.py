@@ -12,8 +12,10 @@ from fractions import Fraction
 
 import torch
 
+from ncprobe.data.errors import NcprobeError
+
 from .noise import NOISE_KINDS, noise
-from .pgd import NORMS, ce_objective, perturbation_norm, pgd, random_start
+from .pgd import NORMS, UNIT_BOX, ce_objective, perturbation_norm, pgd, random_start
 from .targets import TARGET_RULES, choose_targets
 
 KINDS = ("clean", "pgd", "fgsm", "noise", "autoattack")
@@ -28,7 +30,7 @@ AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 
 
-class AttackSpecError(ValueError):
+class AttackSpecError(NcprobeError):
     """An attack string that cannot be used; the message lists what is accepted."""
 
 
@@ -174,8 +176,9 @@ def _autoattack(model, x, y, spec: AttackSpec, seed: int):
 
 
 def draw_randomness(spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                    generator: torch.Generator) -> dict:
+                    generator: torch.Generator, box=UNIT_BOX) -> dict:
     """All random numbers a condition needs for a block of samples, drawn at once on the CPU.
+    ``box`` is the dataset's valid input range (None: unbounded), for noise conditions.
 
     Drawing per block (not per batch) makes the result independent of the batch size and of
     where an interrupted run resumes; slice the tensors with :func:`slice_randomness`.
@@ -185,13 +188,13 @@ def draw_randomness(spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, n_classe
         # AutoAttack seeds torch's global generator itself: give it one seed per block
         out["seed"] = torch.randint(0, 2**31 - 1, (1,), generator=generator)
     elif spec.attack == "noise":
-        out["noised"] = noise(x, spec.noise_kind, spec.eps, generator)
+        out["noised"] = noise(x, spec.noise_kind, spec.eps, generator, box)
     elif spec.attack in ("pgd", "fgsm"):
         if spec.random_start:
             out["starts"] = [random_start(x, spec.eps, spec.norm, generator)
                              for _ in range(max(spec.restarts, 1))]
-        else:
-            out["starts"] = [torch.zeros_like(x)]
+        else:  # every restart starts at x: random_start=false means no random draw at all
+            out["starts"] = [torch.zeros_like(x)] * max(spec.restarts, 1)
         if spec.target_rule == "random":
             out["targets"] = choose_targets("random", y, n_classes, generator=generator)
     return out
@@ -203,10 +206,12 @@ def slice_randomness(rand: dict, i: int, j: int) -> dict:
             for k, v in rand.items()}
 
 
-def run_condition(model, x, y, spec: AttackSpec, n_classes: int, rand: dict | None = None):
+def run_condition(model, x, y, spec: AttackSpec, n_classes: int, rand: dict | None = None,
+                  box=UNIT_BOX):
     """Perturb a batch for one condition; the model must already be in eval mode.
 
-    ``rand`` holds this batch's rows of :func:`draw_randomness` (drawn here when omitted).
+    ``rand`` holds this batch's rows of :func:`draw_randomness` (drawn here when omitted);
+    ``box`` is the dataset's valid input range (None: unbounded), which attacks stay inside.
 
     Returns
     -------
@@ -214,7 +219,7 @@ def run_condition(model, x, y, spec: AttackSpec, n_classes: int, rand: dict | No
     perturbation norm in ``spec.measure_norm``.
     """
     if rand is None:
-        rand = draw_randomness(spec, x.cpu(), y.cpu(), n_classes, torch.Generator())
+        rand = draw_randomness(spec, x.cpu(), y.cpu(), n_classes, torch.Generator(), box)
     untargeted = torch.full_like(y, -1)
     if spec.attack == "clean":
         return x, untargeted, torch.zeros(len(x), device=x.device)
@@ -222,6 +227,9 @@ def run_condition(model, x, y, spec: AttackSpec, n_classes: int, rand: dict | No
         x_adv = rand["noised"].to(x.device, x.dtype)
         return x_adv, untargeted, perturbation_norm(x_adv, x, spec.measure_norm)
     if spec.attack == "autoattack":
+        if box != UNIT_BOX:
+            raise AttackSpecError(f"autoattack works in the [0, 1] pixel box; this dataset's "
+                                  f"valid range is {box}")
         x_adv = _autoattack(model, x, y, spec, int(rand["seed"]))
         return x_adv, untargeted, perturbation_norm(x_adv, x, spec.measure_norm)
     if isinstance(spec.target_rule, int) and not 0 <= spec.target_rule < n_classes:
@@ -239,5 +247,5 @@ def run_condition(model, x, y, spec: AttackSpec, n_classes: int, rand: dict | No
             target = choose_targets(spec.target_rule, y, n_classes, clean_logits)
         objective = ce_objective(target, targeted=True)
     x_adv = pgd(model, x, objective, eps=spec.eps, step_size=spec.step_size, steps=spec.steps,
-                norm=spec.norm, start=rand["starts"], restarts=spec.restarts)
+                norm=spec.norm, start=rand["starts"], restarts=spec.restarts, box=box)
     return x_adv, target, perturbation_norm(x_adv, x, spec.measure_norm)
