@@ -34,7 +34,8 @@ def test_every_verdict_is_computed_on_a_pair(pair):
     found = {f.key: f for f in evaluate_findings(pair)}
     assert all(f.verdict in ("PASS", "FAIL") for f in (found["F2"], found["F3"], found["F4"]))
     # synthetic stores have no noise condition: the F1 control cannot be computed
-    assert found["F1"].verdict == "n/a" and "nc1_noise not computable" in found["F1"].detail
+    assert found["F1"].verdict == "n/a" and "n/a: nc1_noise, noise_ratio not computable" \
+        in found["F1"].detail
     assert "align_angle" in found["F3"].detail and "grouped by prediction" in found["F2"].detail
 
 
