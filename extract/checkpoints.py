@@ -9,11 +9,13 @@ import glob
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
 
 from .models import ModelError
+from .models.foreign import unwrap
 
 
 def sha256(path) -> str:
@@ -51,24 +53,32 @@ def save_checkpoint(model, folder: Path, epoch: int, meta: dict) -> Path:
     return path
 
 
-def load_state_dict(path) -> dict:
-    """The state dict in ``path``, loaded with ``weights_only=True``; one-line errors."""
+def load_state_dict(path, key: str | None = None) -> dict:
+    """The state dict in ``path``, loaded with ``weights_only=True``; one-line errors.
+
+    Accepts what training code commonly saves (:func:`~.models.foreign.unwrap`): a plain
+    state dict, one under ``state_dict``/``model``/``model_state_dict``/``net``/``ema`` (or
+    ``key``), with ``module.`` and ``_orig_mod.`` prefixes removed. A pickled whole model is
+    refused: it is code, not data.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
         text = " ".join(str(e).split()) or type(e).__name__
+        module = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if module:
+            raise ModelError(
+                f"checkpoint {str(path)!r} cannot be loaded as weights only: it holds a "
+                f"pickled object ({module[1]}), not a state dict; save the weights with "
+                "torch.save(model.state_dict(), path) and name the model's code with `arch`") \
+                from None
         first = text.split(". ")[0][:120]  # torch appends paragraphs of advice
         raise ModelError(f"checkpoint {str(path)!r} cannot be loaded as weights only "
                          f"({first}); expected a state dict saved with torch.save") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a training state (last.pt)
-    if not isinstance(state, dict):
-        raise ModelError(f"checkpoint {str(path)!r} holds {type(state).__name__}, expected a "
-                         "state dict")
-    return state
+    return unwrap(obj, str(path), key)
 
 
 def read_sidecar(path) -> dict:

@@ -16,6 +16,7 @@ from ncprobe.data.cli_support import (
 from ncprobe.data.store_layout import COMPRESSIONS
 
 from .extraction import ExtractConfig, extract_store, list_layers
+from .models import parse_arch_kwargs
 
 EXAMPLES = """examples:
   nc-extract --checkpoint runs/digits-st/checkpoints/epoch-0120.pt --out runs/digits-st/acts.zarr \\
@@ -62,7 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", type=int, help="random projection to D dims for wider layers")
     p.add_argument("--dataset", help="override the dataset named in the checkpoint sidecar")
     p.add_argument("--data-root", help="folder of the dataset files")
-    p.add_argument("--arch", help="override the architecture named in the checkpoint sidecar")
+    p.add_argument("--arch", help="override the architecture named in the checkpoint sidecar; "
+                                  "a built-in name or package.module:factory")
+    p.add_argument("--arch-kwargs", metavar="K=V,...",
+                   help="keyword arguments of the factory (int, float, bool or str literals); "
+                        "the class count goes to num_classes or n_classes if it takes one")
+    p.add_argument("--classifier", metavar="PATH",
+                   help="module path of a factory model's final nn.Linear when it is not the "
+                        "last one (the layer feeding it is found by a forward pass)")
+    p.add_argument("--checkpoint-key", metavar="KEY",
+                   help="the key of the state dict in a checkpoint that wraps several")
+    p.add_argument("--normalize", metavar="dataset|none|M,../S,..",
+                   help="input normalisation the model gets (default: the checkpoint's, else "
+                        "the dataset's): 'none' when the model normalises itself, or explicit "
+                        "per-channel means/stds; attacks stay in [0, 1] pixels")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--compression", default="lz4", choices=list(COMPRESSIONS))
     p.add_argument("--batch-size", type=int, default=512)
@@ -94,9 +108,14 @@ def _run(args) -> int:
                         dtype=args.dtype, compression=args.compression,
                         batch_size=args.batch_size, chunk_samples=args.chunk_samples,
                         limit=args.limit, max_per_class=args.max_per_class, seed=args.seed,
-                        amp=args.amp)
+                        amp=args.amp, arch_kwargs=parse_arch_kwargs(args.arch_kwargs),
+                        checkpoint_key=args.checkpoint_key, normalize=args.normalize,
+                        classifier=args.classifier)
     if args.list_layers:
-        for name, module, shape, dim in list_layers(cfg, args.all_modules):
+        rows, norm = list_layers(cfg, args.all_modules)
+        print(f"# input normalisation ({norm['mode']}): mean {tuple(norm['mean'])}, "
+              f"std {tuple(norm['std'])}")
+        for name, module, shape, dim in rows:
             print(f"{name:32s} {module:32s} {str(tuple(shape)):20s} {dim}")
         return 0
     if not args.out:

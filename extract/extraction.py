@@ -57,6 +57,15 @@ class ExtractConfig:
     max_per_class: int | None = None
     seed: int = 0
     amp: bool = False
+    #: keyword arguments of a ``package.module:factory`` architecture (literals)
+    arch_kwargs: dict = field(default_factory=dict)
+    #: the key of the state dict inside a checkpoint that wraps several
+    checkpoint_key: str | None = None
+    #: module path of a factory model's final nn.Linear, when it is not the last one
+    classifier: str | None = None
+    #: input normalisation: None (the checkpoint's, else the dataset's), "dataset", "none",
+    #: or "m1,m2,.../s1,s2,..." (per channel)
+    normalize: str | None = None
 
 
 def _block_seed(*parts) -> int:
@@ -100,14 +109,58 @@ def _reducer_spec(cfg, name):
     return spec
 
 
+def resolve_normalization(spec: str | None, meta: dict, ds) -> tuple[tuple, tuple, str]:
+    """``(mean, std, mode)`` of the input normalisation the model gets as its first module.
+
+    ``None``: the checkpoint sidecar's (ncprobe checkpoints), else the dataset's train
+    statistics; ``"dataset"``: those statistics; ``"none"``: identity (the model normalises
+    itself); ``"m1,m2,m3/s1,s2,s3"``: explicit per-channel values. Attacks always work in the
+    dataset's input box (pixels in [0, 1] for images), before this normalisation.
+    """
+    channels = len(ds.mean)
+    if spec is None:
+        if "mean" in meta and "std" in meta:
+            return tuple(meta["mean"]), tuple(meta["std"]), "checkpoint"
+        return tuple(ds.mean), tuple(ds.std), "dataset"
+    if spec == "dataset":
+        return tuple(ds.mean), tuple(ds.std), "dataset"
+    if spec == "none":
+        return (0.0,) * channels, (1.0,) * channels, "none"
+    mean_text, sep, std_text = spec.partition("/")
+    try:
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        mean = std = ()
+    if not sep or len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise NcprobeError(f"`normalize` {spec!r} does not parse as {channels} means / "
+                           f"{channels} positive stds; expected dataset, none or e.g. "
+                           + ("0.4914,0.4822,0.4465/0.2471,0.2435,0.2616" if channels == 3
+                              else f"{','.join(['0.5'] * channels)}/"
+                                   f"{','.join(['0.25'] * channels)}"))
+    return mean, std, "explicit"
+
+
+def normalization(model, cfg: ExtractConfig, meta: dict, ds) -> dict:
+    """What the model's first module does to its input, as used (a checkpoint's own values
+    included), for the store's attributes and ``--list-layers``."""
+    mean, std, mode = resolve_normalization(cfg.normalize, meta, ds)
+    used = ([round(float(v), 6) for v in model.normalize.mean.flatten()],
+            [round(float(v), 6) for v in model.normalize.std.flatten()])
+    if mode == "dataset" and not np.allclose(used, (mean, std)):
+        mode = "checkpoint"  # the checkpoint carried its own normalize buffers
+    return {"mode": mode, "mean": used[0], "std": used[1]}
+
+
 def plan_model(cfg: ExtractConfig, device):
     """Build the model from the first checkpoint and resolve layers and their reductions."""
     paths, metas, arch, dataset_name, root = _model_source(cfg)
     ds = load_dataset(dataset_name, root=root)
-    mean = metas[0].get("mean", ds.mean)
-    std = metas[0].get("std", ds.std)
-    model = build_model(arch, ds.input_shape, ds.n_classes, mean, std)
-    load_state(model, load_state_dict(paths[0]), str(paths[0]))
+    mean, std, _ = resolve_normalization(cfg.normalize, metas[0], ds)
+    model = build_model(arch, ds.input_shape, ds.n_classes, mean, std, cfg.arch_kwargs,
+                        cfg.classifier)
+    load_state(model, load_state_dict(paths[0], cfg.checkpoint_key), str(paths[0]), arch=arch,
+               keep_normalization=cfg.normalize is not None)
     model.to(device).eval()
     paths_by_name = resolve_layers(model, cfg.layers)
     example = torch.from_numpy(ds.images[ds.splits[0]][:2]).to(device)
@@ -127,12 +180,13 @@ def plan_model(cfg: ExtractConfig, device):
     return model, ds, paths, metas, arch, paths_by_name, reducers, specs
 
 
-def list_layers(cfg: ExtractConfig, all_modules: bool = False) -> list[tuple]:
-    """(name, module path, output shape, flattened dim) for every capturable layer."""
+def list_layers(cfg: ExtractConfig, all_modules: bool = False) -> tuple[list[tuple], dict]:
+    """(name, module path, output shape, flattened dim) for every capturable layer, and the
+    input normalisation the model applies (:func:`normalization`)."""
     dev = torch.device("cpu")
     if all_modules:
         cfg = ExtractConfig(**{**cfg.__dict__, "layers": None})
-    model, ds, *_ = plan_model(cfg, dev)
+    model, ds, paths_, metas, *_ = plan_model(cfg, dev)
     paths = dict(model.capture_points)
     if all_modules:
         paths.update({n: n for n, m in model.named_modules()
@@ -143,7 +197,7 @@ def list_layers(cfg: ExtractConfig, all_modules: bool = False) -> list[tuple]:
         base = key.split(".call")[0]
         tag = " (feeds classifier)" if base == model.feature_layer else ""
         rows.append((key + tag, paths[base], shape, int(np.prod(shape))))
-    return rows
+    return rows, normalization(model, cfg, metas[0], ds)
 
 
 def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: str = "auto",
@@ -194,6 +248,8 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
                                       for p, h, e in zip(paths, shas, epochs, strict=True)],
         "layers": [[s.name, s.module, s.reduction] for s in layer_specs],
         "conditions": [s.as_dict() for s in specs], "seed": cfg.seed, "amp": cfg.amp,
+        "arch_kwargs": cfg.arch_kwargs, "classifier": model.classifier,
+        "normalization": normalization(model, cfg, metas[0], ds),
         "subsets": {s: hashlib.sha256(i.tobytes()).hexdigest()[:16] for s, i in subsets.items()},
     }
     attrs = {
@@ -204,6 +260,8 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
         "model": {"arch": arch, "factory": arch if ":" in arch else None,
                   "training": {"mode": metas[0].get("mode"), "attack": metas[0].get("attack")},
                   "feature_layer": feat, "classifier": model.classifier,
+                  "arch_kwargs": cfg.arch_kwargs,
+                  "normalization": config["normalization"],
                   "checkpoints": config["checkpoints"]},
         "command": command, "versions": versions(),
     }
@@ -261,7 +319,8 @@ def _extract(cfg, out, rank, dev, *, overwrite, threads, progress, command, queu
         background.submit(writer.create_layout)
         for k, path in enumerate(paths):
             if k > 0:
-                load_state(model, load_state_dict(path), str(path))
+                load_state(model, load_state_dict(path, cfg.checkpoint_key), str(path),
+                           arch=arch, keep_normalization=cfg.normalize is not None)
                 model.eval()
             if rank.main:
                 # copies: the next checkpoint is loaded into these parameters in place

@@ -60,6 +60,13 @@ def make_fixtures(tmp: Path) -> dict:
     zarr.open_group(str(tmp / "partial.zarr"), mode="r+",
                     use_consolidated=False).attrs["complete"] = False
     (tmp / "partial.zarr" / "train/layers/a/features/c/0/0/0/0").unlink()
+    import torch
+
+    from ncprobe.extract.models import build_model
+
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({"state_dict": state, "ema": state}, tmp / "two_states.pt")
+    torch.save(build_model("mlp", (1, 8, 8), 10, (0.3,), (0.4,)).net, tmp / "whole.pt")
     (tmp / "empty").mkdir()
     (tmp / "notastore").mkdir()
     (tmp / "notastore" / "thesis.tex").write_text("keep me")
