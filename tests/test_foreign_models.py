@@ -162,15 +162,15 @@ def test_a_torchvision_style_factory_with_its_own_checkpoint(tmp_path, save_as, 
 def test_a_model_that_normalises_itself_gets_no_second_normalisation(tmp_path):
     """--normalize none leaves the input as pixels: the model's own first op normalises."""
     from ncprobe.data.datasets import load_dataset
-    from ncprobe.extract.extraction import ExtractConfig, plan_model
+    from ncprobe.extract.plan import ExtractConfig, plan_checkpoints
 
     torch.manual_seed(0)
     torch.save(build_model("mlp", (1, 8, 8), 10, (0.3,), (0.4,)).state_dict(),
                tmp_path / "m.pt")
     (tmp_path / "m.json").write_text(json.dumps({"arch": "mlp", "dataset": "digits"}))
     for spec, mean, std in (("none", 0.0, 1.0), ("0.25/0.5", 0.25, 0.5), (None, 0.3, 0.4)):
-        model = plan_model(ExtractConfig(checkpoints=[str(tmp_path / "m.pt")], normalize=spec),
-                           "cpu")[0]
+        model = plan_checkpoints(ExtractConfig(checkpoints=[str(tmp_path / "m.pt")],
+                                               normalize=spec), "cpu").model
         assert float(model.normalize.mean) == pytest.approx(mean)
         assert float(model.normalize.std) == pytest.approx(std)
     ds = load_dataset("digits")
@@ -198,3 +198,46 @@ def test_a_classifier_fed_by_no_capture_point_is_a_one_line_error():
     with pytest.raises(ModelError, match="no capture point outputs what the classifier 'fc' "
                                          "receives; name the final linear layer with"):
         build_model("tests.user_models:scaled", (1, 8, 8), 10, (0.0,), (1.0,))
+
+
+@pytest.mark.slow
+def test_the_python_api_writes_the_clis_store_bitwise(digits_checkpoints, tmp_path):
+    from ncprobe.data.datasets import load_dataset
+    from ncprobe.data.store import store_arrays
+    from ncprobe.extract.api import extract_model
+    from ncprobe.extract.plan import ExtractConfig, plan_checkpoints
+
+    ck = digits_checkpoints / "epoch-0002.pt"
+    attacks = ["clean", "pgd:eps=0.1,steps=3", "noise:kind=gaussian,eps=0.5"]
+    assert extract(["--checkpoint", str(ck), "--limit", "120", "--out", str(tmp_path / "cli.zarr"),
+                    "--no-progress", *[a for x in attacks for a in ("--attack", x)]]) == 0
+    model = plan_checkpoints(ExtractConfig(checkpoints=[str(ck)]), "cpu").model
+    ds = load_dataset("digits")
+    extract_model(model, {s: torch.from_numpy(ds.images[s]) for s in ds.splits},
+                  {s: ds.labels[s] for s in ds.splits}, tmp_path / "api.zarr", attacks=attacks,
+                  limit=120, epoch=2, progress=False)
+    a, b = store_arrays(tmp_path / "cli.zarr"), store_arrays(tmp_path / "api.zarr")
+    assert a.keys() == b.keys() and len(a) > 20
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # bitwise
+
+
+def test_features_of_a_model_in_memory_without_writing(tmp_path, monkeypatch):
+    from ncprobe.extract.api import extract_features
+    from tests.user_models import small
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = small(num_classes=3, width=8).eval()
+    x = torch.rand(30, 1, 8, 8)
+    y = torch.arange(30) % 3
+    out = extract_features(model, x, y, attacks=["clean", "fgsm:eps=0.05"])
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert set(out.data_vars) >= {"0", "1", "2", "3", "logits", "pred"}
+    assert out["2"].dims == ("condition", "sample", "feature_2")
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(out["logits"].sel(condition="clean").values, want, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(out["label"].values, y.numpy())
+    assert out.attrs["model"]["feature_layer"] == "2"

@@ -84,6 +84,14 @@ def _user_model(spec, input_shape, n_classes, mean, std, kwargs=None,
         return net
     if not isinstance(net, nn.Module):
         raise ModelError(f"factory {spec!r} returned {type(net).__name__}, expected nn.Module")
+    return wrap_module(net, input_shape, mean, std, classifier, f"model from {spec!r}")
+
+
+def wrap_module(net: nn.Module, input_shape, mean, std, classifier: str | None = None,
+                what: str = "the model") -> NCModel:
+    """Any classifier as an :class:`NCModel`: capture points are its ``capture_points``
+    attribute or its children, the classifier its ``classifier_path``, ``classifier`` or last
+    ``nn.Linear``, and the layer feeding it is found by a forward pass."""
     points = getattr(net, "capture_points", None) or {
         name: name for name, _ in net.named_children()}
     linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
@@ -91,14 +99,14 @@ def _user_model(spec, input_shape, n_classes, mean, std, kwargs=None,
         classifier = getattr(net, "classifier_path", linears[-1] if linears else None)
     if classifier not in linears:
         raise ModelError(
-            f"model from {spec!r}: `classifier` {classifier!r} is not an nn.Linear of it; "
+            f"{what}: `classifier` {classifier!r} is not an nn.Linear of it; "
             f"its nn.Linear modules: {', '.join(linears) or 'none'}")
     feature = getattr(net, "feature_layer", None) or _classifier_input(
-        net, points, classifier, input_shape, spec)
+        net, points, classifier, input_shape, what)
     return NCModel(net, mean, std, len(input_shape), points, feature, classifier)
 
 
-def _classifier_input(net, points, classifier, input_shape, spec) -> str:
+def _classifier_input(net, points, classifier, input_shape, what) -> str:
     """The capture point whose output is what the classifier receives, found by one forward
     pass (a hook on the classifier's input), not guessed from the order of the children."""
     outputs, received = {}, {}
@@ -122,7 +130,7 @@ def _classifier_input(net, points, classifier, input_shape, spec) -> str:
              and o.flatten(1).shape == x.flatten(1).shape and torch.equal(o.flatten(1),
                                                                            x.flatten(1))]
     if not found:
-        raise ModelError(f"model from {spec!r}: no capture point outputs what the classifier "
+        raise ModelError(f"{what}: no capture point outputs what the classifier "
                          f"{classifier!r} receives; name the final linear layer with "
                          "`classifier`, or give the model a feature_layer attribute")
     return found[-1]  # the deepest, in execution order
@@ -195,4 +203,4 @@ def load_state(model: nn.Module, state: dict, source: str, arch: str | None = No
 
 
 __all__ = ["ARCHS", "ModelError", "NCModel", "Normalize", "build_model", "load_state",
-           "parse_arch_kwargs"]
+           "parse_arch_kwargs", "wrap_module"]

@@ -1,0 +1,273 @@
+"""What one extraction computes: the model, its inputs, layers, conditions and checkpoints.
+
+An :class:`ExtractionPlan` is built either from checkpoint files (:func:`plan_checkpoints`,
+what ``nc-extract`` does) or from a model already in memory (:func:`plan_module`, the Python
+API); :func:`ncprobe.extract.extraction.run_plan` then walks its blocks. Everything that
+changes the store's content goes into ``config``, the store's fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ncprobe.data.datasets import Dataset, load_dataset
+from ncprobe.data.errors import NcprobeError
+from ncprobe.data.store_layout import LayerSpec
+from ncprobe.data.subsets import stratified_subset
+
+from .attacks import parse_attack
+from .attacks.spec import AttackSpecError
+from .capture import probe, resolve_layers
+from .checkpoints import epoch_of, expand_checkpoints, load_state_dict, read_sidecar, sha256
+from .models import ModelError, NCModel, build_model, load_state, wrap_module
+from .reduction import Reducer
+from .runtime import versions
+
+
+@dataclass
+class ExtractConfig:
+    """What to extract; everything that changes the store's content is in its fingerprint."""
+
+    checkpoints: list
+    attacks: list = field(default_factory=lambda: ["clean"])
+    splits: list | None = None
+    layers: list | None = None
+    reductions: dict = field(default_factory=dict)
+    project: int | None = None
+    dataset: str | None = None
+    data_root: str | None = None
+    arch: str | None = None
+    dtype: str = "float32"
+    compression: str = "lz4"
+    batch_size: int = 512
+    chunk_samples: int | None = None
+    limit: int | None = None
+    max_per_class: int | None = None
+    seed: int = 0
+    amp: bool = False
+    #: keyword arguments of a ``package.module:factory`` architecture (literals)
+    arch_kwargs: dict = field(default_factory=dict)
+    #: the key of the state dict inside a checkpoint that wraps several
+    checkpoint_key: str | None = None
+    #: module path of a factory model's final nn.Linear, when it is not the last one
+    classifier: str | None = None
+    #: input normalisation: None (the checkpoint's, else the dataset's), "dataset", "none",
+    #: or "m1,m2,.../s1,s2,..." (per channel)
+    normalize: str | None = None
+
+
+@dataclass
+class ExtractionPlan:
+    """Everything an extraction computes, resolved; the order of work is :func:`run_plan`'s.
+
+    ``load(k)`` puts checkpoint ``k``'s weights into ``model`` (checkpoint 0 is loaded when
+    the plan is made); ``epochs[k]`` labels it in the store.
+    """
+
+    model: NCModel
+    dataset: Dataset
+    splits: list
+    subsets: dict
+    conditions: list
+    layers: list
+    paths_by_name: dict
+    reducers: dict
+    epochs: list
+    load: Callable[[int], None]
+    config: dict
+    attrs: dict
+    settings: ExtractConfig
+
+
+def _model_source(cfg: ExtractConfig):
+    """Checkpoint paths and the arch / dataset they agree on (sidecars unless overridden)."""
+    paths = expand_checkpoints(cfg.checkpoints)
+    metas = [read_sidecar(p) for p in paths]
+    arch = cfg.arch or metas[0].get("arch")
+    dataset = cfg.dataset or metas[0].get("dataset")
+    if arch is None or dataset is None:
+        raise ModelError(f"checkpoint {str(paths[0])!r} has no JSON sidecar naming its arch and "
+                         "dataset; pass `arch` and `dataset`")
+    first = (metas[0].get("arch"), metas[0].get("dataset"))
+    for p, m in zip(paths, metas, strict=True):
+        if m and (m.get("arch"), m.get("dataset")) != first:
+            raise ModelError(f"checkpoint {str(p)!r} is a {m.get('arch')} on {m.get('dataset')}, "
+                             f"but the first is a {first[0]} on {first[1]}; extract them "
+                             "separately")
+    root = cfg.data_root or metas[0].get("data_root")
+    return paths, metas, arch, dataset, root
+
+
+def _conditions(attacks):
+    specs = [parse_attack(a) for a in attacks]
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise AttackSpecError(f"condition names must be unique; repeated: {', '.join(dup)} "
+                              "(give one a name=...)")
+    return specs
+
+
+def _reducer_spec(cfg, name):
+    spec = cfg.reductions.get(name, cfg.reductions.get("*", "flatten"))
+    if cfg.project and "+proj" not in spec:
+        spec = f"{spec}+proj:{cfg.project}"
+    return spec
+
+
+def resolve_normalization(spec: str | None, meta: dict, ds) -> tuple[tuple, tuple, str]:
+    """``(mean, std, mode)`` of the input normalisation the model gets as its first module.
+
+    ``None``: the checkpoint sidecar's (ncprobe checkpoints), else the dataset's train
+    statistics; ``"dataset"``: those statistics; ``"none"``: identity (the model normalises
+    itself); ``"m1,m2,m3/s1,s2,s3"``: explicit per-channel values. Attacks always work in the
+    dataset's input box (pixels in [0, 1] for images), before this normalisation.
+    """
+    channels = len(ds.mean)
+    if spec is None:
+        if "mean" in meta and "std" in meta:
+            return tuple(meta["mean"]), tuple(meta["std"]), "checkpoint"
+        return tuple(ds.mean), tuple(ds.std), "dataset"
+    if spec == "dataset":
+        return tuple(ds.mean), tuple(ds.std), "dataset"
+    if spec == "none":
+        return (0.0,) * channels, (1.0,) * channels, "none"
+    mean_text, sep, std_text = spec.partition("/")
+    try:
+        mean = tuple(float(v) for v in mean_text.split(","))
+        std = tuple(float(v) for v in std_text.split(","))
+    except ValueError:
+        mean = std = ()
+    if not sep or len(mean) != channels or len(std) != channels or min(std) <= 0:
+        raise NcprobeError(f"`normalize` {spec!r} does not parse as {channels} means / "
+                           f"{channels} positive stds; expected dataset, none or e.g. "
+                           + ("0.4914,0.4822,0.4465/0.2471,0.2435,0.2616" if channels == 3
+                              else f"{','.join(['0.5'] * channels)}/"
+                                   f"{','.join(['0.25'] * channels)}"))
+    return mean, std, "explicit"
+
+
+def normalization(model, cfg: ExtractConfig, meta: dict, ds) -> dict:
+    """What the model's first module does to its input, as used (a checkpoint's own values
+    included), for the store's attributes and ``--list-layers``."""
+    mean, std, mode = resolve_normalization(cfg.normalize, meta, ds)
+    used = ([round(float(v), 6) for v in model.normalize.mean.flatten()],
+            [round(float(v), 6) for v in model.normalize.std.flatten()])
+    if mode == "dataset" and not np.allclose(used, (mean, std)):
+        mode = "checkpoint"  # the checkpoint carried its own normalize buffers
+    return {"mode": mode, "mean": used[0], "std": used[1]}
+
+
+def resolve_capture(model, ds, cfg: ExtractConfig, device):
+    """Capture paths, reducers and :class:`LayerSpec` of the layers ``cfg`` asks for, in
+    depth order, from one probing forward pass."""
+    paths_by_name = resolve_layers(model, cfg.layers)
+    example = torch.from_numpy(ds.images[ds.splits[0]][:2]).to(device)
+    shapes = probe(model, paths_by_name, example)
+    if cfg.project is not None and cfg.project < 1:
+        raise NcprobeError(f"`project` must be >= 1, got {cfg.project}")
+    reducers, specs = {}, []
+    for depth, (key, shape) in enumerate(shapes.items()):
+        base = key.split(".call")[0]
+        spec = _reducer_spec(cfg, base)
+        # only project layers wider than the target: a projection never adds dimensions
+        if cfg.project and np.prod(shape) <= cfg.project:
+            spec = spec.split("+proj")[0]
+        r = Reducer(spec, shape, key, cfg.seed).to(device)
+        reducers[key] = r
+        specs.append(LayerSpec(key, depth, paths_by_name[base], tuple(shape), r.spec, r.dim))
+    return paths_by_name, reducers, specs
+
+
+def _plan(model, ds, cfg, device, *, epochs, load, checkpoints, model_attrs) -> ExtractionPlan:
+    """The parts every plan shares: subsets, conditions, layers, fingerprint and attributes."""
+    conditions = _conditions(cfg.attacks)
+    model.to(device).eval()
+    paths_by_name, reducers, layers = resolve_capture(model, ds, cfg, device)
+    splits = cfg.splits or ds.splits
+    for s in splits:
+        ds.split(s)  # one-line error naming the splits that exist
+    subsets = {s: stratified_subset(ds.labels[s], cfg.limit, cfg.max_per_class, cfg.seed)
+               for s in splits}
+    config = {
+        "dataset": {"name": ds.name, "options": ds.options, "source": ds.source},
+        "arch": model_attrs["arch"], "checkpoints": checkpoints,
+        "layers": [[s.name, s.module, s.reduction] for s in layers],
+        "conditions": [s.as_dict() for s in conditions], "seed": cfg.seed, "amp": cfg.amp,
+        "arch_kwargs": cfg.arch_kwargs, "classifier": model.classifier,
+        "normalization": model_attrs["normalization"],
+        "subsets": {s: hashlib.sha256(i.tobytes()).hexdigest()[:16] for s, i in subsets.items()},
+    }
+    attrs = {
+        "class_names": ds.class_names,
+        "dataset": {"name": ds.name, "splits": list(splits),
+                    "normalization": {"mean": list(ds.mean), "std": list(ds.std)},
+                    "source": ds.source, "options": ds.options},
+        "model": {**model_attrs, "feature_layer": model.feature_layer,
+                  "classifier": model.classifier, "arch_kwargs": cfg.arch_kwargs,
+                  "checkpoints": checkpoints},
+        "versions": versions(),
+    }
+    return ExtractionPlan(model, ds, list(splits), subsets, conditions, layers, paths_by_name,
+                          reducers, list(epochs), load, config, attrs, cfg)
+
+
+def plan_checkpoints(cfg: ExtractConfig, device) -> ExtractionPlan:
+    """The plan of ``nc-extract``: the model rebuilt from checkpoint files (and sidecars)."""
+    paths, metas, arch, dataset_name, root = _model_source(cfg)
+    ds = load_dataset(dataset_name, root=root)
+    mean, std, _ = resolve_normalization(cfg.normalize, metas[0], ds)
+    model = build_model(arch, ds.input_shape, ds.n_classes, mean, std, cfg.arch_kwargs,
+                        cfg.classifier)
+
+    def load(k):
+        load_state(model, load_state_dict(paths[k], cfg.checkpoint_key), str(paths[k]),
+                   arch=arch, keep_normalization=cfg.normalize is not None)
+        model.eval()
+
+    load(0)
+    epochs = [epoch_of(p) for p in paths]
+    if -1 in epochs or len(set(epochs)) < len(epochs):
+        epochs = list(range(len(paths)))
+    shas = [m.get("sha256") or sha256(p) for p, m in zip(paths, metas, strict=True)]
+    checkpoints = [{"path": str(Path(p).resolve()), "sha256": h, "epoch": e}
+                   for p, h, e in zip(paths, shas, epochs, strict=True)]
+    model_attrs = {"arch": arch, "factory": arch if ":" in arch else None,
+                   "training": {"mode": metas[0].get("mode"), "attack": metas[0].get("attack")},
+                   "normalization": normalization(model, cfg, metas[0], ds)}
+    return _plan(model, ds, cfg, device, epochs=epochs, load=load, checkpoints=checkpoints,
+                 model_attrs=model_attrs)
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """A digest of a model's weights, for the fingerprint of a store of an in-memory model."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def plan_module(model: torch.nn.Module, ds: Dataset, cfg: ExtractConfig, device, *,
+                epoch: int = 0, name: str | None = None) -> ExtractionPlan:
+    """The plan of a model already in memory: an :class:`NCModel` as it is, any other
+    ``nn.Module`` wrapped (capture points: its children; classifier: ``cfg.classifier`` or its
+    last ``nn.Linear``; normalisation: ``cfg.normalize``, by default none)."""
+    if not isinstance(model, NCModel):
+        mean, std, mode = resolve_normalization(cfg.normalize or "none", {}, ds)
+        model = wrap_module(model, ds.input_shape, mean, std, cfg.classifier)
+    else:
+        mode = "model"
+    norm = {"mode": mode, "mean": [round(float(v), 6) for v in model.normalize.mean.flatten()],
+            "std": [round(float(v), 6) for v in model.normalize.std.flatten()]}
+    checkpoints = [{"path": None, "sha256": state_sha256(model), "epoch": epoch}]
+    model_attrs = {"arch": name or type(model).__name__, "factory": None,
+                   "training": {"mode": None, "attack": None}, "normalization": norm}
+    return _plan(model, ds, cfg, device, epochs=[epoch], load=lambda k: None,
+                 checkpoints=checkpoints, model_attrs=model_attrs)
