@@ -32,56 +32,44 @@ def _is_dask(x) -> bool:
     return isinstance(getattr(x, "data", x), da.Array)
 
 
-def reduce_chunks(kernel, x, per_sample=(), consts=(), size=None):
-    """Sum ``kernel(x_chunk, *per_sample_chunks, *consts)`` over the sample chunks of ``x``.
-
-    ``x`` is (n, D), numpy or dask; ``per_sample`` arrays are aligned with its rows; ``consts``
-    are passed whole to every chunk. With dask this is a lazy tree reduction (one task per
-    chunk, then pairwise sums): nothing per sample is materialised beyond one chunk.
-    """
-    if not isinstance(x, da.Array):
-        if not any(isinstance(a, da.Array) for a in (*per_sample, *consts)):
-            return kernel(np.asarray(x), *[np.asarray(a) for a in per_sample], *consts)
-        x = da.from_array(x, chunks=-1)  # lazy statistics in: stay lazy
-    x = x.rechunk({1: -1})
-    args = [x, ("s", "d")]
-    for i, a in enumerate(per_sample):
-        a = da.asarray(a)
-        a = a.rechunk((x.chunks[0],) + tuple(-1 for _ in a.shape[1:]))
-        args += [a, ("s",) + tuple(f"p{i}_{j}" for j in range(1, a.ndim))]
-    for i, c in enumerate(consts):
-        c = c if isinstance(c, da.Array) else da.from_array(np.asarray(c), chunks=-1)
-        args += [c.rechunk(-1), tuple(f"c{i}_{j}" for j in range(c.ndim))]
-
-    def block(*arrays):
-        return kernel(*arrays)[None, :]
-
-    out = da.blockwise(block, ("s", "z"), *args, new_axes={"z": size},
-                       adjust_chunks={"s": 1}, concatenate=True, dtype=np.float64,
-                       meta=np.empty((0, 0)))
-    return out.sum(axis=0)
-
-
-def _stack(parts, shape):
-    """Nest a flat list of arrays into leading axes of ``shape`` (numpy or dask)."""
-    if not shape:
-        return parts[0]
-    xp = da if any(isinstance(p, da.Array) for p in parts) else np
-    step = len(parts) // shape[0]
-    return xp.stack([_stack(parts[i * step:(i + 1) * step], shape[1:])
-                     for i in range(shape[0])])
-
-
 def reduce_blocks(kernel, x, per_sample, consts, size):
-    """:func:`reduce_chunks` for every index of the leading axes of ``x`` (..., n, D).
+    """Sum ``kernel(x_chunk, *per_sample_chunks, *consts)`` over the sample chunks of ``x``
+    (..., n, D), for every index of its leading axes.
 
-    ``per_sample`` arrays are (..., n, ...) and ``consts`` (..., ...), with the same leading
-    axes as ``x``. Returns (..., size): one additive statistics vector per block.
+    ``per_sample`` arrays are (..., n, ...) aligned with the rows of ``x``; ``consts`` (...,
+    ...) are passed whole to every chunk of their block. Returns (..., size): one additive
+    statistics vector per block. With dask, one blockwise layer over (leading axes, sample
+    chunks) and one sum over the chunks: nothing per sample is materialised beyond a chunk.
     """
     lead = x.shape[:-2]
-    vecs = [reduce_chunks(kernel, x[i], [a[i] for a in per_sample], [c[i] for c in consts],
-                          size=size) for i in np.ndindex(*lead)]
-    return _stack(vecs, lead)
+    arrays = [x, *per_sample, *consts]
+    if not any(isinstance(a, da.Array) for a in arrays):
+        out = np.empty(lead + (size,))
+        for i in np.ndindex(*lead):
+            out[i] = kernel(np.asarray(x[i]), *[np.asarray(a[i]) for a in per_sample],
+                            *[c[i] for c in consts])
+        return out
+    n_lead = len(lead)
+    ones = (1,) * n_lead
+    x = da.asarray(x).rechunk(ones + (da.asarray(x).chunks[n_lead], -1))
+    li = tuple(f"l{j}" for j in range(n_lead))
+    args = [x, (*li, "s", "d")]
+    for i, a in enumerate(per_sample):
+        a = da.asarray(a).rechunk(ones + (x.chunks[n_lead],) + (-1,) * (a.ndim - n_lead - 1))
+        args += [a, (*li, "s", *(f"p{i}_{j}" for j in range(a.ndim - n_lead - 1)))]
+    for i, c in enumerate(consts):
+        c = da.asarray(c).rechunk(ones + (-1,) * (c.ndim - n_lead))
+        args += [c, (*li, *(f"c{i}_{j}" for j in range(c.ndim - n_lead)))]
+    first = (0,) * n_lead
+
+    def block(*blocks):
+        parts = [np.asarray(b[first]) for b in blocks]
+        return kernel(*parts)[(None,) * (n_lead + 1)]
+
+    out = da.blockwise(block, (*li, "s", "z"), *args, new_axes={"z": size},
+                       adjust_chunks={"s": 1}, concatenate=True, dtype=np.float64,
+                       meta=np.empty((0,) * (n_lead + 2)))
+    return out.sum(axis=n_lead)
 
 
 def lead_dims(features: xr.DataArray, sample_dim: str, feature_dim: str) -> tuple:
