@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import xarray as xr
+
+from ncprobe.analyze.cli import main as analyze
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "your-model.md").read_text()
@@ -26,6 +29,8 @@ def _dedent(block):
 
 @pytest.mark.slow
 @pytest.mark.torch
+@pytest.mark.filterwarnings("ignore:empty classes:UserWarning",
+                            "ignore:classes with a single sample:UserWarning")
 def test_every_recipe_runs_as_written(tmp_path):
     from ncprobe.data.datasets import write_cifar_binary
     from tests.test_foreign_models import RefPreActResNet18
@@ -52,6 +57,17 @@ def test_every_recipe_runs_as_written(tmp_path):
         assert tree.attrs["complete"] is True
         if "--normalize" in argv and argv[argv.index("--normalize") + 1] == "none":
             assert tree.attrs["model"]["normalization"]["mode"] == "none"
+        # W h + b = logits at the layer feeding the classifier, for every condition (not for
+        # Heads, whose calibration layer comes after its classifier)
+        layer = tree["classifier"].attrs["layer"]
+        h = tree[f"test/layers/{layer}"]["features"].values[0].astype(np.float64)
+        w, b = tree["classifier"]["weight"].values[0], tree["classifier"]["bias"].values[0]
+        if "--classifier" not in argv:
+            np.testing.assert_allclose(h @ w.T + b, tree["test/outputs"]["logits"].values[0],
+                                       rtol=1e-4, atol=1e-4)
+        # and the store goes through nc-analyze
+        assert analyze([str(out), "--out", str(out.with_suffix(".metrics.zarr")),
+                        "--no-progress"]) == 0
     heads = xr.open_datatree(tmp_path / "heads.zarr", engine="zarr")
     assert heads.attrs["model"]["classifier"] == "net.head"
     assert heads["classifier"].attrs["layer"] == "body"
