@@ -281,8 +281,8 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     y = g.isel({S.GROUPING: 0}) if labels is None else broadcast_to_lead(labels, f, lead,
                                                                         (sample_dim,))
     p = y if pred is None else broadcast_to_lead(pred, f, lead, (sample_dim,))
-    if reference is None:
-        ref = np.zeros(f.shape[:-2] + (c, d))
+    if reference is None:  # no centres: nothing is nearest (NaN rows are never chosen)
+        ref = np.full(f.shape[:-2] + (c, d), np.nan)
     else:
         ref = lead_data(reference.astype(np.float64), (S.CLASS, feature_dim))
     xp = da if isinstance(ref, da.Array) else np

@@ -98,3 +98,17 @@ def test_layer_metrics_equals_the_metrics_store_for_a_slice_of_a_store(tmp_path)
             np.testing.assert_allclose(
                 m["sigma_w"], written[f"layers/{layer}"]["sigma_w"].sel(split=split), rtol=1e-12)
         train_clean = {la: acts[f"train/layers/{la}"]["features"] for la in ("l0", "l1")}
+
+
+def test_without_clean_centres_nothing_is_nearest_and_ncc_metrics_are_nan():
+    """A store without a 'clean' condition: no NCC centres, so ncc_acc, leap_rate, the
+    transitions and align_angle are NaN or empty, not counts against made-up centres."""
+    h, y = stacked_features(3)
+    attacked_only = h.assign_coords(condition=["pgd", "noise", "fgsm"])
+    m = layer_metrics(attacked_only, y, 4)
+    assert np.isnan(m["ncc_acc"]).all() and np.isnan(m["align_angle"]).all()
+    assert int(m["transitions"].sum()) == 0
+    # one condition, no condition dim: its own class means are the centres
+    one = layer_metrics(h.isel(checkpoint=0, condition=0), y, 4)
+    assert float(one["ncc_acc"]) == pytest.approx(float(one["ncc_acc_self"].sel(
+        grouping="label")))
