@@ -61,9 +61,11 @@ def _clean_centred(stats, clean, condition_dim):
 def clean_reference(stats: xr.Dataset, clean: str = S.CLEAN,
                     condition_dim: str = S.CONDITION) -> xr.DataArray | None:
     """The NCC centres of METRICS.md: clean class means (true labels), the class means
-    themselves for features without a condition dim, or None without a clean condition. ``stats`` is :func:`~ncprobe.analyze.stats.class_stats` of true labels
-    (or of :func:`grouping_labels`). Pass those of the reference split to
-    :func:`layer_metrics` to measure other splits against them, as ``nc-analyze`` does."""
+    themselves for features without a condition dim, or None without a clean condition.
+
+    ``stats`` is :func:`~ncprobe.analyze.stats.class_stats` of true labels (or of
+    :func:`grouping_labels`). Pass those of the reference split to :func:`layer_metrics` to
+    measure other splits against them, as ``nc-analyze`` does."""
     label = stats["mean"]
     if S.GROUPING in label.dims:
         label = label.sel({S.GROUPING: "label"}, drop=True)
