@@ -187,7 +187,7 @@ class GpuUtilisation:
 
 
 def check_throughput(ckpt, device, sizes, tmp) -> list[Row]:
-    from benchmarks.bench_extraction import attacks_and_forward_only
+    from .bench_extraction import attacks_and_forward_only
     from ncprobe.data.datasets import load_dataset
     from ncprobe.extract.attacks import parse_attack
     from ncprobe.extract.checkpoints import load_state_dict, read_sidecar
