@@ -187,11 +187,12 @@ class GpuUtilisation:
 
 
 def check_throughput(ckpt, device, sizes, tmp) -> list[Row]:
-    from .bench_extraction import attacks_and_forward_only
     from ncprobe.data.datasets import load_dataset
     from ncprobe.extract.attacks import parse_attack
     from ncprobe.extract.checkpoints import load_state_dict, read_sidecar
     from ncprobe.extract.models import build_model
+
+    from .bench_extraction import attacks_and_forward_only
 
     attack = f"pgd:norm=linf,eps=8/255,steps={sizes.steps}"
     meta = read_sidecar(ckpt)
