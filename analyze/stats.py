@@ -131,6 +131,10 @@ def _require_int_labels(groups, n_classes):
 
 def _unpack(vec, lead_shape, layout):
     """Named arrays (*lead, *shape) from stacked statistics vectors (*lead, size)."""
+    if isinstance(vec, da.Array):
+        # one chunk over the leading dims: each statistic derived below is one task per
+        # layer, not one per (checkpoint, condition) block (small stores have hundreds)
+        vec = vec.rechunk({j: -1 for j in range(len(lead_shape))})
     out, i = {}, 0
     for name, shape in layout:
         n = int(np.prod(shape)) if shape else 1
