@@ -53,7 +53,8 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
     """Class sums and counts for every grouping, and the count of non-finite values.
 
     Returns the flat vector of ``sums`` (G, C, D), ``counts`` (G, C) and ``n_nonfinite`` (1,),
-    unpacked by :func:`unpack_pass1`. One BLAS product with the stacked indicators.
+    unpacked by :func:`ncprobe.analyze.stats.class_stats`. One BLAS product with the stacked
+    indicators.
     """
     n_g = groups.shape[1]
     # indicators of every grouping side by side, plus a column of ones whose sum is finite
@@ -72,14 +73,6 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
         sums = oh.T @ np.where(finite, x, 0.0)  # counted and reported; kept out of the sums
     counts = oh[:, :-1].sum(axis=0)
     return np.concatenate([sums[:-1].ravel(), counts, [bad]])
-
-
-def unpack_pass1(v: np.ndarray, n_groupings: int, n_classes: int, dim: int):
-    """``(sums (G, C, D), counts (G, C), n_nonfinite)`` from a :func:`pass1` vector."""
-    g, c, d = n_groupings, n_classes, dim
-    sums = v[: g * c * d].reshape(g, c, d)
-    counts = v[g * c * d: g * c * d + g * c].reshape(g, c)
-    return sums, counts, int(v[-1])
 
 
 def pass2_layout(n_groupings: int, n_classes: int, dim: int, dense: bool):
@@ -183,13 +176,3 @@ def pass2(h, groups, labels, pred, means, coefs, ref_centres, ref_valid, own_val
         r[~ok] = 0.0
         parts.append(r.T @ r)
     return np.concatenate([np.ravel(p) for p in parts])
-
-
-def unpack(v: np.ndarray, layout) -> dict:
-    """Split a flat statistics vector into named arrays following ``layout``."""
-    out, i = {}, 0
-    for name, shape in layout:
-        n = int(np.prod(shape)) if shape else 1
-        out[name] = v[i: i + n].reshape(shape) if shape else float(v[i])
-        i += n
-    return out

@@ -86,18 +86,19 @@ def _layer_axis(ax, layers):
     ax.set_xlabel("layer (input → output)")
 
 
-def _model_rows(models, name, split):
-    df = long_table({name: as_models(models)[name]})
-    d = df[df.split == split]
+def _model_rows(df, name, split):
+    """One model's rows of a :func:`long_table` for ``split``, and its layers in depth order."""
+    d = df[(df.model == name) & (df.split == split)]
     return d, list(dict.fromkeys(d.sort_values("depth").layer))
 
 
 def collapse_per_layer(models, split="train", ax=None):
     """NC1 per layer (log scale), one line per condition, with the shuffled-label baseline."""
     models = as_models(models)
+    df = long_table(models)
 
     def draw(ax, name, tree):
-        d, layers = _model_rows(models, name, split)
+        d, layers = _model_rows(df, name, split)
         nc1 = d[(d.metric == "nc1") & (d.grouping == "label")]
         for cond, g in nc1.groupby("condition", sort=False):
             g = g.set_index("layer").reindex(layers)
@@ -117,11 +118,12 @@ def collapse_per_layer(models, split="train", ax=None):
 def ncc_per_layer(models, split="test", ax=None):
     """Nearest-clean-centre accuracy per layer per condition; network accuracy dashed."""
     models = as_models(models)
-    conds = long_table(models).condition.unique()
+    df = long_table(models)
+    conds = df.condition.unique()
     colors = dict(zip(conds, sns.color_palette(PALETTE, len(conds)), strict=True))
 
     def draw(ax, name, tree):
-        d, layers = _model_rows(models, name, split)
+        d, layers = _model_rows(df, name, split)
         for cond, g in d[d.metric == "ncc_acc"].groupby("condition", sort=False):
             g = g.set_index("layer").reindex(layers)
             ax.plot(range(len(layers)), g.value.values, marker="o", color=colors[cond],
