@@ -1,33 +1,91 @@
-"""Forward-hook layer capture: by capture-point name or module path, always cleaned up."""
+"""Forward-hook layer capture: by capture-point name, module path or glob, always cleaned up.
+
+A capture point is a module path inside the model whose *output* is recorded, or, with the
+suffix ``:input`` (:data:`INPUT`), a module whose *input* is recorded by a forward pre-hook:
+that is how the layer feeding the classifier is captured, exactly what the classifier
+receives, whatever the network does between its last block and its head.
+"""
 
 from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ncprobe.data.errors import NcprobeError
 
+#: suffix of a capture path whose module's input (not output) is recorded
+INPUT = ":input"
+
 
 class LayerError(NcprobeError):
     """A layer name that the model does not have; the message lists the valid ones."""
 
 
+def first_tensor(value):
+    """The tensor a module's output stands for: itself, the first element of a tuple or list,
+    the first tensor value of a mapping (Hugging Face ``ModelOutput``), else None."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value:
+        return first_tensor(value[0])
+    if isinstance(value, Mapping):
+        for v in value.values():
+            if isinstance(v, torch.Tensor):
+                return v
+    return None
+
+
+def _root(model: nn.Module) -> str:
+    """The prefix of the user's network inside ``model`` (``net.`` in an NCModel)."""
+    return "net." if isinstance(getattr(model, "net", None), nn.Module) and hasattr(
+        model, "capture_points") and all(p.startswith("net.") for p in
+                                         model.capture_points.values()) else ""
+
+
 def resolve_layers(model, names) -> dict:
-    """Map requested names (capture points, module paths, or ``all``) to module paths."""
+    """Map requested names to capture paths, in the order asked.
+
+    Each name is a capture point of the model, a module path (relative to the user's network,
+    or with the ``net.`` prefix of the wrapped model) or a shell-style glob over module paths
+    (``'blocks.*'``, ``'layer?'``); ``all`` (or ``None``) stands for every capture point.
+    """
     points = dict(model.capture_points)
-    if names is None or names == ["all"]:
+    if names is None:
         return points
-    modules = dict(model.named_modules())
+    root = _root(model)
+    modules = [n[len(root):] for n, _ in model.named_modules() if n.startswith(root) and
+               len(n) > len(root)]
     out = {}
     for n in names:
-        if n in points:
+        rel = n[len(root):] if root and n.startswith(root) else n
+        if n == "all":
+            out.update(points)
+        elif n in points:
             out[n] = points[n]
-        elif n in modules and n:
-            out[n] = n
+        elif any(ch in n for ch in "*?["):
+            hits = [m for m in modules if fnmatch.fnmatchcase(m, rel)]
+            if not hits:
+                raise LayerError(f"layer glob {n!r} matches no module of the model; module "
+                                 f"paths look like: {', '.join(modules[:8])}")
+            out.update({m: root + m for m in hits})
+        elif rel in modules:
+            out[rel] = root + rel
         else:
             raise LayerError(f"layer {n!r} not in model; capture points: {', '.join(points)} "
-                             "(or any module path: see nc-extract --list-layers --all-modules)")
+                             "(or any module path or glob: see the list of layers with all "
+                             "modules)")
     return out
+
+
+def _attach(model: nn.Module, path: str, hook):
+    """Register ``hook(value)`` on the output of ``path``, or on its input for ``X:input``."""
+    if path.endswith(INPUT):
+        module = model.get_submodule(path[: -len(INPUT)])
+        return module.register_forward_pre_hook(lambda m, args: hook(args[0] if args else None))
+    return model.get_submodule(path).register_forward_hook(lambda m, i, o: hook(o))
 
 
 class LayerCapture:
@@ -53,9 +111,10 @@ class LayerCapture:
         self._handles = []
 
     def _hook(self, name):
-        def hook(module, inputs, output):
-            if isinstance(output, (tuple, list)):
-                output = output[0]
+        def hook(value):
+            output = first_tensor(value)
+            if output is None:
+                return
             k = self._calls.get(name, 0) + 1
             self._calls[name] = k
             key = name if k == 1 else f"{name}.call{k}"
@@ -71,8 +130,7 @@ class LayerCapture:
 
     def __enter__(self):
         for name, path in self.paths.items():
-            module = self.model.get_submodule(path)
-            self._handles.append(module.register_forward_hook(self._hook(name)))
+            self._handles.append(_attach(self.model, path, self._hook(name)))
         return self
 
     def __exit__(self, *exc):
@@ -90,22 +148,24 @@ class LayerCapture:
 
 
 def probe(model: nn.Module, paths: dict, example: torch.Tensor) -> dict:
-    """Output shape (without batch) of every capture, in call order, from one forward pass."""
+    """Output shape (without batch) of every capture, in call order, from one forward pass.
+
+    Captures that never run, or whose output holds no tensor, are absent."""
     shapes = {}
 
     def hook_for(name):
         calls = {"n": 0}
 
-        def hook(module, inputs, output):
-            if isinstance(output, (tuple, list)):
-                output = output[0]
+        def hook(value):
+            output = first_tensor(value)
+            if output is None:
+                return
             calls["n"] += 1
             key = name if calls["n"] == 1 else f"{name}.call{calls['n']}"
             shapes[key] = tuple(output.shape[1:])
         return hook
 
-    handles = [model.get_submodule(p).register_forward_hook(hook_for(n))
-               for n, p in paths.items()]
+    handles = [_attach(model, p, hook_for(n)) for n, p in paths.items()]
     try:
         with torch.no_grad():
             model(example)

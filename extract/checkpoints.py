@@ -5,6 +5,7 @@ Loading uses ``torch.load(weights_only=True)``: a checkpoint is data and never r
 
 from __future__ import annotations
 
+import argparse
 import glob
 import hashlib
 import json
@@ -16,9 +17,16 @@ import torch
 
 from .models import ModelError
 from .models.foreign import unwrap
+from .models.zoo import hf_state_dict, hf_weights
+
+#: plain-data classes that common trainers pickle beside the weights, allowed through
+#: ``torch.load(weights_only=True)``: timm's train.py saves its ``args`` as a Namespace
+SAFE_GLOBALS = (argparse.Namespace,)
 
 
 def sha256(path) -> str:
+    """The digest of a checkpoint file (of a Hugging Face folder: of its weight file)."""
+    path = hf_weights(path) or path
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -58,14 +66,19 @@ def load_state_dict(path, key: str | None = None) -> dict:
 
     Accepts what training code commonly saves (:func:`~.models.foreign.unwrap`): a plain
     state dict, one under ``state_dict``/``model``/``model_state_dict``/``net``/``ema`` (or
-    ``key``), with ``module.`` and ``_orig_mod.`` prefixes removed. A pickled whole model is
-    refused: it is code, not data.
+    ``key``), with ``module.`` and ``_orig_mod.`` prefixes removed; timm's train.py files
+    (their ``args`` Namespace is allowed, :data:`SAFE_GLOBALS`), Lightning ``.ckpt`` files,
+    ``.safetensors`` files and Hugging Face folders (their weight file). A pickled whole model
+    is refused: it is code, not data.
     """
     path = Path(path)
+    if path.is_dir() and hf_weights(path) is not None:
+        return hf_state_dict(path)
     if not path.is_file():
         raise ModelError(f"checkpoint {str(path)!r} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
         text = " ".join(str(e).split()) or type(e).__name__
         module = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
@@ -100,7 +113,7 @@ def expand_checkpoints(patterns) -> list[Path]:
         if not hits:
             raise ModelError(f"no checkpoint matches {str(p)!r}")
         for h in hits:
-            if not Path(h).is_file():
+            if not Path(h).is_file() and hf_weights(h) is None:
                 raise ModelError(f"checkpoint {h!r} does not exist")
         out += [Path(h) for h in hits]
     seen, unique = set(), []

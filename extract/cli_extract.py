@@ -52,31 +52,48 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Attack a model's inputs and store every captured "
                                             "layer's features of clean and perturbed inputs in "
                                             "an ncprobe-activations/1 zarr store (resumable).")
-    p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint file or glob; repeat for several epochs")
+    p.add_argument("--checkpoint", action="append",
+                   help="checkpoint file, glob or Hugging Face folder; repeat for several "
+                        "epochs (optional with --arch hf:FOLDER: its own weights)")
     p.add_argument("--out", help="store to write, e.g. acts.zarr")
     p.add_argument("--attack", action="append", help="a condition; repeatable (default: clean)")
     p.add_argument("--splits", help="comma-separated splits (default: all of the dataset)")
-    p.add_argument("--layers", default="all", help="capture points or module paths, or all")
+    p.add_argument("--layers", default="all",
+                   help="capture points, module paths at any depth or globs ('blocks.*', "
+                        "'layer?'), comma-separated; all: the model's stages, the "
+                        "classifier's input (penultimate) and the logits")
     p.add_argument("--reduction", action="append", metavar="LAYER=SPEC",
                    help="per-layer reduction, '*=SPEC' for every layer")
     p.add_argument("--project", type=int, help="random projection to D dims for wider layers")
     p.add_argument("--dataset", help="override the dataset named in the checkpoint sidecar")
     p.add_argument("--data-root", help="folder of the dataset files")
     p.add_argument("--arch", help="override the architecture named in the checkpoint sidecar; "
-                                  "a built-in name or package.module:factory")
+                                  "a built-in name, torchvision:NAME, timm:NAME, hf:FOLDER "
+                                  "or package.module:factory")
     p.add_argument("--arch-kwargs", metavar="K=V,...",
                    help="keyword arguments of the factory (int, float, bool or str literals); "
-                        "the class count goes to num_classes or n_classes if it takes one")
+                        "the class count goes to num_classes or n_classes if it takes one "
+                        "(num_classes if it takes **kwargs)")
     p.add_argument("--classifier", metavar="PATH",
-                   help="module path of a factory model's final nn.Linear when it is not the "
-                        "last one (the layer feeding it is found by a forward pass)")
+                   help="module path of a foreign model's final nn.Linear, at any depth "
+                        "(default: the last nn.Linear with the dataset's class count; its "
+                        "input is captured as the layer penultimate)")
+    p.add_argument("--output-key", metavar="KEY",
+                   help="where the logits are in what the model returns: a mapping key or "
+                        "tuple index (default: a tensor, a tuple's first element, or "
+                        "'logits' of a mapping / ModelOutput)")
+    p.add_argument("--strip-prefix", metavar="P",
+                   help="take the checkpoint keys under this prefix, without it (e.g. "
+                        "model. for a LightningModule's attribute; found by itself when only "
+                        "one prefix fits)")
     p.add_argument("--checkpoint-key", metavar="KEY",
                    help="the key of the state dict in a checkpoint that wraps several")
-    p.add_argument("--normalize", metavar="dataset|none|M,../S,..",
+    p.add_argument("--normalize", metavar="dataset|none|auto|M,../S,..",
                    help="input normalisation the model gets (default: the checkpoint's, else "
-                        "the dataset's): 'none' when the model normalises itself, or explicit "
-                        "per-channel means/stds; attacks stay in [0, 1] pixels")
+                        "the dataset's): 'none' when the model normalises itself, 'auto' for "
+                        "the model source's (timm pretrained_cfg, a Hugging Face processor "
+                        "config), or explicit per-channel means/stds; attacks stay in [0, 1] "
+                        "pixels")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--compression", default="lz4", choices=list(COMPRESSIONS))
     p.add_argument("--batch-size", type=int, default=512)
@@ -101,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    cfg = ExtractConfig(checkpoints=args.checkpoint, attacks=args.attack or ["clean"],
+    if not args.checkpoint and not (args.arch or "").startswith("hf:"):
+        raise UserError("--checkpoint is required (a file, glob or Hugging Face folder), "
+                        "unless --arch hf:FOLDER names a folder with its weights")
+    cfg = ExtractConfig(checkpoints=args.checkpoint or [], attacks=args.attack or ["clean"],
                         splits=csv_list(args.splits), layers=csv_list(args.layers),
                         reductions=_reductions(args.reduction), project=args.project,
                         dataset=args.dataset, data_root=args.data_root, arch=args.arch,
@@ -110,13 +130,15 @@ def _run(args) -> int:
                         limit=args.limit, max_per_class=args.max_per_class, seed=args.seed,
                         amp=args.amp, arch_kwargs=parse_arch_kwargs(args.arch_kwargs),
                         checkpoint_key=args.checkpoint_key, normalize=args.normalize,
-                        classifier=args.classifier)
+                        classifier=args.classifier, output_key=args.output_key,
+                        strip_prefix=args.strip_prefix)
     if args.list_layers:
         rows, norm = list_layers(cfg, args.all_modules)
         print(f"# input normalisation ({norm['mode']}): mean {tuple(norm['mean'])}, "
               f"std {tuple(norm['std'])}")
-        for name, module, shape, dim in rows:
-            print(f"{name:32s} {module:32s} {str(tuple(shape)):20s} {dim}")
+        print(f"{'# name':32s} {'module':32s} {'output shape':20s} {'reduction':10s} dim")
+        for name, module, shape, reduction, dim in rows:
+            print(f"{name:32s} {module:32s} {str(tuple(shape)):20s} {reduction:10s} {dim}")
         return 0
     if not args.out:
         raise UserError("--out is required (the store to write), unless --list-layers")

@@ -26,9 +26,12 @@ from .attacks import draw_randomness, run_condition, slice_randomness
 from .capture import LayerCapture, probe
 from .models import ModelError
 from .plan import ExtractConfig, ExtractionPlan, plan_checkpoints
+from .reduction import default_reduction
 from .runtime import pick_device, set_threads
 
 log = logging.getLogger("ncprobe.extract")
+#: the namespace of the per-sample outputs among a block's buffers (layers have plain names)
+OUTPUT = "output"
 
 
 def _block_seed(*parts) -> int:
@@ -37,23 +40,28 @@ def _block_seed(*parts) -> int:
 
 
 def list_layers(cfg: ExtractConfig, all_modules: bool = False) -> tuple[list[tuple], dict]:
-    """(name, module path, output shape, flattened dim) for every capturable layer, and the
-    input normalisation the model applies (:func:`~ncprobe.extract.plan.normalization`)."""
+    """(name, module path, output shape, reduction, stored dim) for every capturable layer
+    (with ``all_modules``, every module the forward pass runs, at any depth), and the input
+    normalisation the model applies (:func:`~ncprobe.extract.plan.normalization`)."""
     dev = torch.device("cpu")
     if all_modules:
         cfg = ExtractConfig(**{**cfg.__dict__, "layers": None})
     plan = plan_checkpoints(cfg, dev)
-    model, ds = plan.model, plan.dataset
-    paths = dict(model.capture_points)
+    model = plan.model
+    rows = [(s.name + (" (feeds classifier)" if s.name == model.feature_layer else ""),
+             s.module.removeprefix("net."), s.shape, s.reduction, s.dim) for s in plan.layers]
     if all_modules:
-        paths.update({n: n for n, m in model.named_modules()
-                      if n and not list(m.children()) and n not in paths.values()})
-    shapes = probe(model, paths, torch.from_numpy(ds.images[ds.splits[0]][:2]))
-    rows = []
-    for key, shape in shapes.items():
-        base = key.split(".call")[0]
-        tag = " (feeds classifier)" if base == model.feature_layer else ""
-        rows.append((key + tag, paths[base], shape, int(np.prod(shape))))
+        listed = {s.module for s in plan.layers}
+        paths = {n.removeprefix("net."): n for n, _ in model.named_modules()
+                 if n.startswith("net.") and n not in listed}
+        shapes = probe(model, paths, torch.from_numpy(
+            plan.dataset.images[plan.dataset.splits[0]][:2]))
+        cls = any(n.endswith("cls_token") for n, _ in model.named_parameters())
+        for key, shape in shapes.items():
+            spec = default_reduction(shape, cls)
+            dim = shape[-1] if spec in ("cls", "mean") else int(np.prod(shape))
+            rows.append((key, paths[key.split(".call")[0]].removeprefix("net."), shape, spec,
+                         dim))
     return rows, plan.attrs["model"]["normalization"]
 
 
@@ -126,10 +134,13 @@ def _buffers(plan: ExtractionPlan, writer, queue_depth, dev) -> BufferPool:
     cs = max(writer.layout.split_chunk(s) for s in plan.splits)
     store_dtype = torch.float16 if plan.settings.dtype == "float16" else torch.float32
     c = plan.dataset.n_classes
+    # layers by name, outputs by (OUTPUT, name): a layer may be called "logits" or "norm"
     shapes = {s.name: (cs, s.dim) for s in plan.layers}
-    shapes.update(logits=(cs, c), pred=(cs,), target=(cs,), norm=(cs,))
+    shapes.update({(OUTPUT, "logits"): (cs, c), (OUTPUT, "pred"): (cs,),
+                   (OUTPUT, "target"): (cs,), (OUTPUT, "norm"): (cs,)})
     dtypes = {s.name: store_dtype for s in plan.layers}
-    dtypes.update(logits=torch.float32, pred=torch.int64, target=torch.int64, norm=torch.float32)
+    dtypes.update({(OUTPUT, "logits"): torch.float32, (OUTPUT, "pred"): torch.int64,
+                   (OUTPUT, "target"): torch.int64, (OUTPUT, "norm"): torch.float32})
     return BufferPool(queue_depth + 2, shapes, dtypes, pin=dev.type == "cuda")
 
 
@@ -156,10 +167,10 @@ def compute_block(plan: ExtractionPlan, capture: LayerCapture, bufs: dict, x, y,
             raise ModelError(f"the forward pass captured {capture.seen}, but the layers probed "
                              f"at the start were {names}; the model's call pattern must not "
                              "depend on its input")
-        bufs["logits"][i:j].copy_(logits, non_blocking=True)
-        bufs["pred"][i:j].copy_(logits.argmax(1), non_blocking=True)
-        bufs["target"][i:j].copy_(target, non_blocking=True)
-        bufs["norm"][i:j].copy_(norm, non_blocking=True)
+        bufs[OUTPUT, "logits"][i:j].copy_(logits, non_blocking=True)
+        bufs[OUTPUT, "pred"][i:j].copy_(logits.argmax(1), non_blocking=True)
+        bufs[OUTPUT, "target"][i:j].copy_(target, non_blocking=True)
+        bufs[OUTPUT, "norm"][i:j].copy_(norm, non_blocking=True)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
 
@@ -197,8 +208,8 @@ def run_plan(plan: ExtractionPlan, out, rank, dev, *, overwrite=False, command="
     def write(split, k, q, b, n, bufs):
         writer.write_block(split, k, q, b, {s.name: bufs[s.name][:n].numpy()
                                              for s in plan.layers},
-                           bufs["logits"][:n].numpy(), bufs["pred"][:n].numpy(),
-                           bufs["target"][:n].numpy(), bufs["norm"][:n].numpy())
+                           *(bufs[OUTPUT, o][:n].numpy()
+                             for o in ("logits", "pred", "target", "norm")))
 
     failed, loaded = None, 0
     try:

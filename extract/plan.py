@@ -9,6 +9,7 @@ changes the store's content goes into ``config``, the store's fingerprint.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,19 @@ from .attacks import parse_attack
 from .attacks.spec import AttackSpecError
 from .capture import probe, resolve_layers
 from .checkpoints import epoch_of, expand_checkpoints, load_state_dict, read_sidecar, sha256
-from .models import ModelError, NCModel, build_model, load_state, wrap_module
-from .reduction import Reducer
+from .models import (
+    ModelError,
+    NCModel,
+    build_model,
+    load_state,
+    verify_classifier,
+    wrap_module,
+)
+from .models.zoo import hf_weights
+from .reduction import Reducer, default_reduction
 from .runtime import versions
+
+log = logging.getLogger("ncprobe.extract")
 
 
 @dataclass
@@ -58,8 +69,13 @@ class ExtractConfig:
     #: module path of a factory model's final nn.Linear, when it is not the last one
     classifier: str | None = None
     #: input normalisation: None (the checkpoint's, else the dataset's), "dataset", "none",
-    #: or "m1,m2,.../s1,s2,..." (per channel)
+    #: "auto" (the model source's: timm pretrained_cfg, a Hugging Face processor config), or
+    #: "m1,m2,.../s1,s2,..." (per channel)
     normalize: str | None = None
+    #: where a foreign model's logits are in what it returns (a mapping key or tuple index)
+    output_key: str | None = None
+    #: the leading prefix of the checkpoint keys that hold the network (e.g. "model.")
+    strip_prefix: str | None = None
 
 
 @dataclass
@@ -87,7 +103,17 @@ class ExtractionPlan:
 
 def _model_source(cfg: ExtractConfig):
     """Checkpoint paths and the arch / dataset they agree on (sidecars unless overridden)."""
-    paths = expand_checkpoints(cfg.checkpoints)
+    patterns = cfg.checkpoints
+    if not patterns and cfg.arch and cfg.arch.startswith("hf:"):
+        if hf_weights(cfg.arch[3:]) is None:
+            raise ModelError(f"{cfg.arch!r}: the folder holds no config.json with "
+                             "model.safetensors or pytorch_model.bin; pass the weights as "
+                             "`checkpoints`")
+        patterns = [cfg.arch[3:]]
+    if not patterns:
+        raise ModelError("no checkpoint given; expected checkpoint files or globs (or an "
+                         "arch hf:FOLDER, whose weights are in the folder)")
+    paths = expand_checkpoints(patterns)
     metas = [read_sidecar(p) for p in paths]
     arch = cfg.arch or metas[0].get("arch")
     dataset = cfg.dataset or metas[0].get("dataset")
@@ -114,8 +140,9 @@ def _conditions(attacks):
     return specs
 
 
-def _reducer_spec(cfg, name):
-    spec = cfg.reductions.get(name, cfg.reductions.get("*", "flatten"))
+def _reducer_spec(cfg, name, shape, has_class_token):
+    spec = cfg.reductions.get(name, cfg.reductions.get("*"))
+    spec = spec or default_reduction(shape, has_class_token)
     if cfg.project and "+proj" not in spec:
         spec = f"{spec}+proj:{cfg.project}"
     return spec
@@ -130,6 +157,10 @@ def resolve_normalization(spec: str | None, meta: dict, ds) -> tuple[tuple, tupl
     dataset's input box (pixels in [0, 1] for images), before this normalisation.
     """
     channels = len(ds.mean)
+    if spec == "auto":
+        raise NcprobeError("`normalize` 'auto' reads the model source's normalisation; this "
+                           "model has none recorded (timm pretrained_cfg, Hugging Face "
+                           "preprocessor_config.json); pass dataset, none or explicit values")
     if spec is None:
         if "mean" in meta and "std" in meta:
             return tuple(meta["mean"]), tuple(meta["std"]), "checkpoint"
@@ -153,9 +184,31 @@ def resolve_normalization(spec: str | None, meta: dict, ds) -> tuple[tuple, tupl
     return mean, std, "explicit"
 
 
+def apply_auto_normalization(model: NCModel, cfg: ExtractConfig, ds) -> str | None:
+    """With ``normalize="auto"``, set the model's input normalisation to what its source
+    records (:func:`~ncprobe.extract.models.zoo.known_normalization`) and return the source's
+    name; a one-line error when it records none or has another channel count."""
+    if cfg.normalize != "auto":
+        return None
+    known = getattr(model, "known_normalization", None)
+    if known is None:
+        resolve_normalization("auto", {}, ds)  # raises, saying what auto needs
+    mean, std, source = known
+    if len(mean) != len(ds.mean) or len(std) != len(ds.mean):
+        raise NcprobeError(f"`normalize` 'auto': the model's {source} has {len(mean)} "
+                           f"channel(s), the dataset {len(ds.mean)}; pass explicit values")
+    model.normalize.mean.copy_(torch.tensor(mean).reshape(model.normalize.mean.shape))
+    model.normalize.std.copy_(torch.tensor(std).reshape(model.normalize.std.shape))
+    return source
+
+
 def normalization(model, cfg: ExtractConfig, meta: dict, ds) -> dict:
     """What the model's first module does to its input, as used (a checkpoint's own values
     included), for the store's attributes and ``--list-layers``."""
+    if cfg.normalize == "auto":
+        return {"mode": f"auto ({model.known_normalization[2]})",
+                "mean": [round(float(v), 6) for v in model.normalize.mean.flatten()],
+                "std": [round(float(v), 6) for v in model.normalize.std.flatten()]}
     mean, std, mode = resolve_normalization(cfg.normalize, meta, ds)
     used = ([round(float(v), 6) for v in model.normalize.mean.flatten()],
             [round(float(v), 6) for v in model.normalize.std.flatten()])
@@ -168,14 +221,23 @@ def resolve_capture(model, ds, cfg: ExtractConfig, device):
     """Capture paths, reducers and :class:`LayerSpec` of the layers ``cfg`` asks for, in
     depth order, from one probing forward pass."""
     paths_by_name = resolve_layers(model, cfg.layers)
-    example = torch.from_numpy(ds.images[ds.splits[0]][:2]).to(device)
-    shapes = probe(model, paths_by_name, example)
+    shapes = probe(model, paths_by_name, _example(ds, device))
     if cfg.project is not None and cfg.project < 1:
         raise NcprobeError(f"`project` must be >= 1, got {cfg.project}")
+    ran = {key.split(".call")[0] for key in shapes}
+    named = {n.removeprefix("net.") for n in cfg.layers or []
+             if n != "all" and not any(ch in n for ch in "*?[")}
+    silent = [n for n in paths_by_name if n not in ran and n in named]
+    if silent:
+        raise NcprobeError(f"layer(s) {', '.join(silent)} never ran in the forward pass (or "
+                           "returned no tensor), so nothing can be captured there; choose "
+                           "modules that the model calls")
+    paths_by_name = {n: p for n, p in paths_by_name.items() if n in ran}
+    has_class_token = any(n.split(".")[-1] == "cls_token" for n, _ in model.named_parameters())
     reducers, specs = {}, []
     for depth, (key, shape) in enumerate(shapes.items()):
         base = key.split(".call")[0]
-        spec = _reducer_spec(cfg, base)
+        spec = _reducer_spec(cfg, base, shape, has_class_token)
         # only project layers wider than the target: a projection never adds dimensions
         if cfg.project and np.prod(shape) <= cfg.project:
             spec = spec.split("+proj")[0]
@@ -185,10 +247,22 @@ def resolve_capture(model, ds, cfg: ExtractConfig, device):
     return paths_by_name, reducers, specs
 
 
+def _example(ds, device) -> torch.Tensor:
+    """Two inputs of the first split, for the passes that probe the model."""
+    return torch.from_numpy(ds.images[ds.splits[0]][:2]).to(device)
+
+
 def _plan(model, ds, cfg, device, *, epochs, load, checkpoints, model_attrs) -> ExtractionPlan:
     """The parts every plan shares: subsets, conditions, layers, fingerprint and attributes."""
     conditions = _conditions(cfg.attacks)
     model.to(device).eval()
+    residual = verify_classifier(model, _example(ds, device), ds.n_classes,
+                                 f"model {model_attrs['arch']!r}",
+                                 explicit=cfg.classifier is not None)
+    if residual > 1e-4:
+        log.warning("W h + b of the classifier %r differs from the model's logits (relative "
+                    "error %.2g): NC3 and NC4 describe that linear map, not the output",
+                    model.classifier[4:], residual)
     paths_by_name, reducers, layers = resolve_capture(model, ds, cfg, device)
     splits = cfg.splits or ds.splits
     for s in splits:
@@ -211,6 +285,8 @@ def _plan(model, ds, cfg, device, *, epochs, load, checkpoints, model_attrs) -> 
                     "source": ds.source, "options": ds.options},
         "model": {**model_attrs, "feature_layer": model.feature_layer,
                   "classifier": model.classifier, "arch_kwargs": cfg.arch_kwargs,
+                  "classifier_relative_error": float(f"{residual:.3g}"),
+                  "output_key": cfg.output_key,
                   "checkpoints": checkpoints},
         "versions": versions(),
     }
@@ -222,13 +298,16 @@ def plan_checkpoints(cfg: ExtractConfig, device) -> ExtractionPlan:
     """The plan of ``nc-extract``: the model rebuilt from checkpoint files (and sidecars)."""
     paths, metas, arch, dataset_name, root = _model_source(cfg)
     ds = load_dataset(dataset_name, root=root)
-    mean, std, _ = resolve_normalization(cfg.normalize, metas[0], ds)
+    mean, std, _ = resolve_normalization(None if cfg.normalize == "auto" else cfg.normalize,
+                                         metas[0], ds)
     model = build_model(arch, ds.input_shape, ds.n_classes, mean, std, cfg.arch_kwargs,
-                        cfg.classifier)
+                        cfg.classifier, cfg.output_key)
+    apply_auto_normalization(model, cfg, ds)
 
     def load(k):
         load_state(model, load_state_dict(paths[k], cfg.checkpoint_key), str(paths[k]),
-                   arch=arch, keep_normalization=cfg.normalize is not None)
+                   arch=arch, keep_normalization=cfg.normalize is not None,
+                   strip_prefix=cfg.strip_prefix)
         model.eval()
 
     load(0)
@@ -261,7 +340,9 @@ def plan_module(model: torch.nn.Module, ds: Dataset, cfg: ExtractConfig, device,
     last ``nn.Linear``; normalisation: ``cfg.normalize``, by default none)."""
     if not isinstance(model, NCModel):
         mean, std, mode = resolve_normalization(cfg.normalize or "none", {}, ds)
-        model = wrap_module(model, ds.input_shape, mean, std, cfg.classifier)
+        model = wrap_module(model, ds.input_shape, mean, std, cfg.classifier,
+                            f"model {name or type(model).__name__!r}", ds.n_classes,
+                            cfg.output_key)
     else:
         mode = "model"
     norm = {"mode": mode, "mean": [round(float(v), 6) for v in model.normalize.mean.flatten()],

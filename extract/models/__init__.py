@@ -5,23 +5,18 @@ from __future__ import annotations
 import importlib
 import inspect
 
-import torch
 from torch import nn
 
-from ncprobe.data.errors import NcprobeError
-
-from .base import NCModel, Normalize
+from .base import NCModel, Normalize, OutputError, select_logits
 from .cnn import cnn
 from .foreign import map_keys
 from .mlp import mlp
 from .preactresnet import preactresnet18
 from .vgg import vgg11bn
+from .wrap import ModelError, verify_classifier, wrap_module
+from .zoo import build_zoo, is_zoo, known_normalization
 
 ARCHS = {"mlp": mlp, "cnn": cnn, "preactresnet18": preactresnet18, "vgg11bn": vgg11bn}
-
-
-class ModelError(NcprobeError):
-    """An architecture or checkpoint that cannot be used; the message says why."""
 
 
 def parse_arch_kwargs(text: str | None) -> dict:
@@ -50,15 +45,17 @@ def parse_arch_kwargs(text: str | None) -> dict:
 
 def _call_factory(spec, factory, n_classes, kwargs):
     """Call a factory with the class count under the name it takes (``num_classes`` as
-    torchvision, ``n_classes``, or none) and the user's keyword arguments."""
+    torchvision, ``n_classes``; ``num_classes`` too when it takes ``**kwargs``, as
+    torchvision's and timm's do) and the user's keyword arguments."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
-    for name in ("num_classes", "n_classes"):
-        if name in params and name not in kwargs:
-            kwargs = {name: n_classes, **kwargs}
-            break
+    names = [n for n in ("num_classes", "n_classes") if n in params]
+    if not names and any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        names = ["num_classes"]
+    if names and not {"num_classes", "n_classes"} & set(kwargs):
+        kwargs = {names[0]: n_classes, **kwargs}
     try:
         return factory(**kwargs)
     except Exception as e:  # noqa: BLE001 - the user's code: report it, do not crash
@@ -66,83 +63,49 @@ def _call_factory(spec, factory, n_classes, kwargs):
                          f"{' '.join(str(e).split())[:200]}") from None
 
 
-def _user_model(spec, input_shape, n_classes, mean, std, kwargs=None,
-                classifier=None) -> NCModel:
-    """Import ``package.module:factory`` and wrap what it returns.
+def _user_model(spec, input_shape, n_classes, mean, std, kwargs=None, classifier=None,
+                output_key=None) -> NCModel:
+    """Build ``spec`` (a zoo source's model, or ``package.module:factory``) and wrap it.
 
-    This import runs the user's code: it is the one deliberate exception to "never execute user
-    strings", and only ever imports a module path that the user typed.
+    Importing a factory runs the user's code: it is the one deliberate exception to "never
+    execute user strings", and only ever imports a module path that the user typed.
     """
-    mod_name, _, fn_name = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise ModelError(f"cannot import model factory {spec!r}: {e}; expected "
-                         "'package.module:callable' importable from this environment") from None
-    net = _call_factory(spec, factory, n_classes, dict(kwargs or {}))
+    if is_zoo(spec):
+        net = build_zoo(spec, n_classes, dict(kwargs or {}))
+    else:
+        mod_name, _, fn_name = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as e:
+            raise ModelError(f"cannot import model factory {spec!r}: {e}; expected "
+                             "'package.module:callable' importable from this environment") \
+                from None
+        net = _call_factory(spec, factory, n_classes, dict(kwargs or {}))
     if isinstance(net, NCModel):
         return net
     if not isinstance(net, nn.Module):
         raise ModelError(f"factory {spec!r} returned {type(net).__name__}, expected nn.Module")
-    return wrap_module(net, input_shape, mean, std, classifier, f"model from {spec!r}")
-
-
-def wrap_module(net: nn.Module, input_shape, mean, std, classifier: str | None = None,
-                what: str = "the model") -> NCModel:
-    """Any classifier as an :class:`NCModel`: capture points are its ``capture_points``
-    attribute or its children, the classifier its ``classifier_path``, ``classifier`` or last
-    ``nn.Linear``, and the layer feeding it is found by a forward pass."""
-    points = getattr(net, "capture_points", None) or {
-        name: name for name, _ in net.named_children()}
-    linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
-    if classifier is None:
-        classifier = getattr(net, "classifier_path", linears[-1] if linears else None)
-    if classifier not in linears:
-        raise ModelError(
-            f"{what}: `classifier` {classifier!r} is not an nn.Linear of it; "
-            f"its nn.Linear modules: {', '.join(linears) or 'none'}")
-    feature = getattr(net, "feature_layer", None) or _classifier_input(
-        net, points, classifier, input_shape, what)
-    return NCModel(net, mean, std, len(input_shape), points, feature, classifier)
-
-
-def _classifier_input(net, points, classifier, input_shape, what) -> str:
-    """The capture point whose output is what the classifier receives, found by one forward
-    pass (a hook on the classifier's input), not guessed from the order of the children."""
-    outputs, received = {}, {}
-    handles = [net.get_submodule(path).register_forward_hook(
-        lambda m, i, o, name=name: outputs.setdefault(name, o))
-        for name, path in points.items() if path != classifier]
-    handles.append(net.get_submodule(classifier).register_forward_pre_hook(
-        lambda m, i: received.setdefault("x", i[0])))
-    was = net.training
-    try:
-        net.eval()
-        with torch.no_grad():
-            net(torch.rand(2, *input_shape))
-    finally:
-        net.train(was)
-        for h in handles:
-            h.remove()
-    x = received.get("x")
-    found = [name for name, o in outputs.items()
-             if x is not None and isinstance(o, torch.Tensor) and o.shape[0] == x.shape[0]
-             and o.flatten(1).shape == x.flatten(1).shape and torch.equal(o.flatten(1),
-                                                                           x.flatten(1))]
-    if not found:
-        raise ModelError(f"{what}: no capture point outputs what the classifier "
-                         f"{classifier!r} receives; name the final linear layer with "
-                         "`classifier`, or give the model a feature_layer attribute")
-    return found[-1]  # the deepest, in execution order
+    model = wrap_module(net, input_shape, mean, std, classifier, f"model from {spec!r}", n_classes,
+                        output_key)
+    model.known_normalization = known_normalization(net)
+    return model
 
 
 def build_model(arch: str, input_shape, n_classes: int, mean, std,
-                arch_kwargs: dict | None = None, classifier: str | None = None) -> NCModel:
-    """The model ``arch`` (a built-in name or ``package.module:factory``, called with
-    ``arch_kwargs``) with input normalisation (mean, std) as its first module; ``classifier``
-    names a factory model's final linear layer when it is not its last ``nn.Linear``."""
+                arch_kwargs: dict | None = None, classifier: str | None = None,
+                output_key: str | None = None) -> NCModel:
+    """The model ``arch`` with input normalisation (mean, std) as its first module.
+
+    ``arch`` is a built-in name, ``torchvision:NAME``, ``timm:NAME``, ``hf:FOLDER`` or
+    ``package.module:factory`` (called with ``arch_kwargs``); ``classifier`` names the final
+    ``nn.Linear`` of a foreign model, ``output_key`` where its logits are in its output.
+    """
     if ":" in arch:
-        return _user_model(arch, input_shape, n_classes, mean, std, arch_kwargs, classifier)
+        return _user_model(arch, input_shape, n_classes, mean, std, arch_kwargs, classifier,
+                           output_key)
+    if output_key is not None:
+        raise ModelError(f"`output_key` is for foreign models; built-in {arch!r} returns "
+                         "its logits")
     if classifier is not None:
         raise ModelError(f"`classifier` is for package.module:factory models; built-in "
                          f"{arch!r} knows its own")
@@ -159,31 +122,51 @@ def build_model(arch: str, input_shape, n_classes: int, mean, std,
     return ARCHS[arch](tuple(input_shape), n_classes, mean, std)
 
 
+def _prefixed(state: dict, prefix: str) -> dict:
+    """The entries of ``state`` under ``prefix``, without it."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def load_state(model: nn.Module, state: dict, source: str, arch: str | None = None,
-               keep_normalization: bool = False) -> None:
+               keep_normalization: bool = False, strip_prefix: str | None = None) -> None:
     """Load a state dict strictly; a mismatch lists missing and unexpected keys in one line.
 
     The input normalisation (``normalize.mean``/``std``) may be absent (checkpoints of models
     that normalise outside) and is then the model's own, as it is always with
-    ``keep_normalization`` (the user chose it). A state dict of the bare network (saved by
-    the user's own code, without our ``net.`` wrapper) fits too, and for a built-in ``arch``
-    with a key mapping (:data:`~.foreign.KEY_MAPS`) one with the standard CIFAR definitions'
-    names is renamed to ours.
+    ``keep_normalization`` (the user chose it). Besides our own keys, these fit, each tried in
+    turn and taken only when every key of the model is found:
+
+    * the bare network saved by its own code (without our ``net.`` wrapper);
+    * the entries under one leading prefix, e.g. a LightningModule's attribute (``model.``),
+      the others (a loss's buffers, metrics) left out; ``strip_prefix`` names the prefix;
+    * for a built-in ``arch`` with a key mapping (:data:`~.foreign.KEY_MAPS`), the standard
+      CIFAR definitions' names.
     """
     own = set(model.state_dict())
     norm = {k for k in own if k.startswith("normalize.")}
-    state = {k: v for k, v in state.items()
-             if not (keep_normalization and k in norm)}
+    state = {k: v for k, v in state.items() if not (keep_normalization and k in norm)}
+    if strip_prefix is not None:
+        prefix = strip_prefix if strip_prefix.endswith(".") else strip_prefix + "."
+        if not any(k.startswith(prefix) for k in state):
+            heads = sorted({k.split(".")[0] + "." for k in state})
+            raise ModelError(f"checkpoint {source!r} has no key starting with {prefix!r} "
+                             f"(`strip_prefix`); its keys start with: {', '.join(heads[:8])}")
+        state = _prefixed(state, prefix)
 
     def fits(s):
         return set(s) <= own and own - norm <= set(s)
 
+    def bare(s):
+        return {f"net.{k}": v for k, v in s.items() if f"net.{k}" not in norm}
+
     if not fits(state):
         weights = {k: v for k, v in state.items() if k not in norm}
-        # the bare network saved by its own code (our model wraps it as .net), or the
-        # standard definition's names of a built-in architecture
-        for candidate in ({f"net.{k}": v for k, v in weights.items()},
-                          map_keys(weights, arch) if arch else None):
+        heads = [] if strip_prefix else sorted({k.split(".")[0] + "." for k in weights
+                                                if "." in k})
+        candidates = [bare(weights)]
+        candidates += [bare(_prefixed(weights, h)) for h in heads]
+        candidates += [map_keys(weights, arch) if arch else None]
+        for candidate in candidates:
             if candidate is not None and fits(candidate):
                 state = candidate
                 break
@@ -193,7 +176,8 @@ def load_state(model: nn.Module, state: dict, source: str, arch: str | None = No
         def short(keys):
             return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
         raise ModelError(f"checkpoint {source!r} does not fit the architecture: missing keys "
-                         f"[{short(missing)}], unexpected keys [{short(unexpected)}]")
+                         f"[{short(missing)}], unexpected keys [{short(unexpected)}]; "
+                         "`strip_prefix` names a prefix of the checkpoint's keys to take")
     try:
         model.load_state_dict(state, strict=False)  # keys checked above; shapes by torch
     except RuntimeError as e:  # shape mismatches: torch lists them one per line
@@ -202,5 +186,6 @@ def load_state(model: nn.Module, state: dict, source: str, arch: str | None = No
             from None
 
 
-__all__ = ["ARCHS", "ModelError", "NCModel", "Normalize", "build_model", "load_state",
-           "parse_arch_kwargs", "wrap_module"]
+__all__ = ["ARCHS", "ModelError", "NCModel", "Normalize", "OutputError", "build_model",
+           "load_state", "parse_arch_kwargs", "select_logits", "verify_classifier",
+           "wrap_module"]
