@@ -38,6 +38,14 @@ def first_tensor(value):
     return None
 
 
+def glob_match(path: str, pattern: str) -> bool:
+    """Whether a module path matches a shell-style glob component by component: ``*`` and
+    ``?`` never cross a dot, so ``'blocks.*'`` is the blocks, not their submodules."""
+    parts, pats = path.split("."), pattern.split(".")
+    return len(parts) == len(pats) and all(fnmatch.fnmatchcase(a, p)
+                                           for a, p in zip(parts, pats, strict=True))
+
+
 def _root(model: nn.Module) -> str:
     """The prefix of the user's network inside ``model`` (``net.`` in an NCModel)."""
     return "net." if isinstance(getattr(model, "net", None), nn.Module) and hasattr(
@@ -50,7 +58,8 @@ def resolve_layers(model, names) -> dict:
 
     Each name is a capture point of the model, a module path (relative to the user's network,
     or with the ``net.`` prefix of the wrapped model) or a shell-style glob over module paths
-    (``'blocks.*'``, ``'layer?'``); ``all`` (or ``None``) stands for every capture point.
+    (``'blocks.*'``, ``'layer?'``, :func:`glob_match`); ``all`` (or ``None``) stands for every
+    capture point.
     """
     points = dict(model.capture_points)
     if names is None:
@@ -66,7 +75,7 @@ def resolve_layers(model, names) -> dict:
         elif n in points:
             out[n] = points[n]
         elif any(ch in n for ch in "*?["):
-            hits = [m for m in modules if fnmatch.fnmatchcase(m, rel)]
+            hits = [m for m in modules if glob_match(m, rel)]
             if not hits:
                 raise LayerError(f"layer glob {n!r} matches no module of the model; module "
                                  f"paths look like: {', '.join(modules[:8])}")

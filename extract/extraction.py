@@ -49,7 +49,8 @@ def list_layers(cfg: ExtractConfig, all_modules: bool = False) -> tuple[list[tup
     plan = plan_checkpoints(cfg, dev)
     model = plan.model
     rows = [(s.name + (" (feeds classifier)" if s.name == model.feature_layer else ""),
-             s.module.removeprefix("net."), s.shape, s.reduction, s.dim) for s in plan.layers]
+             s.module.removeprefix("net."), s.original_shape, s.reduction, s.dim)
+            for s in plan.layers]
     if all_modules:
         listed = {s.module for s in plan.layers}
         paths = {n.removeprefix("net."): n for n, _ in model.named_modules()

@@ -107,8 +107,8 @@ def _model_source(cfg: ExtractConfig):
     if not patterns and cfg.arch and cfg.arch.startswith("hf:"):
         if hf_weights(cfg.arch[3:]) is None:
             raise ModelError(f"{cfg.arch!r}: the folder holds no config.json with "
-                             "model.safetensors or pytorch_model.bin; pass the weights as "
-                             "`checkpoints`")
+                             "model.safetensors or pytorch_model.bin; pass the weights with "
+                             "`checkpoint`")
         patterns = [cfg.arch[3:]]
     if not patterns:
         raise ModelError("no checkpoint given; expected checkpoint files or globs (or an "

@@ -128,8 +128,9 @@ def ncc_per_layer(models, split="test", ax=None):
             g = g.set_index("layer").reindex(layers)
             ax.plot(range(len(layers)), g.value.values, marker="o", color=colors[cond],
                     label=cond)
-            net = d[(d.metric == "net_acc") & (d.condition == cond)].value.iloc[0]
-            ax.axhline(net, ls="--", lw=0.8, color=colors[cond])
+            net = d[(d.metric == "net_acc") & (d.condition == cond)].value
+            if len(net) and np.isfinite(net.iloc[0]):  # no outputs stored: no network line
+                ax.axhline(net.iloc[0], ls="--", lw=0.8, color=colors[cond])
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{name} ({split})")
         _layer_axis(ax, layers)

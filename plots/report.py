@@ -61,28 +61,84 @@ def save_figure(drawn, out, name) -> Path:
     return out / f"{name}.png"
 
 
-def make_figures(models: dict, out, acts: dict | None = None) -> list[Path]:
-    """Write every figure that the stores support, in the report's theme; return the PNG
-    paths in report order."""
-    steps = [("collapse_per_layer", lambda: F.collapse_per_layer(models)),
-             ("ncc_per_layer", lambda: F.ncc_per_layer(models)),
-             ("transitions", lambda: F.transition_heatmaps(models)),
-             ("alignment", lambda: F.alignment_angles(models)),
-             ("nc2_per_layer", lambda: F.nc2_per_layer(models))]
+def _values(tree, dim) -> set:
+    return {str(v) for v in tree[S.SUMMARY_GROUP][dim].values}
+
+
+def _split(models: dict, preferred: str) -> str | None:
+    """``preferred`` if every store has that split, else another split they all have."""
+    common = set.intersection(*(_values(t, S.SPLIT) for t in models.values()))
+    if preferred in common:
+        return preferred
+    return next((s for s in ("train", "test") if s in common), min(common, default=None))
+
+
+def figure_plan(models: dict, acts: dict | None = None) -> list[tuple]:
+    """``(stem, draw, reason)`` of every figure of the report, in order: ``draw`` makes the
+    figure, or is None and ``reason`` says in one line why these stores cannot give it.
+
+    Each figure uses the split it is about when every store has it (NC1 and NC2: train;
+    NCC, transitions, alignment: test), else the split the stores share.
+    """
+    train, test = _split(models, "train"), _split(models, "test")
+    no_clean = [n for n, t in models.items() if S.CLEAN not in _values(t, S.CONDITION)]
+    no_attack = [n for n, t in models.items() if _values(t, S.CONDITION) <= {S.CLEAN}]
+    need_clean = (f"{', '.join(no_clean)} has no clean condition (the NCC centres are clean "
+                  "class means)") if no_clean else None
+    no_split = None if train else "the stores share no split"
+    plan = [("collapse_per_layer", lambda: F.collapse_per_layer(models, train), no_split),
+            ("ncc_per_layer", lambda: F.ncc_per_layer(models, test), no_split or need_clean),
+            ("transitions", lambda: F.transition_heatmaps(models, test),
+             no_split or need_clean),
+            ("alignment", lambda: F.alignment_angles(models, test),
+             no_split or need_clean or (f"{', '.join(no_attack)} has no condition besides "
+                                        "clean to align with it" if no_attack else None)),
+            ("nc2_per_layer", lambda: F.nc2_per_layer(models, train), no_split or need_clean)]
     for name, tree in models.items():
         atk = conditions_by_kind(tree).get("attack")
-        if atk:
-            steps.append((f"transitions_layers_{name}", lambda t=tree, a=atk, n=name:
-                          F.transitions_across_layers(t, a, name=n)))
+        plan.append((f"transitions_layers_{name}",
+                     lambda t=tree, a=atk, n=name: F.transitions_across_layers(t, a, test, n),
+                     no_split or need_clean or (None if atk else
+                                                f"{name} has no untargeted attack condition")))
     if any(t[S.SUMMARY_GROUP].sizes[S.CHECKPOINT] > 1 for t in models.values()):
-        steps.append(("metrics_vs_epoch", lambda: F.metrics_vs_epoch(models)))
+        plan.append(("metrics_vs_epoch", lambda: F.metrics_vs_epoch(models, test),
+                     no_split or need_clean))
     for name, tree in models.items():
         a = (acts or {}).get(name)
         if a is not None:
-            steps.append((f"simplex_{name}", lambda t=tree, a=a, n=name:
-                          F.simplex_view(t, a, name=n)))
+            plan.append((f"simplex_{name}", lambda t=tree, a=a, n=name:
+                         F.simplex_view(t, a, split=test, name=n), _simplex_reason(tree, a, test)))
+    return [(stem, None if reason else draw, reason) for stem, draw, reason in plan]
+
+
+def _simplex_reason(tree, acts, split) -> str | None:
+    """Why the simplex view of ``tree`` cannot be drawn, or None."""
+    if split is None:
+        return "the stores share no split"
+    if int(tree.attrs.get("n_classes") or acts.attrs.get("n_classes", 0)) < 3:
+        return "a face of the simplex needs three classes"
+    conditions = _values(tree, S.CONDITION)
+    if S.CLEAN not in conditions or len(conditions) < 2:
+        return "it shows clean samples beside attacked ones"
+    try:
+        acts[f"{split}/{S.LAYERS_GROUP}/{feature_layer(tree)}"]
+    except KeyError:
+        return f"the activation store has no {split} features of {feature_layer(tree)}"
+    return None
+
+
+def make_figures(models: dict, out, acts: dict | None = None) -> tuple[list[Path], dict]:
+    """Write every figure that the stores support, in the report's theme; return the PNG
+    paths in report order and ``{stem: reason}`` of the figures left out (each logged)."""
+    pngs, skipped = [], {}
     with F.theme():
-        return [save_figure(make(), out, stem) for stem, make in steps]
+        for stem, draw, reason in figure_plan(models, acts):
+            if draw is None:
+                log.warning("figure %s not drawn: %s", stem, reason)
+                skipped[stem] = reason
+            else:
+                pngs.append(save_figure(draw(), out, stem))
+    return pngs, skipped
 
 
 def _img(path: Path) -> str:
@@ -91,11 +147,19 @@ def _img(path: Path) -> str:
            f"<figcaption>{html.escape(path.stem)}</figcaption></figure>"
 
 
+def _skipped_html(skipped: dict) -> str:
+    if not skipped:
+        return ""
+    items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
+                    for k, v in skipped.items())
+    return f'<h3 id="not-drawn">Figures not drawn</h3><ul>{items}</ul>'
+
+
 def write_report(models: dict, out, acts: dict | None = None) -> Path:
     """Figures plus ``report.html`` under ``out``; returns the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pngs = make_figures(models, out, acts)
+    pngs, skipped = make_figures(models, out, acts)
     table = key_numbers(models)
     table.to_csv(out / "key_numbers.csv", index=False)
     findings = evaluate_findings(models)
@@ -134,6 +198,7 @@ class means of the train split.</p>
 {table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")}
 <h2 id="figures">Figures</h2>
 {''.join(_img(p) for p in pngs)}
+{_skipped_html(skipped)}
 </body></html>
 """
     path = out / "report.html"

@@ -67,6 +67,17 @@ def make_fixtures(tmp: Path) -> dict:
     state = torch.load(ckpt, weights_only=True)
     torch.save({"state_dict": state, "ema": state}, tmp / "two_states.pt")
     torch.save(build_model("mlp", (1, 8, 8), 10, (0.3,), (0.4,)).net, tmp / "whole.pt")
+    from tests import zoo_models
+
+    torch.save(zoo_models.Unreadable().state_dict(), tmp / "unreadable.pt")
+    torch.save(zoo_models.DictOutput().state_dict(), tmp / "dict_output.pt")
+    # a Lightning file whose network sits under model.backbone. while the factory's keys
+    # start at its own children: no single leading prefix fits
+    small = {f"model.backbone.{k}": v for k, v in zoo_models.LogitsAndFeatures().state_dict(
+    ).items()}
+    torch.save({"epoch": 1, "global_step": 10, "pytorch-lightning_version": "2.4.0",
+                "state_dict": small, "optimizer_states": [], "lr_schedulers": [],
+                "hyper_parameters": {}}, tmp / "lightning.ckpt")
     (tmp / "empty").mkdir()
     (tmp / "notastore").mkdir()
     (tmp / "notastore" / "thesis.tex").write_text("keep me")

@@ -87,3 +87,15 @@ def test_reductions():
         Reducer("avgpool", (10,), "fc")
     with pytest.raises(ReductionError, match="unknown reduction"):
         Reducer("median", (3, 4, 4), "l")
+
+
+def test_globs_match_module_paths_component_by_component():
+    from ncprobe.extract.capture import glob_match
+
+    assert glob_match("blocks.3", "blocks.*") and not glob_match("blocks.3.norm1", "blocks.*")
+    assert glob_match("layer4", "layer?") and not glob_match("layer10", "layer?")
+    assert glob_match("features.denseblock2", "features.denseblock*")
+    m = Tiny()
+    assert resolve_layers(m, ["fc*", "shared"]) == {"fc1": "fc1", "shared": "shared"}
+    with pytest.raises(LayerError, match=r"layer glob 'conv\*' matches no module"):
+        resolve_layers(m, ["conv*"])

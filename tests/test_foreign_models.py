@@ -177,27 +177,38 @@ def test_a_model_that_normalises_itself_gets_no_second_normalisation(tmp_path):
     assert ds.mean != (0.3,)  # "dataset" would give the digits statistics instead
 
 
-def test_a_classifier_that_is_not_the_last_linear_is_named_and_its_input_found():
+def test_a_classifier_that_is_not_the_last_linear_is_named_and_its_input_captured():
     from ncprobe.extract.models import ModelError
 
     model = build_model("tests.user_models:heads", (1, 8, 8), 10, (0.0,), (1.0,),
                         classifier="head")
-    assert model.classifier == "net.head" and model.feature_layer == "body"
-    # by default the last nn.Linear is the classifier; the forward pass finds what feeds it
+    assert model.classifier == "net.head" and model.feature_layer == "penultimate"
+    assert model.capture_points["penultimate"] == "net.head:input"
+    # by default the last nn.Linear with the class count (here the calibration layer)
     default = build_model("tests.user_models:heads", (1, 8, 8), 10, (0.0,), (1.0,))
-    assert default.classifier == "net.calibration" and default.feature_layer == "head"
+    assert default.classifier == "net.calibration"
+    assert default.capture_points["penultimate"] == "net.calibration:input"
     with pytest.raises(ModelError, match="`classifier` 'nope' is not an nn.Linear of it; its "
-                                         "nn.Linear modules: body.1, head, calibration"):
+                                         r"nn.Linear modules: body.1 \(32 outputs\), head "
+                                         r"\(10 outputs\), calibration \(10 outputs\)"):
         build_model("tests.user_models:heads", (1, 8, 8), 10, (0.0,), (1.0,),
                     classifier="nope")
 
 
-def test_a_classifier_fed_by_no_capture_point_is_a_one_line_error():
-    from ncprobe.extract.models import ModelError
+def test_a_classifier_input_that_is_no_modules_output_is_captured_exactly():
+    """The classifier receives 2 x body(x), which no module outputs: the pre-hook on the
+    classifier records exactly that, so W h + b is the logits."""
+    from ncprobe.extract.capture import LayerCapture
 
-    with pytest.raises(ModelError, match="no capture point outputs what the classifier 'fc' "
-                                         "receives; name the final linear layer with"):
-        build_model("tests.user_models:scaled", (1, 8, 8), 10, (0.0,), (1.0,))
+    torch.manual_seed(0)
+    model = build_model("tests.user_models:scaled", (1, 8, 8), 10, (0.0,), (1.0,)).eval()
+    x = torch.rand(5, 1, 8, 8)
+    with LayerCapture(model, model.capture_points) as cap, torch.no_grad():
+        logits = model(x)
+        body = model.net.body(x)
+    torch.testing.assert_close(cap.outputs["penultimate"], 2 * body)
+    fc = model.classifier_module()
+    torch.testing.assert_close(cap.outputs["penultimate"] @ fc.weight.T + fc.bias, logits)
 
 
 @pytest.mark.slow
@@ -240,4 +251,5 @@ def test_features_of_a_model_in_memory_without_writing(tmp_path, monkeypatch):
     np.testing.assert_allclose(out["logits"].sel(condition="clean").values, want, rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_array_equal(out["label"].values, y.numpy())
-    assert out.attrs["model"]["feature_layer"] == "2"
+    assert out.attrs["model"]["feature_layer"] == "penultimate"
+    np.testing.assert_array_equal(out["penultimate"].values, out["2"].values)

@@ -175,7 +175,8 @@ def test_user_factory_model_trains_and_extracts(tmp_path):
     from ncprobe.extract.extraction import ExtractConfig, extract_store
 
     m = build_model("tests.user_models:tiny", (1, 8, 8), 10, (0.3,), (0.4,))
-    assert list(m.capture_points) == ["0", "1", "2", "3"] and m.classifier == "net.3"
+    assert list(m.capture_points) == ["0", "1", "2", "3", "penultimate"]
+    assert m.classifier == "net.3" and m.capture_points["penultimate"] == "net.3:input"
     T.train(small_cfg(arch="tests.user_models:tiny", epochs=2), tmp_path / "r", progress=False)
     ck = tmp_path / "r/checkpoints/epoch-0002.pt"
     extract_store(ExtractConfig(checkpoints=[str(ck)], limit=30, layers=["1", "3"]),

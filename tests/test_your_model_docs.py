@@ -1,5 +1,7 @@
 """docs/your-model.md: every recipe runs as written, in a folder holding its files."""
 
+import argparse
+import os
 import re
 import shlex
 import subprocess
@@ -27,6 +29,38 @@ def _dedent(block):
     return "\n".join(ln[pad:] for ln in lines) + "\n"
 
 
+def _zoo_inputs(folder):
+    """The files recipes 7-11 read, written as their packages write them, and stand-ins for
+    torchvision, timm and robustbench (which do not import beside the CPU torch wheel)."""
+    from tests import zoo_models as zm
+
+    for rel, text in zm.STAND_INS.items():
+        (folder / "stand-ins" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "stand-ins" / rel).write_text(text)
+    torch.manual_seed(0)
+    tv = zm.ResNet(num_classes=10, in_chans=3).state_dict()
+    torch.save(tv, folder / "tv.pt")
+    torch.save({"epoch": 9, "global_step": 90, "pytorch-lightning_version": "2.4.0",
+                "state_dict": {f"model.{k}": v for k, v in tv.items()},
+                "optimizer_states": [], "lr_schedulers": [], "hparams_name": "kwargs",
+                "hyper_parameters": {"lr": 0.1}}, folder / "last.ckpt")
+    vit = zm.VisionTransformer(num_classes=10, img_size=32, in_chans=3).state_dict()
+    torch.save({"epoch": 3, "arch": "vit_tiny_patch16_224", "state_dict": vit,
+                "state_dict_ema": vit, "version": 2, "metric": 11.0,
+                "args": argparse.Namespace(model="vit_tiny_patch16_224", lr=5e-4)},
+               folder / "last.pth.tar")
+    rb = zm.WideResNetRB(num_classes=10, in_chans=3).state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in rb.items()}},
+               folder / "Standard.pt")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16,
+                                    num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=32, num_labels=10)
+    transformers.ViTForImageClassification(config).save_pretrained(folder / "my-vit")
+    transformers.ViTImageProcessor(image_mean=[0.5], image_std=[0.5]).save_pretrained(
+        folder / "my-vit")
+
+
 @pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.filterwarnings("ignore:empty classes:UserWarning",
@@ -44,13 +78,17 @@ def test_every_recipe_runs_as_written(tmp_path):
     # recipe 4's inputs: a checkpoint of the standard definition and CIFAR-shaped batches
     torch.save(RefPreActResNet18().state_dict(), tmp_path / "preact.pt")
     write_cifar_binary(tmp_path / "cifar", "cifar10", n_train=10, n_test=60)
+    _zoo_inputs(tmp_path)
     commands = [_dedent(b).replace("\\\n", " ") for b in _blocks("bash")]
-    assert len(commands) == 5
+    assert len(commands) == 10
     for command in commands:
         argv = shlex.split(command)
         assert argv[0] == "nc-extract"
+        # the stand-ins import tests.*; transformers must not see a torchvision stand-in
+        path = [str(ROOT)] + ([] if "hf:" in command else [str(tmp_path / "stand-ins")])
         done = subprocess.run([sys.executable, "-m", "ncprobe.extract.cli_extract", *argv[1:],
-                               "--no-progress"], **run)
+                               "--no-progress"], **run,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(path)})
         assert done.returncode == 0, (command, done.stderr[-2000:])
         out = tmp_path / argv[argv.index("--out") + 1]
         tree = xr.open_datatree(out, engine="zarr")
@@ -70,7 +108,10 @@ def test_every_recipe_runs_as_written(tmp_path):
                         "--no-progress"]) == 0
     heads = xr.open_datatree(tmp_path / "heads.zarr", engine="zarr")
     assert heads.attrs["model"]["classifier"] == "net.head"
-    assert heads["classifier"].attrs["layer"] == "body"
+    assert heads["classifier"].attrs["layer"] == "penultimate"
+    timm = xr.open_datatree(tmp_path / "timm.zarr", engine="zarr")
+    assert timm.attrs["layers"] == ["blocks.0", "blocks.1", "blocks.2", "penultimate"]
+    assert timm.attrs["model"]["normalization"]["mean"] == [0.25] * 3
     done = subprocess.run([sys.executable, "api.py"], **run)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "feature_2" in done.stdout

@@ -37,9 +37,9 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """torchvision.models.ResNet's tree: conv1, bn1, relu, maxpool, layer1..4, avgpool, fc."""
 
-    def __init__(self, num_classes=1000, width=8):
+    def __init__(self, num_classes=1000, width=8, in_chans=1):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, width, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 1, 1)
@@ -141,9 +141,9 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, dim):
+    def __init__(self, dim, in_chans=1, patch_size=4):
         super().__init__()
-        self.proj = nn.Conv2d(1, dim, 4, 4)
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, patch_size)
 
     def forward(self, x):
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -153,18 +153,19 @@ class VisionTransformer(nn.Module):
     """timm.models.VisionTransformer's tree and flow: patch_embed, cls_token, pos_embed,
     pos_drop, blocks (a Sequential), a top-level ``norm``, the class token to ``head``."""
 
-    def __init__(self, num_classes=1000, embed_dim=16, depth=3, num_heads=2):
+    def __init__(self, num_classes=1000, embed_dim=16, depth=3, num_heads=2, img_size=8,
+                 in_chans=1, patch_size=4):
         super().__init__()
-        self.patch_embed = PatchEmbed(embed_dim)
+        self.patch_embed = PatchEmbed(embed_dim, in_chans, patch_size)
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim) * 0.02)
-        self.pos_embed = nn.Parameter(torch.randn(1, 5, embed_dim) * 0.02)
+        tokens = (img_size // patch_size) ** 2 + 1
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, embed_dim) * 0.02)
         self.pos_drop = nn.Dropout(0.0)
         self.blocks = nn.Sequential(*[Block(embed_dim, num_heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim)
         self.fc_norm = nn.Identity()
         self.head_drop = nn.Dropout(0.0)
         self.head = nn.Linear(embed_dim, num_classes)
-        self.pretrained_cfg = {"mean": (0.25,), "std": (0.5,), "input_size": (1, 8, 8)}
 
     def forward(self, x):
         x = self.patch_embed(x)
@@ -225,11 +226,11 @@ class WideResNetRB(nn.Module):
     """A RobustBench-style model: normalisation inside as ``mu``/``sigma`` buffers, blocks
     ``block1..3``, the head named ``logits`` (the name of one of ncprobe's outputs)."""
 
-    def __init__(self, num_classes=10):
+    def __init__(self, num_classes=10, in_chans=1):
         super().__init__()
-        self.register_buffer("mu", torch.tensor([0.3]).view(1, 1, 1, 1))
-        self.register_buffer("sigma", torch.tensor([0.4]).view(1, 1, 1, 1))
-        self.conv1 = nn.Conv2d(1, 8, 3, 1, 1, bias=False)
+        self.register_buffer("mu", torch.full((1, in_chans, 1, 1), 0.3))
+        self.register_buffer("sigma", torch.full((1, in_chans, 1, 1), 0.4))
+        self.conv1 = nn.Conv2d(in_chans, 8, 3, 1, 1, bias=False)
         self.block1 = nn.Sequential(BasicBlock(8, 8))
         self.block2 = nn.Sequential(BasicBlock(8, 16, 2))
         self.block3 = nn.Sequential(BasicBlock(16, 16, 2))
@@ -249,7 +250,8 @@ def fixed_1000(pretrained: bool = False) -> nn.Module:
 
 
 def fake_torchvision() -> types.ModuleType:
-    """``torchvision`` and ``torchvision.models`` with ``get_model(name, **config)``."""
+    """``torchvision`` and ``torchvision.models`` with ``get_model(name, **config)``
+    (torchvision's signature; keyword arguments reach the model's constructor)."""
     tv = types.ModuleType("torchvision")
     models = types.ModuleType("torchvision.models")
     builders = {"resnet18": resnet18, "densenet121": densenet121,
@@ -273,9 +275,36 @@ def fake_timm() -> types.ModuleType:
                      pretrained_cfg_overlay=None, checkpoint_path="", **kwargs):
         if pretrained:
             raise RuntimeError("no downloads in the tests")
-        net = {"vit_tiny_patch4": VisionTransformer, "resnet18": ResNet}[model_name](**kwargs)
-        net.pretrained_cfg = {"mean": (0.25,), "std": (0.5,), "architecture": model_name}
+        family = VisionTransformer if model_name.startswith("vit") else ResNet
+        net = family(**kwargs)
+        chans = kwargs.get("in_chans", 1)
+        net.pretrained_cfg = {"mean": (0.25,) * chans, "std": (0.5,) * chans,
+                              "architecture": model_name}
         return net
 
     timm.create_model = create_model
     return timm
+
+
+#: stand-in packages for docs/your-model.md's recipes, written into the folder they run in
+STAND_INS = {
+    "torchvision/__init__.py": "from . import models  # noqa: F401\n",
+    "torchvision/models.py": (
+        "from tests.zoo_models import ResNet\n\n\n"
+        "def resnet18(*, weights=None, progress=True, **kwargs):\n"
+        "    return ResNet(in_chans=3, **kwargs)\n\n\n"
+        "def get_model(name, **config):\n"
+        "    return {'resnet18': resnet18}[name](**config)\n"),
+    "timm.py": (
+        "from tests.zoo_models import fake_timm\n\n\n"
+        "def create_model(model_name, pretrained=False, **kwargs):\n"
+        "    kwargs.setdefault('in_chans', 3)\n"
+        "    return fake_timm().create_model(model_name, pretrained, **kwargs)\n"),
+    "robustbench/__init__.py": "",
+    "robustbench/model_zoo/__init__.py": "",
+    "robustbench/model_zoo/architectures/__init__.py": "",
+    "robustbench/model_zoo/architectures/dm_wide_resnet.py": (
+        "from tests.zoo_models import WideResNetRB\n\n\n"
+        "def DMWideResNet(num_classes=10, depth=28, width=10, **kwargs):  # noqa: N802\n"
+        "    return WideResNetRB(num_classes=num_classes, in_chans=3)\n"),
+}

@@ -175,9 +175,11 @@ def load_state(model: nn.Module, state: dict, source: str, arch: str | None = No
     if missing or unexpected:
         def short(keys):
             return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+        heads = sorted({k.split(".")[0] + "." for k in got})
         raise ModelError(f"checkpoint {source!r} does not fit the architecture: missing keys "
-                         f"[{short(missing)}], unexpected keys [{short(unexpected)}]; "
-                         "`strip_prefix` names a prefix of the checkpoint's keys to take")
+                         f"[{short(missing)}], unexpected keys [{short(unexpected)}]; its keys "
+                         f"start with {', '.join(heads[:6])}: `strip_prefix` takes those "
+                         "under one prefix, `arch` names another architecture")
     try:
         model.load_state_dict(state, strict=False)  # keys checked above; shapes by torch
     except RuntimeError as e:  # shape mismatches: torch lists them one per line

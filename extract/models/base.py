@@ -85,9 +85,11 @@ class NCModel(nn.Module):
         self.feature_layer = feature_layer
         self.classifier = f"net.{classifier}"
         self.output_key = output_key
+        #: how messages name this model
+        self.what = "the model"
 
     def forward(self, x):
-        return select_logits(self.net(self.normalize(x)), self.output_key)
+        return select_logits(self.net(self.normalize(x)), self.output_key, self.what)
 
     def classifier_module(self) -> nn.Linear:
         return self.get_submodule(self.classifier)

@@ -113,7 +113,9 @@ def wrap_module(net: nn.Module, input_shape, mean, std, classifier: str | None =
         raise ModelError(f"{what}: has capture points named both 'penultimate' and "
                          "'classifier_input'; rename one (they name the classifier's input)")
     points[feature] = f"{classifier}:input"
-    return NCModel(net, mean, std, len(input_shape), points, feature, classifier, output_key)
+    model = NCModel(net, mean, std, len(input_shape), points, feature, classifier, output_key)
+    model.what = what
+    return model
 
 
 def verify_classifier(model: NCModel, example: torch.Tensor, n_classes: int, what: str,
@@ -151,7 +153,8 @@ def verify_classifier(model: NCModel, example: torch.Tensor, n_classes: int, wha
         raise ModelError(f"{what}: the classifier {model.classifier[4:]!r} receives shape "
                          f"{tuple(h.shape[1:])} per sample, expected a vector; it is not the "
                          "final classifier (name it with `classifier`)")
-    w, b = fc.weight.double(), fc.bias.double() if fc.bias is not None else 0.0
+    w = fc.weight.detach().double()
+    b = fc.bias.detach().double() if fc.bias is not None else 0.0
     err = float((h @ w.T + b - logits.double()).abs().max()
                 / logits.double().abs().max().clamp_min(1e-30))
     if err > LOGITS_RTOL and not explicit:
