@@ -119,7 +119,8 @@ def _simplex_reason(tree, acts, split) -> str | None:
         return "a face of the simplex needs three classes"
     conditions = _values(tree, S.CONDITION)
     if S.CLEAN not in conditions or len(conditions) < 2:
-        return "it shows clean samples beside attacked ones"
+        return ("it shows clean samples beside perturbed ones: the store needs clean and "
+                "another condition")
     try:
         acts[f"{split}/{S.LAYERS_GROUP}/{feature_layer(tree)}"]
     except KeyError:

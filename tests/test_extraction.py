@@ -177,3 +177,8 @@ def test_list_layers(ckpt, capsys):
     assert main(["--list-layers", "--checkpoint", str(ckpt / "epoch-0001.pt")]) == 0
     out = capsys.readouterr().out
     assert "block4 (feeds classifier)" in out and "(256,)" in out
+    row = next(line for line in out.splitlines() if line.startswith("block4"))
+    assert row.split()[-2:] == ["flatten", "256"]  # the reduction each layer gets, its dim
+    assert main(["--list-layers", "--all-modules", "--checkpoint",
+                 str(ckpt / "epoch-0001.pt")]) == 0
+    assert "block4.0" in capsys.readouterr().out  # modules at any depth
