@@ -1,4 +1,5 @@
-"""Collapse metrics (METRICS.md) from the statistics of one split, layer, checkpoint, condition.
+"""Collapse metrics (docs/metrics.md) from the statistics of one split, layer, checkpoint and
+condition.
 
 Inputs are the additive statistics of the two passes (:mod:`ncprobe.analyze._kernels`);
 everything here is small numpy on (C, D) arrays. Conventions: Sigma_W =

@@ -1,7 +1,7 @@
 """Geometry of class means and classifier rows: between-class basis and NC2 quantities.
 
 All inputs are small (C x D) numpy arrays already reduced from the samples; float64 throughout.
-Conventions (METRICS.md): mu_G is the sample-weighted global mean; Sigma_B = (1/C) M M^T with
+Conventions (docs/metrics.md): mu_G is the sample-weighted global mean; Sigma_B = (1/C) M M^T with
 M = [mu_c - mu_G] over the classes present (NC1); the simplex metrics centre on the unweighted
 mean of the class means instead; std uses ddof = 1 as in Papyan et al.'s code.
 """
@@ -47,9 +47,9 @@ def between_basis(centred: np.ndarray, tol: float | None = None):
     centred : ndarray (C', D)
         Rows mu_c - mu_G of the classes present.
     tol : float, optional
-        Relative threshold on squared singular values; default C' * eps64 (METRICS.md). Never a
+        Relative threshold on squared singular values; default C' * eps64 (docs/metrics.md). Never a
         pseudo-inverse with a library default threshold: those give negative or tenfold-wrong
-        NC1 (NOTES.md).
+        NC1 (measured; docs/metrics.md).
 
     Returns
     -------
@@ -155,7 +155,7 @@ def cdnv(means: np.ndarray, variances: np.ndarray) -> float:
     """Mean over class pairs of (var_c + var_c') / (2 ||mu_c - mu_c'||^2) (Galanti et al. 2022).
 
     ``variances`` are mean squared distances to the class mean: 0 for a class of one sample
-    (METRICS.md), NaN only for an empty class, whose pairs are left out.
+    (docs/metrics.md), NaN only for an empty class, whose pairs are left out.
     """
     c = means.shape[0]
     if c < 2:

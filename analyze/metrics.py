@@ -1,4 +1,4 @@
-"""Every metric of METRICS.md for one layer, by dim name: the one analysis path.
+"""Every metric of docs/metrics.md for one layer, by dim name: the one analysis path.
 
 :func:`layer_metrics` is what ``nc-analyze`` computes for each layer of a store, callable on any
 DataArray of features (numpy or dask, any leading dims such as checkpoint and condition):
@@ -28,7 +28,7 @@ PER_CLASS_PREFIX = "class_"
 def grouping_labels(labels: xr.DataArray, pred: xr.DataArray | None = None,
                     target: xr.DataArray | None = None, *, shuffle_seed: int = 0,
                     sample_dim: str = S.SAMPLE) -> xr.DataArray:
-    """The four groupings of METRICS.md side by side: (..., sample, grouping).
+    """The four groupings of docs/metrics.md side by side: (..., sample, grouping).
 
     ``label`` (true class), ``pred`` (the network's prediction; -1 everywhere when None),
     ``target`` (the attack's target, -1 for untargeted samples or when None) and ``shuffled``
@@ -60,7 +60,7 @@ def _clean_centred(stats, clean, condition_dim):
 
 def clean_reference(stats: xr.Dataset, clean: str = S.CLEAN,
                     condition_dim: str = S.CONDITION) -> xr.DataArray | None:
-    """The NCC centres of METRICS.md: clean class means (true labels), the class means
+    """The NCC centres of docs/metrics.md: clean class means (true labels), the class means
     themselves for features without a condition dim, or None without a clean condition.
 
     ``stats`` is :func:`~ncprobe.analyze.stats.class_stats` of true labels (or of
@@ -93,7 +93,7 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
                      weight: xr.DataArray | None = None, clean: str = S.CLEAN,
                      condition_dim: str = S.CONDITION,
                      feature_dim: str = S.FEATURE) -> xr.Dataset:
-    """Every metric of METRICS.md from the statistics of the two passes.
+    """Every metric of docs/metrics.md from the statistics of the two passes.
 
     Parameters
     ----------
@@ -177,7 +177,7 @@ def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, 
                   shuffle_seed: int = 0, clean: str = S.CLEAN, dense: bool = False,
                   condition_dim: str = S.CONDITION, sample_dim: str = S.SAMPLE,
                   feature_dim: str = S.FEATURE) -> xr.Dataset:
-    """Every per-layer metric of METRICS.md for one layer's features, in one call.
+    """Every per-layer metric of docs/metrics.md for one layer's features, in one call.
 
     Parameters
     ----------

@@ -86,7 +86,7 @@ def _classifier(tree):
 
 def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, scheduler=None,
                   progress: bool = True, overwrite: bool = False):
-    """Compute every metric of METRICS.md for an activation store; write it to ``out``.
+    """Compute every metric of docs/metrics.md for an activation store; write it to ``out``.
 
     Parameters
     ----------

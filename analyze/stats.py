@@ -6,7 +6,7 @@ Statistics first, metrics from statistics second (rhubarbwu/neural-collapse, skl
 basis, nearest-centre counts). Both are exact, additive over sample chunks, accumulate in
 float64, and broadcast over every dim of ``features`` other than ``sample_dim`` and
 ``feature_dim`` (checkpoint, condition, split, ...): one statistic per index of those dims.
-:mod:`ncprobe.analyze.metrics` turns them into the metrics of METRICS.md.
+:mod:`ncprobe.analyze.metrics` turns them into the metrics of docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     ``within`` (class) = sum_{i in c} ||h_i - mu_c||^2;
     ``projected`` (class) = sum_{i in c} ||S^-1 U^T (h_i - mu_c)||^2, U S V^T the thin SVD of
     the centred means, so Tr Sigma_W = sum(within) / N and nc1 = (1/C) Tr(Sigma_W Sigma_B^+)
-    = sum(projected) / N exactly (METRICS.md), with no D x D matrix;
+    = sum(projected) / N exactly (docs/metrics.md), with no D x D matrix;
     ``conf_own`` (label, vertex): true label vs nearest own class mean;
     ``nc4_mismatch`` (): nearest own mean differs from ``pred``;
     and, per block only, ``conf_ref`` (label, vertex): true label vs nearest ``reference``

@@ -1,6 +1,6 @@
 """The writer lock: one process at a time may write a store.
 
-zarr has no locks (NOTES.md: two writers on one shard silently lost chunks), so a second
+zarr has no locks (measured: two writers on one shard silently lost chunks), so a second
 ``nc-extract`` on the same store must refuse. On a local disk the lock is the kernel's
 ``flock`` on ``.<name>.lock`` beside the store: the kernel releases it when the holder exits or
 is killed, so there is no staleness to guess, and taking it is atomic. The file also holds the

@@ -263,7 +263,7 @@ def select_conditions(ds: xr.Dataset, conditions) -> xr.Dataset:
 
 
 def validate_activations(tree: xr.DataTree, allow_partial: bool = False) -> None:
-    """Check the layout of STORE.md: groups, dims and attributes; raise :class:`StoreError`."""
+    """Check the layout of docs/store.md: groups, dims and attributes; raise :class:`StoreError`."""
     attrs = tree.attrs
     for key in ("n_classes", "layers", "dataset"):
         if key not in attrs:

@@ -1,6 +1,6 @@
 """The layout of an activation store: its groups, arrays, shapes, chunks and chunk keys.
 
-:class:`StoreLayout` describes what a store of ``ncprobe-activations/1`` holds (STORE.md) and
+:class:`StoreLayout` describes what a store of ``ncprobe-activations/1`` holds (docs/store.md) and
 creates it; writing data into it is :mod:`ncprobe.data.store_writer`'s job. Knowing every array's
 chunk grid and chunk keys here lets the writer check which blocks exist, and that a store is
 complete, from one listing of the store instead of opening every array.

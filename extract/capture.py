@@ -16,6 +16,8 @@ from torch import nn
 
 from ncprobe.data.errors import NcprobeError
 
+from .models.base import NCModel
+
 #: suffix of a capture path whose module's input (not output) is recorded
 INPUT = ":input"
 
@@ -48,9 +50,7 @@ def glob_match(path: str, pattern: str) -> bool:
 
 def _root(model: nn.Module) -> str:
     """The prefix of the user's network inside ``model`` (``net.`` in an NCModel)."""
-    return "net." if isinstance(getattr(model, "net", None), nn.Module) and hasattr(
-        model, "capture_points") and all(p.startswith("net.") for p in
-                                         model.capture_points.values()) else ""
+    return "net." if isinstance(model, NCModel) else ""
 
 
 def resolve_layers(model, names) -> dict:

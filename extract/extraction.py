@@ -25,8 +25,8 @@ from .async_writer import AsyncBlockWriter, BufferPool
 from .attacks import draw_randomness, run_condition, slice_randomness
 from .capture import LayerCapture, probe
 from .models import ModelError
-from .plan import ExtractConfig, ExtractionPlan, plan_checkpoints
-from .reduction import default_reduction
+from .plan import ExtractConfig, ExtractionPlan, example_inputs, plan_checkpoints
+from .reduction import Reducer, default_reduction, has_class_token
 from .runtime import pick_device, set_threads
 
 log = logging.getLogger("ncprobe.extract")
@@ -55,21 +55,19 @@ def list_layers(cfg: ExtractConfig, all_modules: bool = False) -> tuple[list[tup
         listed = {s.module for s in plan.layers}
         paths = {n.removeprefix("net."): n for n, _ in model.named_modules()
                  if n.startswith("net.") and n not in listed}
-        shapes = probe(model, paths, torch.from_numpy(
-            plan.dataset.images[plan.dataset.splits[0]][:2]))
-        cls = any(n.endswith("cls_token") for n, _ in model.named_parameters())
+        shapes = probe(model, paths, example_inputs(plan.dataset, dev))
+        cls = has_class_token(model)
         for key, shape in shapes.items():
             spec = default_reduction(shape, cls)
-            dim = shape[-1] if spec in ("cls", "mean") else int(np.prod(shape))
             rows.append((key, paths[key.split(".call")[0]].removeprefix("net."), shape, spec,
-                         dim))
+                         Reducer(spec, shape, key).dim))
     return rows, plan.attrs["model"]["normalization"]
 
 
 def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: str = "auto",
                   threads: int | None = None, progress: bool = True, command: str = "",
                   queue_depth: int = 2, repair: bool = False) -> str:
-    """Write the activation store ``out`` (STORE.md) for ``cfg``; resume if it exists.
+    """Write the activation store ``out`` (docs/store.md) for ``cfg``; resume if it exists.
 
     Under ``torchrun --nproc-per-node N`` the blocks are shared among the N processes.
     """

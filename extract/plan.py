@@ -34,8 +34,9 @@ from .models import (
     verify_classifier,
     wrap_module,
 )
-from .models.zoo import hf_weights
-from .reduction import Reducer, default_reduction
+from .models.wrap import LOGITS_RTOL
+from .models.zoo import hf_weights, known_normalization
+from .reduction import Reducer, default_reduction, has_class_token
 from .runtime import versions
 
 log = logging.getLogger("ncprobe.extract")
@@ -184,13 +185,13 @@ def resolve_normalization(spec: str | None, meta: dict, ds) -> tuple[tuple, tupl
     return mean, std, "explicit"
 
 
-def apply_auto_normalization(model: NCModel, cfg: ExtractConfig, ds) -> str | None:
+def apply_auto_normalization(model: NCModel, cfg: ExtractConfig, ds) -> None:
     """With ``normalize="auto"``, set the model's input normalisation to what its source
-    records (:func:`~ncprobe.extract.models.zoo.known_normalization`) and return the source's
-    name; a one-line error when it records none or has another channel count."""
+    records (:func:`~ncprobe.extract.models.zoo.known_normalization`); a one-line error when
+    it records none or has another channel count."""
     if cfg.normalize != "auto":
-        return None
-    known = getattr(model, "known_normalization", None)
+        return
+    known = known_normalization(model.net)
     if known is None:
         resolve_normalization("auto", {}, ds)  # raises, saying what auto needs
     mean, std, source = known
@@ -199,19 +200,22 @@ def apply_auto_normalization(model: NCModel, cfg: ExtractConfig, ds) -> str | No
                            f"channel(s), the dataset {len(ds.mean)}; pass explicit values")
     model.normalize.mean.copy_(torch.tensor(mean).reshape(model.normalize.mean.shape))
     model.normalize.std.copy_(torch.tensor(std).reshape(model.normalize.std.shape))
-    return source
+
+
+def _used_normalization(model) -> tuple[list, list]:
+    """The per-channel mean and std of the model's first module, rounded for the store."""
+    return ([round(float(v), 6) for v in model.normalize.mean.flatten()],
+            [round(float(v), 6) for v in model.normalize.std.flatten()])
 
 
 def normalization(model, cfg: ExtractConfig, meta: dict, ds) -> dict:
     """What the model's first module does to its input, as used (a checkpoint's own values
     included), for the store's attributes and ``--list-layers``."""
+    used = _used_normalization(model)
     if cfg.normalize == "auto":
-        return {"mode": f"auto ({model.known_normalization[2]})",
-                "mean": [round(float(v), 6) for v in model.normalize.mean.flatten()],
-                "std": [round(float(v), 6) for v in model.normalize.std.flatten()]}
+        return {"mode": f"auto ({known_normalization(model.net)[2]})", "mean": used[0],
+                "std": used[1]}
     mean, std, mode = resolve_normalization(cfg.normalize, meta, ds)
-    used = ([round(float(v), 6) for v in model.normalize.mean.flatten()],
-            [round(float(v), 6) for v in model.normalize.std.flatten()])
     if mode == "dataset" and not np.allclose(used, (mean, std)):
         mode = "checkpoint"  # the checkpoint carried its own normalize buffers
     return {"mode": mode, "mean": used[0], "std": used[1]}
@@ -221,7 +225,7 @@ def resolve_capture(model, ds, cfg: ExtractConfig, device):
     """Capture paths, reducers and :class:`LayerSpec` of the layers ``cfg`` asks for, in
     depth order, from one probing forward pass."""
     paths_by_name = resolve_layers(model, cfg.layers)
-    shapes = probe(model, paths_by_name, _example(ds, device))
+    shapes = probe(model, paths_by_name, example_inputs(ds, device))
     if cfg.project is not None and cfg.project < 1:
         raise NcprobeError(f"`project` must be >= 1, got {cfg.project}")
     ran = {key.split(".call")[0] for key in shapes}
@@ -233,11 +237,11 @@ def resolve_capture(model, ds, cfg: ExtractConfig, device):
                            "returned no tensor), so nothing can be captured there; choose "
                            "modules that the model calls")
     paths_by_name = {n: p for n, p in paths_by_name.items() if n in ran}
-    has_class_token = any(n.split(".")[-1] == "cls_token" for n, _ in model.named_parameters())
+    cls = has_class_token(model)
     reducers, specs = {}, []
     for depth, (key, shape) in enumerate(shapes.items()):
         base = key.split(".call")[0]
-        spec = _reducer_spec(cfg, base, shape, has_class_token)
+        spec = _reducer_spec(cfg, base, shape, cls)
         # only project layers wider than the target: a projection never adds dimensions
         if cfg.project and np.prod(shape) <= cfg.project:
             spec = spec.split("+proj")[0]
@@ -247,7 +251,7 @@ def resolve_capture(model, ds, cfg: ExtractConfig, device):
     return paths_by_name, reducers, specs
 
 
-def _example(ds, device) -> torch.Tensor:
+def example_inputs(ds, device) -> torch.Tensor:
     """Two inputs of the first split, for the passes that probe the model."""
     return torch.from_numpy(ds.images[ds.splits[0]][:2]).to(device)
 
@@ -256,10 +260,10 @@ def _plan(model, ds, cfg, device, *, epochs, load, checkpoints, model_attrs) -> 
     """The parts every plan shares: subsets, conditions, layers, fingerprint and attributes."""
     conditions = _conditions(cfg.attacks)
     model.to(device).eval()
-    residual = verify_classifier(model, _example(ds, device), ds.n_classes,
+    residual = verify_classifier(model, example_inputs(ds, device), ds.n_classes,
                                  f"model {model_attrs['arch']!r}",
                                  explicit=cfg.classifier is not None)
-    if residual > 1e-4:
+    if residual > LOGITS_RTOL:
         log.warning("W h + b of the classifier %r differs from the model's logits (relative "
                     "error %.2g): NC3 and NC4 describe that linear map, not the output",
                     model.classifier[4:], residual)
@@ -336,17 +340,22 @@ def state_sha256(model: torch.nn.Module) -> str:
 def plan_module(model: torch.nn.Module, ds: Dataset, cfg: ExtractConfig, device, *,
                 epoch: int = 0, name: str | None = None) -> ExtractionPlan:
     """The plan of a model already in memory: an :class:`NCModel` as it is, any other
-    ``nn.Module`` wrapped (capture points: its children; classifier: ``cfg.classifier`` or its
-    last ``nn.Linear``; normalisation: ``cfg.normalize``, by default none)."""
+    ``nn.Module`` wrapped (:func:`~ncprobe.extract.models.wrap.wrap_module`; normalisation:
+    ``cfg.normalize``, by default none, ``auto`` from the model's ``pretrained_cfg``)."""
     if not isinstance(model, NCModel):
-        mean, std, mode = resolve_normalization(cfg.normalize or "none", {}, ds)
+        auto = cfg.normalize == "auto"
+        mean, std, mode = resolve_normalization("none" if auto else cfg.normalize or "none",
+                                                {}, ds)
         model = wrap_module(model, ds.input_shape, mean, std, cfg.classifier,
                             f"model {name or type(model).__name__!r}", ds.n_classes,
                             cfg.output_key)
+        apply_auto_normalization(model, cfg, ds)
+        if auto:
+            mode = f"auto ({known_normalization(model.net)[2]})"
     else:
         mode = "model"
-    norm = {"mode": mode, "mean": [round(float(v), 6) for v in model.normalize.mean.flatten()],
-            "std": [round(float(v), 6) for v in model.normalize.std.flatten()]}
+    used = _used_normalization(model)
+    norm = {"mode": mode, "mean": used[0], "std": used[1]}
     checkpoints = [{"path": None, "sha256": state_sha256(model), "epoch": epoch}]
     model_attrs = {"arch": name or type(model).__name__, "factory": None,
                    "training": {"mode": None, "attack": None}, "normalization": norm}

@@ -27,6 +27,12 @@ def _seed(name: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
 
 
+def has_class_token(model) -> bool:
+    """Whether the model has a class token (a parameter named ``cls_token``, as timm's and
+    Hugging Face's vision transformers do)."""
+    return any(n.split(".")[-1] == "cls_token" for n, _ in model.named_parameters())
+
+
 def default_reduction(shape: tuple, has_class_token: bool) -> str:
     """The reduction a layer gets unless one is asked for: a token output ``(tokens, dim)``
     its class token when the model has one (a ``cls_token`` parameter), else the token mean;

@@ -1,5 +1,5 @@
-"""Device and thread choices, made deliberately (NOTES.md: 2 threads ran a tiny MLP 15x slower
-than 1 on this 2-core machine)."""
+"""Device and thread choices, made deliberately (measured: 2 threads ran a tiny MLP 15x slower
+than 1 on a 2-core machine)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Slow, obvious float64 implementations of every metric, written straight from METRICS.md.
+"""Slow, obvious float64 implementations of every metric, written straight from docs/metrics.md.
 
 Loops over samples and class pairs on purpose: these are the oracle the fast code is checked
 against, so they should be easy to read, not fast.
@@ -31,7 +31,7 @@ def centred_matrix(h, g, n_classes):
 
 def simplex_matrix(h, g, n_classes):
     """(D x C'), columns mu_c minus the plain average of the class means present: the centre
-    of the simplex metrics (NC2, ETF distance, NC3, alignment) in METRICS.md."""
+    of the simplex metrics (NC2, ETF distance, NC3, alignment) in docs/metrics.md."""
     mu = class_means(h, g, n_classes)
     centre = np.mean([mu[c] for c in sorted(mu)], axis=0)
     return np.stack([mu[c] - centre for c in sorted(mu)], axis=1)

@@ -128,7 +128,7 @@ def test_empty_and_singleton_classes_warn_and_are_handled(tmp_path):
     pc = m["per_class"].to_dataset().isel(split=0, layer=0, checkpoint=0, condition=0)
     assert pc["count"].values.tolist() == [6, 6, 0, 1]
     assert np.isnan(pc["within_var"].values[2])  # empty: undefined
-    assert pc["within_var"].values[3] == 0.0  # one sample sits on its own mean (METRICS.md)
+    assert pc["within_var"].values[3] == 0.0  # one sample sits on its own mean (docs/metrics.md)
     s = m["summary"].to_dataset().isel(split=0, layer=0, checkpoint=0, condition=0).sel(
         grouping="label")
     assert np.isfinite(float(s["nc1"])) and int(s["rank_b"]) == 2

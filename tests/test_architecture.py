@@ -1,4 +1,4 @@
-"""The dependency rules of ARCHITECTURE.md, enforced."""
+"""The stages' dependency rules (analysis, plots and data never import torch), enforced."""
 
 import subprocess
 import sys

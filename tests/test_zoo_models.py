@@ -18,6 +18,7 @@ import xarray as xr
 from ncprobe.analyze.cli import main as analyze
 from ncprobe.extract.cli_extract import main as extract
 from tests import zoo_models as zm
+from tests.test_foreign_models import _randomised  # random BatchNorm statistics
 
 pytestmark = pytest.mark.torch
 
@@ -29,16 +30,6 @@ def zoo(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", tv)
     monkeypatch.setitem(sys.modules, "torchvision.models", tv.models)
     monkeypatch.setitem(sys.modules, "timm", zm.fake_timm())
-
-
-def _randomised(net):
-    """Random BatchNorm statistics, so that eval mode differs from an identity."""
-    g = torch.Generator().manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return net.eval()
 
 
 def extract_and_check(tmp_path, net, args, *, mean=0.0, std=1.0, logits_of=None):
@@ -316,3 +307,18 @@ def test_the_last_linear_with_the_class_count_is_checked_against_the_logits():
         plan_module(Scaled(), ds, ExtractConfig(checkpoints=[]), "cpu")
     plan = plan_module(Scaled(), ds, ExtractConfig(checkpoints=[], classifier="fc"), "cpu")
     assert plan.attrs["model"]["classifier_relative_error"] == pytest.approx(2 / 3, rel=1e-3)
+
+
+def test_normalize_auto_for_a_timm_model_in_memory():
+    from ncprobe.extract.api import extract_features
+
+    torch.manual_seed(0)
+    net = zm.fake_timm().create_model("vit_tiny_patch4", num_classes=10).eval()
+    x, y = torch.rand(12, 1, 8, 8), torch.arange(12) % 10
+    out = extract_features(net, x, y, n_classes=10, normalize="auto")
+    assert out.attrs["model"]["normalization"] == {
+        "mode": "auto (timm pretrained_cfg)", "mean": [0.25], "std": [0.5]}
+    with torch.no_grad():
+        want = net((x - 0.25) / 0.5).numpy()
+    np.testing.assert_allclose(out["logits"].sel(condition="clean").values, want, rtol=1e-5,
+                               atol=1e-6)

@@ -14,7 +14,7 @@ from .mlp import mlp
 from .preactresnet import preactresnet18
 from .vgg import vgg11bn
 from .wrap import ModelError, verify_classifier, wrap_module
-from .zoo import build_zoo, is_zoo, known_normalization
+from .zoo import build_zoo, is_zoo
 
 ARCHS = {"mlp": mlp, "cnn": cnn, "preactresnet18": preactresnet18, "vgg11bn": vgg11bn}
 
@@ -85,10 +85,8 @@ def _user_model(spec, input_shape, n_classes, mean, std, kwargs=None, classifier
         return net
     if not isinstance(net, nn.Module):
         raise ModelError(f"factory {spec!r} returned {type(net).__name__}, expected nn.Module")
-    model = wrap_module(net, input_shape, mean, std, classifier, f"model from {spec!r}", n_classes,
-                        output_key)
-    model.known_normalization = known_normalization(net)
-    return model
+    return wrap_module(net, input_shape, mean, std, classifier, f"model from {spec!r}", n_classes,
+                       output_key)
 
 
 def build_model(arch: str, input_shape, n_classes: int, mean, std,
@@ -157,7 +155,7 @@ def load_state(model: nn.Module, state: dict, source: str, arch: str | None = No
         return set(s) <= own and own - norm <= set(s)
 
     def bare(s):
-        return {f"net.{k}": v for k, v in s.items() if f"net.{k}" not in norm}
+        return {f"net.{k}": v for k, v in s.items()}
 
     if not fits(state):
         weights = {k: v for k, v in state.items() if k not in norm}
