@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import xarray as xr
 
 from ncprobe.data import schema as S
+
+from .metrics_reader import conditions_by_kind, feature_layer, training_mode, value
 
 
 @dataclass
@@ -27,48 +28,6 @@ class Finding:
     @property
     def verdict(self) -> str:
         return {True: "PASS", False: "FAIL", None: "n/a"}[self.passed]
-
-
-def training_mode(tree: xr.DataTree) -> str | None:
-    """``standard``, ``pgd`` or ``trades`` from the provenance the store carries, if any."""
-    model = (tree.attrs.get("source_attrs") or {}).get("model") or {}
-    return (model.get("training") or {}).get("mode")
-
-
-def conditions_by_kind(tree: xr.DataTree) -> dict:
-    """Names of the first untargeted attack, targeted attack and noise condition."""
-    out = {}
-    for c in (tree.attrs.get("source_attrs") or {}).get("conditions") or []:
-        kind = c.get("attack")
-        if kind in ("pgd", "fgsm"):
-            out.setdefault("targeted" if c.get("targeted") else "attack", c["name"])
-        elif kind == "noise":
-            out.setdefault("noise", c["name"])
-    return out
-
-
-def feature_layer(tree: xr.DataTree, fallback: bool = True) -> str | None:
-    """The layer feeding the classifier; when it was not extracted, the deepest layer before
-    the logits for display (``fallback``), or None where a number must be that layer's."""
-    layer = tree.attrs.get("classifier_layer")
-    layers = [str(v) for v in tree[S.SUMMARY_GROUP][S.LAYER].values]
-    if layer in layers:
-        return layer
-    if not fallback:
-        return None
-    return layers[-2] if len(layers) > 1 else layers[-1]
-
-
-def value(tree, metric, *, split, layer, condition, grouping="label", checkpoint=-1) -> float:
-    """One scalar of ``/summary`` (the last checkpoint by default); NaN when absent."""
-    s = tree[S.SUMMARY_GROUP].to_dataset()
-    if split not in s[S.SPLIT].values or condition not in s[S.CONDITION].values:
-        return np.nan
-    v = s[metric].sel({S.SPLIT: split, S.LAYER: layer, S.CONDITION: condition}).isel(
-        {S.CHECKPOINT: checkpoint})
-    if S.GROUPING in v.dims:
-        v = v.sel({S.GROUPING: grouping})
-    return float(v)
 
 
 def _fmt(x):

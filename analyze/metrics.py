@@ -1,11 +1,14 @@
-"""Every metric of docs/metrics.md for one layer, by dim name: the one analysis path.
+"""Every metric of docs/metrics.md by dim name: the one analysis path, and each metric alone.
 
 :func:`layer_metrics` is what ``nc-analyze`` computes for each layer of a store, callable on any
 DataArray of features (numpy or dask, any leading dims such as checkpoint and condition):
 :func:`grouping_labels` builds the four groupings, :func:`~ncprobe.analyze.stats.class_stats`
 and :func:`~ncprobe.analyze.stats.within_stats` are the two passes, :func:`collapse_metrics`
-turns their statistics into metrics. :func:`ncprobe.analyze.run.analyze_store` calls the same
-functions, computing each pass for the whole store at once.
+runs every metric of :mod:`ncprobe.analyze.registry` on their statistics.
+:func:`ncprobe.analyze.run.analyze_store` calls the same functions, computing each pass for
+the whole store at once. :func:`nc1`, :func:`nc2`, :func:`nc3`, :func:`cdnv` and
+:func:`fuzziness` give one metric of features and labels with the same vocabulary
+(``n_classes``, ``sample_dim``, ``feature_dim``).
 """
 
 from __future__ import annotations
@@ -17,34 +20,57 @@ import xarray as xr
 
 from ncprobe.data import schema as S
 
-from . import collapse as C
-from .stats import AnalysisError, class_stats, lead_dims, within_stats
+from . import registry
+from .blocks import AnalysisError, lead_dims
+from .kernels.collapse import GROUPINGS, Block
+from .kernels.geometry import NC2_KEYS
+from .registry import REPORTED
+from .stats import class_stats, within_stats
 
-#: per-class metrics are named ``class_<name>`` in a layer's Dataset (``align_angle`` is also
-#: a summary scalar); the metrics store keeps them apart in ``/per_class``
-PER_CLASS_PREFIX = "class_"
+#: the inputs of a Block: (source, name in the source, core dims besides the feature dim)
+_BLOCK_INPUTS = {
+    "sums": ("stats", "sum", (S.GROUPING, S.CLASS, "F")),
+    "counts": ("stats", "count", (S.GROUPING, S.CLASS)),
+    "within": ("within", "within", (S.GROUPING, S.CLASS)),
+    "projected": ("within", "projected", (S.GROUPING, S.CLASS)),
+    "conf_own": ("within", "conf_own", (S.GROUPING, S.LABEL, S.VERTEX)),
+    "mismatch": ("within", "nc4_mismatch", (S.GROUPING,)),
+    "conf_ref": ("within", "conf_ref", (S.LABEL, S.VERTEX)),
+    "flipped": ("within", "flipped", ()),
+    "leapt": ("within", "leapt", ()),
+    "projected_w": ("within", "projected_w", (S.CLASS,)),
+    "clean_centred": ("extra", "clean_centred", (S.CLASS, "F")),
+    "weight": ("extra", "weight", (S.CLASS, "F")),
+}
+#: the grouping dim of per-grouping results while they are computed (the inputs' grouping
+#: dim has all four groupings, the results only those reported)
+_REPORTED_DIM = "reported_grouping"
 
 
 def grouping_labels(labels: xr.DataArray, pred: xr.DataArray | None = None,
-                    target: xr.DataArray | None = None, *, shuffle_seed: int = 0,
+                    target: xr.DataArray | None = None, *, shuffle_seed: int | None = 0,
                     sample_dim: str = S.SAMPLE) -> xr.DataArray:
     """The four groupings of docs/metrics.md side by side: (..., sample, grouping).
 
     ``label`` (true class), ``pred`` (the network's prediction; -1 everywhere when None),
     ``target`` (the attack's target, -1 for untargeted samples or when None) and ``shuffled``
     (the labels permuted along ``sample_dim`` with ``shuffle_seed``: the no-structure
-    baseline ``nc1_shuffled``). Leading dims of ``pred``/``target`` (checkpoint, condition)
-    are kept; labels are broadcast over them.
+    baseline ``nc1_shuffled``; -1 everywhere, and no cost, when ``shuffle_seed`` is None).
+    Leading dims of ``pred``/``target`` (checkpoint, condition) are kept; labels are
+    broadcast over them.
     """
-    perm = np.random.default_rng(shuffle_seed).permutation(labels.sizes[sample_dim])
-    shuffled = labels.copy(data=labels.isel({sample_dim: perm}).data)
     missing = xr.full_like(labels, -1)
+    if shuffle_seed is None:
+        shuffled = missing
+    else:
+        perm = np.random.default_rng(shuffle_seed).permutation(labels.sizes[sample_dim])
+        shuffled = labels.copy(data=labels.isel({sample_dim: perm}).data)
     parts = [labels, missing if pred is None else pred,
              missing if target is None else target, shuffled]
     parts = [p.astype(np.int64).drop_vars([c for c in p.coords if c != sample_dim])
              for p in parts]
     out = xr.concat(xr.broadcast(*parts), dim=S.GROUPING, coords="minimal", join="override")
-    return out.assign_coords({S.GROUPING: list(C.GROUPING_ORDER)}).transpose(
+    return out.assign_coords({S.GROUPING: list(GROUPINGS)}).transpose(
         ..., sample_dim, S.GROUPING)
 
 
@@ -91,9 +117,9 @@ def _classifier_rows(weight, stats, feature_dim):
 
 def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
                      weight: xr.DataArray | None = None, clean: str = S.CLEAN,
-                     condition_dim: str = S.CONDITION,
-                     feature_dim: str = S.FEATURE) -> xr.Dataset:
-    """Every metric of docs/metrics.md from the statistics of the two passes.
+                     condition_dim: str = S.CONDITION, feature_dim: str = S.FEATURE,
+                     only=None) -> xr.Dataset:
+    """Every registered metric (docs/metrics.md) from the statistics of the two passes.
 
     Parameters
     ----------
@@ -103,59 +129,61 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
     weight : DataArray (..., class, feature_dim), optional
         Classifier rows, when these features feed the final linear map (nc3, NC2 on W).
     clean : the condition whose class means the alignment angles compare with.
+    only : keys of :data:`ncprobe.analyze.registry.METRICS` to compute (default: all).
 
     Returns
     -------
-    Dataset over the leading dims of ``stats`` with the grouped metrics (grouping: label,
-    pred, target), the scalars, ``class_<name>`` per-class metrics (class), ``transitions``
-    (label, vertex) and ``means`` (grouping, class, feature_dim). Lazy when the inputs are.
+    Dataset over the leading dims of ``stats``: per-grouping metrics (grouping: label, pred,
+    target), scalars, ``class_<name>`` per-class metrics (class), ``transitions`` (label,
+    vertex), as the registry declares them, and ``means`` (grouping, class, feature_dim).
+    Lazy when the inputs are: every metric of every block is one numpy call per layer
+    (:mod:`ncprobe.analyze.kernels.collapse`), never a Python loop over blocks.
     Conventions: nc1 = (1/C) Tr(Sigma_W Sigma_B^+), Sigma_B = (1/C) M M^T, mu_G
     sample-weighted (Papyan, Han, Donoho 2020); see docs/metrics.md for each metric.
     """
     if S.GROUPING not in stats.dims or \
-            [str(g) for g in stats[S.GROUPING].values] != list(C.GROUPING_ORDER):
-        raise AnalysisError(f"stats must have groupings {', '.join(C.GROUPING_ORDER)} in this "
-                            "order along 'grouping', as grouping_labels builds them")
+            [str(g) for g in stats[S.GROUPING].values] != list(GROUPINGS):
+        raise AnalysisError(f"stats must have groupings {', '.join(GROUPINGS)} in this order "
+                            "along 'grouping', as grouping_labels builds them")
+    metrics = [registry.METRICS[k] for k in (only or registry.METRICS)]
     c = stats.sizes[S.CLASS]
-    g, lv = [S.GROUPING], [S.LABEL, S.VERTEX]
-    n_rep = len(C.REPORTED_GROUPINGS)
-    size = len(C.GROUPED) * n_rep + len(C.SCALARS) + len(C.PER_CLASS) * c + c * c
-    args = [stats["sum"], stats["count"], within["within"], within["projected"],
-            within["conf_own"], within["nc4_mismatch"], within["conf_ref"], within["flipped"],
-            within["leapt"], _clean_centred(stats, clean, condition_dim),
-            _classifier_rows(weight, stats, feature_dim)]
-    core = [[*g, S.CLASS, feature_dim], [*g, S.CLASS], [*g, S.CLASS], [*g, S.CLASS], [*g, *lv],
-            g, lv, [], [], [S.CLASS, feature_dim], [S.CLASS, feature_dim]]
-    packed = xr.apply_ufunc(C.block_vector, *args, input_core_dims=core,
-                            output_core_dims=[["z"]], vectorize=True, dask="parallelized",
-                            output_dtypes=[np.float64],
-                            dask_gufunc_kwargs={"output_sizes": {"z": size}})
-    return unpack(packed, c).assign(
-        means=stats["mean"].sel({S.GROUPING: list(C.REPORTED_GROUPINGS)}))
+    sources = {"stats": stats, "within": within,
+               "extra": {"clean_centred": _clean_centred(stats, clean, condition_dim),
+                         "weight": _classifier_rows(weight, stats, feature_dim)}}
+    names = list(_BLOCK_INPUTS)
+    args = [sources[src][var] for src, var, _ in _BLOCK_INPUTS.values()]
+    core = [[feature_dim if d == "F" else d for d in dims]
+            for _, _, dims in _BLOCK_INPUTS.values()]
+    out_core = [[_REPORTED_DIM] if m.per_grouping else list(m.dims) for m in metrics]
+    results = xr.apply_ufunc(
+        _evaluate, *args, kwargs={"names": names, "metrics": metrics, "core": core},
+        input_core_dims=core, output_core_dims=out_core, dask="parallelized",
+        output_dtypes=[np.float64] * len(metrics),
+        dask_gufunc_kwargs={"output_sizes": {_REPORTED_DIM: len(REPORTED)}})
+    results = results if isinstance(results, tuple) else (results,)
+    ds = xr.Dataset({m.key: r for m, r in zip(metrics, results, strict=True)})
+    ds = ds.rename({_REPORTED_DIM: S.GROUPING}) if _REPORTED_DIM in ds.dims else ds
+    ds = ds.assign_coords({S.GROUPING: list(REPORTED), S.CLASS: np.arange(c),
+                           S.LABEL: np.arange(c), S.VERTEX: np.arange(c)})
+    return ds.assign(means=stats["mean"].sel({S.GROUPING: list(REPORTED)}))
 
 
-def unpack(packed: xr.DataArray, n_classes: int) -> xr.Dataset:
-    """The Dataset of :func:`collapse_metrics` from :func:`~.collapse.block_vector` vectors."""
-    out, i = {}, 0
-    n_rep = len(C.REPORTED_GROUPINGS)
-    for name in C.GROUPED:
-        out[name] = packed.isel(z=slice(i, i + n_rep)).rename(z=S.GROUPING)
-        i += n_rep
-    for name in C.SCALARS:
-        out[name] = packed.isel(z=i, drop=True)
-        i += 1
-    for name in C.PER_CLASS:
-        out[PER_CLASS_PREFIX + name] = packed.isel(z=slice(i, i + n_classes)).rename(z=S.CLASS)
-        i += n_classes
-    flat = packed.isel(z=slice(i, i + n_classes**2))
-    lead = [d for d in packed.dims if d != "z"]
-    out["transitions"] = (
-        (*lead, S.LABEL, S.VERTEX),
-        flat.transpose(*lead, "z").data.reshape(flat.shape[:-1] + (n_classes, n_classes)))
-    ds = xr.Dataset(out)
-    return ds.assign_coords({S.GROUPING: list(C.REPORTED_GROUPINGS),
-                             S.CLASS: np.arange(n_classes), S.LABEL: np.arange(n_classes),
-                             S.VERTEX: np.arange(n_classes)})
+def _evaluate(*arrays, names, metrics, core):
+    """Every metric's kernel on one Block of numpy arrays (..., core); results broadcast to
+    the leading shape of all inputs (an input may lack a leading dim, e.g. the weight)."""
+    lead = np.broadcast_shapes(*[a.shape[: a.ndim - len(c)] for a, c in
+                                 zip(arrays, core, strict=True)])
+    block = Block(**dict(zip(names, arrays, strict=True)))
+    out = []
+    for m in metrics:
+        r = np.asarray(m.compute(block), dtype=np.float64)
+        if m.per_grouping and m.groupings != REPORTED:  # NaN for the groupings it skips
+            full = np.full(r.shape[:-1] + (len(REPORTED),), np.nan)
+            full[..., [REPORTED.index(g) for g in m.groupings]] = r
+            r = full
+        n_core = 1 if m.per_grouping else len(m.dims)
+        out.append(np.broadcast_to(r, lead + r.shape[r.ndim - n_core:]).copy())
+    return out[0] if len(out) == 1 else tuple(out)  # apply_ufunc: one output, no tuple
 
 
 def covariances(stats: xr.Dataset, within: xr.Dataset,
@@ -225,3 +253,89 @@ def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, 
     out = collapse_metrics(stats, within, weight=weight, clean=clean,
                            condition_dim=condition_dim, feature_dim=feature_dim)
     return out.merge(covariances(stats, within, feature_dim)) if dense else out
+
+
+def _label_metrics(features, labels, n_classes, keys, *, weight=None, sample_dim, feature_dim):
+    """Metrics ``keys`` of the true-label grouping alone: the two passes on one grouping (the
+    others empty, so they cost nothing), then the registry's kernels."""
+    lead_dims(features, sample_dim, feature_dim)
+    groups = grouping_labels(labels, shuffle_seed=None, sample_dim=sample_dim)
+    stats = class_stats(features, groups, n_classes, sample_dim=sample_dim,
+                        feature_dim=feature_dim)
+    within = within_stats(features, groups, stats, labels=labels, sample_dim=sample_dim,
+                          feature_dim=feature_dim)
+    out = collapse_metrics(stats, within, weight=weight, feature_dim=feature_dim, only=keys)
+    return out.drop_vars("means").sel({S.GROUPING: "label"}, drop=True) \
+        if S.GROUPING in out.dims else out.drop_vars("means")
+
+
+def nc1(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
+        sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.DataArray:
+    """NC1 = (1/C) Tr(Sigma_W Sigma_B^+) by the exact projection method (Papyan et al. 2020).
+
+    Parameters
+    ----------
+    features : DataArray (..., sample_dim, feature_dim), numpy- or dask-backed.
+    labels : DataArray (sample_dim,) or (..., sample_dim) of integer classes.
+    n_classes : int
+
+    Returns
+    -------
+    DataArray (...) over the dims of ``features`` other than sample and feature; lazy when
+    ``features`` is. Every metric of a layer at once is :func:`layer_metrics`.
+
+    Examples
+    --------
+    >>> from ncprobe.data.datasets import make_synthetic_arrays
+    >>> x, y, _ = make_synthetic_arrays(n_classes=3, dim=5, n_per_class=50, noise=0.0)
+    >>> h = xr.DataArray(x, dims=("sample", "feature")); g = xr.DataArray(y, dims="sample")
+    >>> float(nc1(h, g, 3)) < 1e-20
+    True
+    """
+    return _label_metrics(features, labels, n_classes, ["nc1"], sample_dim=sample_dim,
+                          feature_dim=feature_dim)["nc1"]
+
+
+def nc2(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
+        sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.Dataset:
+    """NC2 of the class means centred on their centroid: ``equinorm``, ``equiangular``,
+    ``max_angle`` and ``etf_distance`` (docs/metrics.md; Papyan et al. 2020).
+
+    Returns a Dataset (...) of the four, over the dims of ``features`` other than sample and
+    feature; lazy when ``features`` is.
+
+    Examples
+    --------
+    >>> from ncprobe.data.datasets import make_synthetic_arrays
+    >>> x, y, _ = make_synthetic_arrays(n_classes=4, dim=8, n_per_class=30, noise=0.0)
+    >>> h = xr.DataArray(x, dims=("sample", "feature")); g = xr.DataArray(y, dims="sample")
+    >>> round(float(nc2(h, g, 4)["etf_distance"]), 9)
+    0.0
+    """
+    return _label_metrics(features, labels, n_classes, list(NC2_KEYS), sample_dim=sample_dim,
+                          feature_dim=feature_dim)
+
+
+def nc3(features: xr.DataArray, labels: xr.DataArray, n_classes: int,
+        weight: xr.DataArray, *, sample_dim: str = S.SAMPLE,
+        feature_dim: str = S.FEATURE) -> xr.DataArray:
+    """NC3 = ||W^T/||W||_F - M/||M||_F||_F between classifier rows ``weight`` (..., class,
+    feature_dim) and the centred class means of ``features`` (docs/metrics.md)."""
+    return _label_metrics(features, labels, n_classes, ["nc3"], weight=weight,
+                          sample_dim=sample_dim, feature_dim=feature_dim)["nc3"]
+
+
+def cdnv(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
+         sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.DataArray:
+    """Class-distance normalised variance, mean over class pairs of (var_c + var_c') /
+    (2 ||mu_c - mu_c'||^2) (Galanti et al. 2022; docs/metrics.md)."""
+    return _label_metrics(features, labels, n_classes, ["cdnv"], sample_dim=sample_dim,
+                          feature_dim=feature_dim)["cdnv"]
+
+
+def fuzziness(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
+              sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.DataArray:
+    """Separation fuzziness D = Tr(SS_W SS_B^+) with the count-weighted between-class scatter
+    (He and Su 2023; docs/metrics.md): C x nc1 when the classes are balanced."""
+    return _label_metrics(features, labels, n_classes, ["fuzziness"], sample_dim=sample_dim,
+                          feature_dim=feature_dim)["fuzziness"]

@@ -13,7 +13,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 import zarr
 
@@ -23,7 +22,9 @@ from ncprobe.data.locking import process_alive
 from ncprobe.data.store import StoreError
 from ncprobe.data.store_writer import consolidate
 
-from .metrics import PER_CLASS_PREFIX
+from . import registry
+from .metrics_reader import tidy_summary
+from .separation import separation_law
 
 
 def _versions():
@@ -58,15 +59,22 @@ def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
         return ds.assign_coords({d: ds[d].values.astype(object) for d in
                                  (S.CONDITION, S.GROUPING) if d in ds.coords}).drop_encoding()
 
+    def group(name):
+        """The registry's metrics of one store group, under their stored names."""
+        metrics = [m for m in registry.in_group(name) if m.key in first]
+        ds = stacked([m.key for m in metrics]).rename({m.key: m.store_name for m in metrics})
+        for m in metrics:
+            if m.integer:
+                ds[m.store_name] = ds[m.store_name].round().astype(np.int64)
+        return ds
+
     first = per_layer[(splits[0], layers[0])]
-    summary = stacked([n for n in (*S.GROUPED_METRICS, *S.UNGROUPED_METRICS)])
-    per_class = stacked([PER_CLASS_PREFIX + n for n in S.PER_CLASS_VARS]).rename(
-        {PER_CLASS_PREFIX + n: n for n in S.PER_CLASS_VARS})
-    trans = stacked(["transitions"]).rename(transitions="count")
-    trans["count"] = trans["count"].round().astype(np.int64)
-    nodes = {f"/{S.SUMMARY_GROUP}": objects(summary),
-             f"/{S.PER_CLASS_GROUP}": objects(per_class),
-             f"/{S.TRANSITIONS_GROUP}": objects(trans)}
+    summary = group(S.SUMMARY_GROUP)
+    nodes = {f"/{g}": objects(group(g) if g != S.SUMMARY_GROUP else summary)
+             for g in (S.SUMMARY_GROUP, S.PER_CLASS_GROUP, S.TRANSITIONS_GROUP)}
+    if "fuzziness" in summary:
+        # the law of data separation: across layers, so fitted once the layers are stacked
+        nodes[f"/{S.SEPARATION_GROUP}"] = objects(separation_law(summary["fuzziness"]))
     dense = [n for n in ("sigma_w", "sigma_b") if n in first]
     for la in layers:
         ds = xr.concat([per_layer[(s, la)][["means", *dense]] for s in splits], dim=S.SPLIT)
@@ -78,21 +86,6 @@ def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
                                  created=_dt.datetime.now(_dt.UTC).isoformat()))
     nodes["/"] = root
     return xr.DataTree.from_dict(nodes)
-
-
-def tidy_summary(summary: xr.Dataset) -> pd.DataFrame:
-    """Long-form table of ``/summary``: one row per (split, layer, checkpoint, condition,
-    grouping, metric); metrics that do not depend on the grouping have grouping ``""``."""
-    frames = []
-    for name, var in summary.data_vars.items():
-        df = var.to_dataframe(name=name).reset_index()
-        if S.GROUPING not in var.dims:
-            df[S.GROUPING] = ""
-        df = df.rename(columns={name: "value"})
-        df["metric"] = name
-        frames.append(df[[S.SPLIT, S.LAYER, S.DEPTH, S.CHECKPOINT, S.CONDITION, S.GROUPING,
-                          "metric", "value"]])
-    return pd.concat(frames, ignore_index=True)
 
 
 def csv_path(out) -> str:

@@ -26,11 +26,12 @@ from ncprobe.data.store import (
 from ncprobe.data.store import layers as store_layers
 from ncprobe.data.store import splits as store_splits
 
+from .blocks import AnalysisError
 from .cluster import connect, parse_scheduler
 from .metrics import clean_reference, collapse_metrics, covariances, grouping_labels
 from .output import assemble, check_target, write_metrics
 from .progress import compute_all, make_bar
-from .stats import AnalysisError, class_stats, within_stats
+from .stats import class_stats, within_stats
 
 log = logging.getLogger("ncprobe.analyze")
 

@@ -18,88 +18,17 @@ import numpy as np
 import xarray as xr
 
 from ncprobe.data import schema as S
-from ncprobe.data.errors import NcprobeError
 
-from . import _kernels as K
-from .geometry import projection_coefs
-
-
-class AnalysisError(NcprobeError):
-    """Input that the analysis cannot use; the message says what was expected."""
-
-
-def _is_dask(x) -> bool:
-    return isinstance(getattr(x, "data", x), da.Array)
-
-
-def reduce_blocks(kernel, x, per_sample, consts, size):
-    """Sum ``kernel(x_chunk, *per_sample_chunks, *consts)`` over the sample chunks of ``x``
-    (..., n, D), for every index of its leading axes.
-
-    ``per_sample`` arrays are (..., n, ...) aligned with the rows of ``x``; ``consts`` (...,
-    ...) are passed whole to every chunk of their block. Returns (..., size): one additive
-    statistics vector per block. With dask, one blockwise layer over (leading axes, sample
-    chunks) and one sum over the chunks: nothing per sample is materialised beyond a chunk.
-    """
-    lead = x.shape[:-2]
-    arrays = [x, *per_sample, *consts]
-    if not any(isinstance(a, da.Array) for a in arrays):
-        out = np.empty(lead + (size,))
-        for i in np.ndindex(*lead):
-            out[i] = kernel(np.asarray(x[i]), *[np.asarray(a[i]) for a in per_sample],
-                            *[c[i] for c in consts])
-        return out
-    n_lead = len(lead)
-    ones = (1,) * n_lead
-    x = da.asarray(x).rechunk(ones + (da.asarray(x).chunks[n_lead], -1))
-    li = tuple(f"l{j}" for j in range(n_lead))
-    args = [x, (*li, "s", "d")]
-    for i, a in enumerate(per_sample):
-        a = da.asarray(a).rechunk(ones + (x.chunks[n_lead],) + (-1,) * (a.ndim - n_lead - 1))
-        args += [a, (*li, "s", *(f"p{i}_{j}" for j in range(a.ndim - n_lead - 1)))]
-    for i, c in enumerate(consts):
-        c = da.asarray(c).rechunk(ones + (-1,) * (c.ndim - n_lead))
-        args += [c, (*li, *(f"c{i}_{j}" for j in range(c.ndim - n_lead)))]
-    first = (0,) * n_lead
-
-    def block(*blocks):
-        parts = [np.asarray(b[first]) for b in blocks]
-        return kernel(*parts)[(None,) * (n_lead + 1)]
-
-    out = da.blockwise(block, (*li, "s", "z"), *args, new_axes={"z": size},
-                       adjust_chunks={"s": 1}, concatenate=True, dtype=np.float64,
-                       meta=np.empty((0,) * (n_lead + 2)))
-    return out.sum(axis=n_lead)
-
-
-def lead_dims(features: xr.DataArray, sample_dim: str, feature_dim: str) -> tuple:
-    """The dims of ``features`` that statistics broadcast over (all but sample and feature)."""
-    missing = [d for d in (sample_dim, feature_dim) if d not in features.dims]
-    if missing:
-        raise AnalysisError(
-            f"features has dims {features.dims}; expected {sample_dim!r} and {feature_dim!r} "
-            "among them (pass sample_dim= and feature_dim= to name others)")
-    return tuple(d for d in features.dims if d not in (sample_dim, feature_dim))
-
-
-def broadcast_to_lead(arr: xr.DataArray, features: xr.DataArray, lead, core) -> xr.DataArray:
-    """``arr`` with every leading dim of ``features`` (a view where it lacked one), ordered
-    ``(*lead, *core)``. Positional, like the features: no coordinate alignment."""
-    extra = [d for d in arr.dims if d not in lead and d not in core]
-    if extra:
-        raise AnalysisError(f"an input has dims {arr.dims}; dims {extra} are neither in the "
-                            f"features' dims {features.dims} nor {tuple(core)}")
-    for d in lead:
-        if d not in arr.dims:
-            arr = arr.expand_dims({d: features.sizes[d]})
-        elif arr.sizes[d] != features.sizes[d]:
-            raise AnalysisError(f"an input has {arr.sizes[d]} entries along {d!r}; the "
-                                f"features have {features.sizes[d]}")
-    return arr.transpose(*lead, *core)
-
-
-def _lead_coords(features, lead):
-    return {k: v for k, v in features.coords.items() if v.dims and set(v.dims) <= set(lead)}
+from .blocks import (
+    AnalysisError,
+    broadcast_to_lead,
+    is_dask,
+    lead_coords,
+    lead_dims,
+    reduce_blocks,
+)
+from .kernels import passes
+from .kernels.geometry import projection_coefs
 
 
 def _groups(groups: xr.DataArray, features, lead, sample_dim):
@@ -127,20 +56,6 @@ def _require_int_labels(groups, n_classes):
     if not np.issubdtype(groups.dtype, np.integer):
         raise AnalysisError(f"group labels have dtype {groups.dtype}; expected integers "
                             f"0..{n_classes - 1} (or -1 for 'not in this grouping')")
-
-
-def _unpack(vec, lead_shape, layout):
-    """Named arrays (*lead, *shape) from stacked statistics vectors (*lead, size)."""
-    if isinstance(vec, da.Array):
-        # one chunk over the leading dims: each statistic derived below is one task per
-        # layer, not one per (checkpoint, condition) block (small stores have hundreds)
-        vec = vec.rechunk({j: -1 for j in range(len(lead_shape))})
-    out, i = {}, 0
-    for name, shape in layout:
-        n = int(np.prod(shape)) if shape else 1
-        out[name] = vec[..., i:i + n].reshape(lead_shape + tuple(shape))
-        i += n
-    return out
 
 
 def _finish(ds, has_grouping, coord):
@@ -184,11 +99,8 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
     g, has_grouping, coord = _groups(groups, f, lead, sample_dim)
     _require_int_labels(g, n_classes)
     n_g, d = g.shape[-1], f.shape[-1]
-    lead_shape = f.shape[:-2]
-    vec = reduce_blocks(functools.partial(K.pass1, n_classes=n_classes), f.data, [g.data], [],
-                        K.pass1_size(n_g, n_classes, d))
-    parts = _unpack(vec, lead_shape, [("sum", (n_g, n_classes, d)), ("count", (n_g, n_classes)),
-                                      ("n_nonfinite", ())])
+    parts = reduce_blocks(functools.partial(passes.pass1, n_classes=n_classes), f.data,
+                          [g.data], [], passes.pass1_shapes(n_g, n_classes, d))
     sums, counts = parts["sum"], parts["count"]
     xp = da if isinstance(sums, da.Array) else np
     # divisors of empty classes (groupings) replaced by 1 and the result by NaN: lazy
@@ -202,35 +114,37 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
          "mean": ((*dg, S.CLASS, feature_dim), means),
          "global_mean": ((*dg, feature_dim), global_mean),
          "n_nonfinite": (lead, parts["n_nonfinite"])},
-        coords={**_lead_coords(f, lead), S.CLASS: np.arange(n_classes)})
+        coords={**lead_coords(f, lead), S.CLASS: np.arange(n_classes)})
     return _finish(ds, has_grouping, coord)
 
 
-def _coef_block(means, counts):
-    """(..., G, C, C) projection coefficients of the between-class basis per grouping."""
+def _coef_block(means, counts, weighted):
+    """(..., C, C) projection coefficients of the between-class basis of each block."""
     out = np.zeros(counts.shape + counts.shape[-1:])
     for i in np.ndindex(*counts.shape[:-1]):
-        out[i] = projection_coefs(np.nan_to_num(means[i]), counts[i], counts.shape[-1])
+        out[i] = projection_coefs(np.nan_to_num(means[i]), counts[i], counts.shape[-1],
+                                  weighted=weighted)
     return out
 
 
-def between_coefficients(stats: xr.Dataset) -> xr.DataArray:
+def between_coefficients(stats: xr.Dataset, weighted: bool = False) -> xr.DataArray:
     """Coefficients (..., [grouping,] class, rank) that project on the between-class basis
-    U S^-1 from dot products with the class means; see
-    :func:`ncprobe.analyze.geometry.projection_coefs`. Lazy when ``stats`` is."""
+    U S^-1 from dot products with the class means (count-weighted rows when ``weighted``);
+    see :func:`ncprobe.analyze.kernels.geometry.projection_coefs`. Lazy when ``stats`` is."""
     mean, count = stats["mean"], stats["count"]
     feature_dim = next(d for d in mean.dims if d not in count.dims)
     return xr.apply_ufunc(
-        _coef_block, mean, count, input_core_dims=[[S.CLASS, feature_dim], [S.CLASS]],
+        _coef_block, mean, count, kwargs={"weighted": weighted},
+        input_core_dims=[[S.CLASS, feature_dim], [S.CLASS]],
         output_core_dims=[[S.CLASS, "rank"]], dask="parallelized", output_dtypes=[np.float64],
         dask_gufunc_kwargs={"output_sizes": {"rank": count.sizes[S.CLASS]}})
 
 
-def _pass2_block(h, groups, labels, pred, means, coefs, ref, ref_valid, own_valid, origin,
-                 n_classes, dense):
-    return K.pass2(h, groups, labels, pred, np.nan_to_num(means), coefs, ref,
-                   ref_valid.astype(bool), own_valid.astype(bool), n_classes, dense=dense,
-                   origin=np.nan_to_num(origin))
+def _pass2_block(h, groups, labels, pred, means, coefs, coefs_w, ref, ref_valid, own_valid,
+                 origin, n_classes, dense):
+    return passes.pass2(h, groups, labels, pred, np.nan_to_num(means), coefs, coefs_w, ref,
+                        ref_valid.astype(bool), own_valid.astype(bool), n_classes, dense=dense,
+                        origin=np.nan_to_num(origin))
 
 
 def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset, *,
@@ -260,6 +174,8 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     ``projected`` (class) = sum_{i in c} ||S^-1 U^T (h_i - mu_c)||^2, U S V^T the thin SVD of
     the centred means, so Tr Sigma_W = sum(within) / N and nc1 = (1/C) Tr(Sigma_W Sigma_B^+)
     = sum(projected) / N exactly (docs/metrics.md), with no D x D matrix;
+    ``projected_w`` (class), true labels only: the same on the count-weighted basis, so the
+    separation fuzziness Tr(SS_W SS_B^+) = sum(projected_w) / N (He and Su 2023);
     ``conf_own`` (label, vertex): true label vs nearest own class mean;
     ``nc4_mismatch`` (): nearest own mean differs from ``pred``;
     and, per block only, ``conf_ref`` (label, vertex): true label vs nearest ``reference``
@@ -281,6 +197,8 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     means = lead_data(st["mean"], (S.GROUPING, S.CLASS, feature_dim))
     counts = lead_data(st["count"], (S.GROUPING, S.CLASS))
     coefs = lead_data(between_coefficients(st), (S.GROUPING, S.CLASS, "rank"))
+    coefs_w = lead_data(between_coefficients(st.isel({S.GROUPING: 0}), weighted=True),
+                        (S.CLASS, "rank"))
     origin = lead_data(st["global_mean"].isel({S.GROUPING: 0}), (feature_dim,))
     y = g.isel({S.GROUPING: 0}) if labels is None else broadcast_to_lead(labels, f, lead,
                                                                         (sample_dim,))
@@ -292,18 +210,17 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     xp = da if isinstance(ref, da.Array) else np
     ref_valid = xp.isfinite(ref).all(axis=-1)
     ref = xp.where(ref_valid[..., None], ref, 0.0)
-    layout = K.pass2_layout(n_g, c, d, dense)
     kernel = functools.partial(_pass2_block, n_classes=c, dense=dense)
-    vec = reduce_blocks(kernel, f.data, [g.data, y.data, p.data],
-                        [means, coefs, ref, ref_valid, counts > 0, origin],
-                        sum(int(np.prod(s)) if s else 1 for _, s in layout))
-    parts = _unpack(vec, f.shape[:-2], layout)
+    parts = reduce_blocks(kernel, f.data, [g.data, y.data, p.data],
+                          [means, coefs, coefs_w, ref, ref_valid, counts > 0, origin],
+                          passes.pass2_shapes(n_g, c, d, dense))
     pair = (S.LABEL, S.VERTEX)
     dims = {"within": (S.GROUPING, S.CLASS), "projected": (S.GROUPING, S.CLASS),
-            "conf_ref": pair, "conf_own": (S.GROUPING, *pair), "nc4_mismatch": (S.GROUPING,),
+            "projected_w": (S.CLASS,), "conf_ref": pair, "conf_own": (S.GROUPING, *pair),
+            "nc4_mismatch": (S.GROUPING,),
             "flipped": (), "leapt": (), "scatter": (feature_dim, S.FEATURE2)}
     ds = xr.Dataset({k: ((*lead, *dims[k]), v) for k, v in parts.items()},
-                    coords={**_lead_coords(f, lead), S.CLASS: np.arange(c),
+                    coords={**lead_coords(f, lead), S.CLASS: np.arange(c),
                             S.LABEL: np.arange(c), S.VERTEX: np.arange(c)})
     return _finish(ds, has_grouping, coord)
 
@@ -340,31 +257,10 @@ def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: st
     [0, 1]
     """
     lead_dims(features, sample_dim, feature_dim)
-    if _is_dask(features):
+    if is_dask(features):
         features = features.chunk({feature_dim: -1})
     out = xr.apply_ufunc(
         _nearest, features, centres.astype(np.float64),
         input_core_dims=[[feature_dim], [class_dim, feature_dim]], dask="parallelized",
         output_dtypes=[np.int64])
     return out.transpose(*[d for d in features.dims if d != feature_dim], ...)
-
-
-def nc1(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
-        sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.DataArray:
-    """NC1 = (1/C) Tr(Sigma_W Sigma_B^+) by the exact projection method (Papyan et al. 2020).
-
-    Lazy: the result has the dims of ``features`` other than sample and feature; compute it.
-    Every metric of a layer at once is :func:`ncprobe.analyze.metrics.layer_metrics`.
-
-    Examples
-    --------
-    >>> from ncprobe.data.datasets import make_synthetic_arrays
-    >>> x, y, _ = make_synthetic_arrays(n_classes=3, dim=5, n_per_class=50, noise=0.0)
-    >>> h = xr.DataArray(x, dims=("sample", "feature")); g = xr.DataArray(y, dims="sample")
-    >>> float(nc1(h, g, 3)) < 1e-20
-    True
-    """
-    stats = class_stats(features, labels, n_classes, sample_dim=sample_dim,
-                        feature_dim=feature_dim)
-    w = within_stats(features, labels, stats, sample_dim=sample_dim, feature_dim=feature_dim)
-    return w["projected"].sum(S.CLASS) / stats["count"].sum(S.CLASS)

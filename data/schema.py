@@ -42,15 +42,9 @@ SUMMARY_GROUP = "summary"
 PER_CLASS_GROUP = "per_class"
 TRANSITIONS_GROUP = "transitions"
 METRIC_LAYERS_GROUP = "layers"
-GROUPINGS = ("label", "pred", "target")
+SEPARATION_GROUP = "separation"
 DEPTH = "depth"
-
-#: summary scalars per grouping, then those that do not depend on the grouping
-GROUPED_METRICS = ("nc1", "nc1_trace", "cdnv", "rank_b", "cond_b", "equinorm", "equiangular",
-                   "max_angle", "etf_distance", "nc4", "ncc_acc_self")
-UNGROUPED_METRICS = ("nc1_shuffled", "ncc_acc", "net_acc", "leap_rate", "align_angle",
-                     "equinorm_w", "equiangular_w", "max_angle_w", "etf_distance_w", "nc3")
-PER_CLASS_VARS = ("count", "mean_norm", "within_var", "align_angle", "ncc_recall")
+# the metrics themselves are declared in ncprobe.analyze.registry, the one list of them
 
 
 def features_path(split: str, layer: str) -> str:

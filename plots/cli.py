@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _name(tree, path):
-    from ncprobe.analyze.findings import training_mode
+    from ncprobe.analyze.metrics_reader import training_mode
 
     return training_mode(tree) or Path(path).resolve().parent.name
 

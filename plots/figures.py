@@ -18,8 +18,7 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
-from ncprobe.analyze.findings import feature_layer, training_mode
-from ncprobe.analyze.output import tidy_summary
+from ncprobe.analyze.metrics_reader import feature_layer, tidy_summary, training_mode
 from ncprobe.data import schema as S
 from ncprobe.data.errors import NcprobeError
 

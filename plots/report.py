@@ -14,13 +14,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ncprobe.analyze.findings import (
-    conditions_by_kind,
-    evaluate_findings,
-    feature_layer,
-    training_mode,
-    value,
-)
+from ncprobe.analyze.findings import evaluate_findings
+from ncprobe.analyze.metrics_reader import conditions_by_kind, feature_layer, training_mode, value
 from ncprobe.data import schema as S
 
 from . import figures as F

@@ -7,8 +7,8 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ncprobe.analyze.geometry import nc2
-from ncprobe.analyze.stats import AnalysisError, class_stats, nc1, ncc_predict, within_stats
+from ncprobe.analyze.kernels.geometry import nc2
+from ncprobe.analyze import AnalysisError, class_stats, nc1, ncc_predict, within_stats
 from ncprobe.data.datasets import make_synthetic_arrays, simplex_etf
 from tests import reference as R
 from tests.helpers import raise_if_computed

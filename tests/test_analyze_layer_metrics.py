@@ -8,7 +8,7 @@ import xarray as xr
 
 from ncprobe.analyze.metrics import clean_reference, grouping_labels, layer_metrics
 from ncprobe.analyze.run import AnalysisOptions, analyze_store
-from ncprobe.analyze.stats import class_stats, nc1, ncc_predict, within_stats
+from ncprobe.analyze import class_stats, nc1, ncc_predict, within_stats
 from ncprobe.data.datasets import make_synthetic_arrays
 from tests import reference as R
 from tests.helpers import raise_if_computed, synthetic_store

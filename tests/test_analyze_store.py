@@ -11,7 +11,7 @@ import zarr
 
 from ncprobe.analyze.cli import main
 from ncprobe.analyze.run import AnalysisOptions, analyze_store
-from ncprobe.analyze.stats import AnalysisError
+from ncprobe.analyze import AnalysisError
 from ncprobe.data.store import IncompleteStoreError, SchemaError, open_metrics
 from ncprobe.data.store_from_arrays import write_activation_store
 from tests.helpers import synthetic_store

@@ -1,8 +1,10 @@
-"""Pure numpy kernels by axis: per-chunk sufficient statistics, all in float64.
+"""The two passes over the samples: per-chunk sufficient statistics, all in float64.
 
-Each kernel maps one chunk of samples to a flat float64 vector of *additive* statistics, so the
-sum of the per-chunk vectors over all chunks is the statistic of the whole set (a tree
-reduction in dask). The xarray/dask layer in :mod:`ncprobe.analyze.stats` works by dim name on top.
+Each kernel maps one chunk of samples to a dict of named, *additive* float64 statistics, so
+the sum over all chunks is the statistic of the whole set (a tree reduction in dask, see
+:func:`ncprobe.analyze.blocks.reduce_blocks`). ``pass1_shapes`` and ``pass2_shapes`` declare
+the name and shape of each, which is what a lazy reduction needs before any chunk is read.
+The xarray layer in :mod:`ncprobe.analyze.stats` works by dim name on top.
 
 Shapes: ``h`` (n, D) features of one chunk; ``groups`` (n, G) integer group labels for G
 groupings at once, where a label outside ``0 .. C-1`` (e.g. -1, "no target") excludes the sample
@@ -45,16 +47,17 @@ def row_blocks(h: np.ndarray, origin=None):
         yield i, j, x
 
 
-def pass1_size(n_groupings: int, n_classes: int, dim: int) -> int:
-    return n_groupings * n_classes * (dim + 1) + 1
+def pass1_shapes(n_groupings: int, n_classes: int, dim: int) -> dict:
+    """Name -> shape of each :func:`pass1` statistic."""
+    return {"sum": (n_groupings, n_classes, dim), "count": (n_groupings, n_classes),
+            "n_nonfinite": ()}
 
 
 def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
     """Class sums and counts for every grouping, and the count of non-finite values.
 
-    Returns the flat vector of ``sums`` (G, C, D), ``counts`` (G, C) and ``n_nonfinite`` (1,),
-    unpacked by :func:`ncprobe.analyze.stats.class_stats`. One BLAS product with the stacked
-    indicators.
+    Returns ``{"sum": (G, C, D), "count": (G, C), "n_nonfinite": ()}``
+    (:func:`pass1_shapes`). One BLAS product with the stacked indicators.
     """
     n_g = groups.shape[1]
     # indicators of every grouping side by side, plus a column of ones whose sum is finite
@@ -72,29 +75,32 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
         bad = x.size - np.count_nonzero(finite)
         sums = oh.T @ np.where(finite, x, 0.0)  # counted and reported; kept out of the sums
     counts = oh[:, :-1].sum(axis=0)
-    return np.concatenate([sums[:-1].ravel(), counts, [bad]])
+    return {"sum": sums[:-1].reshape(n_g, n_classes, h.shape[1]),
+            "count": counts.reshape(n_g, n_classes), "n_nonfinite": np.float64(bad)}
 
 
-def pass2_layout(n_groupings: int, n_classes: int, dim: int, dense: bool):
-    """Names and shapes of the :func:`pass2` statistics, in packing order."""
+def pass2_shapes(n_groupings: int, n_classes: int, dim: int, dense: bool) -> dict:
+    """Name -> shape of each :func:`pass2` statistic."""
     g, c = n_groupings, n_classes
-    layout = [("within", (g, c)), ("projected", (g, c)), ("conf_ref", (c, c)),
-              ("conf_own", (g, c, c)), ("nc4_mismatch", (g,)), ("flipped", ()), ("leapt", ())]
+    shapes = {"within": (g, c), "projected": (g, c), "projected_w": (c,), "conf_ref": (c, c),
+              "conf_own": (g, c, c), "nc4_mismatch": (g,), "flipped": (), "leapt": ()}
     if dense:
-        layout.append(("scatter", (dim, dim)))
-    return layout
+        shapes["scatter"] = (dim, dim)
+    return shapes
 
 
-def pass2(h, groups, labels, pred, means, coefs, ref_centres, ref_valid, own_valid, n_classes,
-          dense=False, origin=None):
+def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid, own_valid,
+          n_classes, dense=False, origin=None):
     """Second pass: within-class scatter, projections on the between-class basis, NCC counts.
 
     Parameters
     ----------
     h : (n, D) features; groups : (n, G); labels, pred : (n,) true label and network prediction.
     means : (G, C, D) class means of each grouping (pass 1).
-    coefs : (G, C, R) projection coefficients (:func:`ncprobe.analyze.geometry.projection_coefs`):
+    coefs : (G, C, R) projection coefficients (:func:`~.geometry.projection_coefs`):
         B_g^T r = coefs_g^T [mu_c . r]_c, B_g = U S^-1 of the centred means.
+    coefs_w : (C, R) the same for the count-weighted basis of the first grouping (the true
+        labels), for the separation fuzziness of He and Su (docs/metrics.md).
     ref_centres : (C, D) clean class means of the reference split; ref_valid : (C,) bool.
     own_valid : (G, C) bool, classes with at least one sample in each grouping.
     dense : also accumulate the label-grouping scatter sum_i r_i r_i^T (D, D).
@@ -105,9 +111,10 @@ def pass2(h, groups, labels, pred, means, coefs, ref_centres, ref_valid, own_val
 
     Returns
     -------
-    Flat float64 vector in the order of :func:`pass2_layout`:
+    dict of float64 arrays (:func:`pass2_shapes`):
     ``within[g, c] = sum_{i: g_i = c} ||h_i - mu_c||^2``;
     ``projected[g, c] = sum_{i: g_i = c} ||B_g^T (h_i - mu_c)||^2`` (so nc1 = sum / N);
+    ``projected_w[c]`` the same on the count-weighted basis of grouping 0 (fuzziness = sum / N);
     ``conf_ref[y, v]`` counts true label y, nearest reference centre v;
     ``conf_own[g, y, v]`` the same with grouping g's own means;
     ``nc4_mismatch[g]`` counts nearest own mean != network prediction;
@@ -135,6 +142,7 @@ def pass2(h, groups, labels, pred, means, coefs, ref_centres, ref_valid, own_val
     y_oh = onehot(labels, c)
     within = np.zeros((n_g, c))
     projected = np.zeros((n_g, c))
+    projected_w = np.zeros(c)
     conf_own = np.zeros((n_g, c, c))
     mismatch = np.zeros(n_g)
     rows = np.arange(n)
@@ -151,8 +159,12 @@ def pass2(h, groups, labels, pred, means, coefs, ref_centres, ref_valid, own_val
         within[j] = np.maximum(oh.T @ r2, 0.0)
         # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c: dot products with the means suffice;
         # coefs^T 1 = 0, so the constant that the origin shift adds to every m_c . r cancels
-        p = dots @ coefs[j] - gram[gi] @ coefs[j]
-        projected[j] = oh.T @ np.einsum("nr,nr->n", p, p)
+        both = np.concatenate([coefs[j], coefs_w], axis=1) if j == 0 else coefs[j]
+        p = dots @ both - gram[gi] @ both
+        sq_p = p * p
+        projected[j] = oh.T @ sq_p[:, : coefs.shape[-1]].sum(axis=1)
+        if j == 0:
+            projected_w = oh.T @ sq_p[:, coefs.shape[-1]:].sum(axis=1)
         d = m_sq[None, :] - 2.0 * dots
         d[:, ~own_valid[j]] = np.inf
         near = d.argmin(axis=1)
@@ -167,12 +179,13 @@ def pass2(h, groups, labels, pred, means, coefs, ref_centres, ref_valid, own_val
     conf_ref = y_oh.T @ onehot(near_ref, c)
     flipped = pred != labels
     leapt = np.count_nonzero(flipped & (near_ref == pred))
-    parts = [within, projected, conf_ref, conf_own, mismatch, [np.count_nonzero(flipped)],
-             [leapt]]
+    out = {"within": within, "projected": projected, "projected_w": projected_w,
+           "conf_ref": conf_ref, "conf_own": conf_own, "nc4_mismatch": mismatch,
+           "flipped": np.float64(np.count_nonzero(flipped)), "leapt": np.float64(leapt)}
     if dense:
         g = groups[:, 0]
         ok = (g >= 0) & (g < c)
         r = np.asarray(h, np.float64) - means[0][np.where(ok, g, 0)]
         r[~ok] = 0.0
-        parts.append(r.T @ r)
-    return np.concatenate([np.ravel(p) for p in parts])
+        out["scatter"] = r.T @ r
+    return out

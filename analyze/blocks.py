@@ -1,0 +1,137 @@
+"""The dask plumbing of the analysis, in one place: sum a kernel's named statistics over the
+sample chunks of every block, and line inputs up by dim name.
+
+A kernel (:mod:`ncprobe.analyze.kernels.passes`) maps one chunk of samples of one block to a
+dict of additive float64 arrays. :func:`reduce_blocks` sums those dicts over the chunks of
+each block and returns one array per name, (..., *shape), for every index of the leading
+axes: numpy in, numpy out; dask in, dask out, with nothing per sample kept beyond a chunk.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ncprobe.data.errors import NcprobeError
+
+
+class AnalysisError(NcprobeError):
+    """Input that the analysis cannot use; the message says what was expected."""
+
+
+def is_dask(x) -> bool:
+    return isinstance(getattr(x, "data", x), da.Array)
+
+
+def _one(value, ndim):
+    out = np.empty((1,) * ndim, dtype=object)
+    out.flat[0] = value
+    return out
+
+
+def _add_dicts(blocks, axis, keepdims):
+    """Sum the dicts held in object blocks (da.reduction's chunk, combine and aggregate)."""
+    stack = [blocks]
+    total = None
+    while stack:
+        b = stack.pop()
+        if isinstance(b, list):
+            stack.extend(b)
+            continue
+        for d in b.ravel():
+            total = dict(d) if total is None else {k: total[k] + d[k] for k in total}
+        ndim = b.ndim
+    return _one(total, ndim if keepdims else ndim - len(axis))
+
+
+def reduce_blocks(kernel, x, per_sample, consts, shapes: dict) -> dict:
+    """Sum ``kernel(x_chunk, *per_sample_chunks, *consts)`` over the sample chunks of ``x``
+    (..., n, D), for every index of its leading axes.
+
+    Parameters
+    ----------
+    kernel : returns a dict of float64 arrays, one per key of ``shapes``.
+    per_sample : arrays (..., n, ...) aligned with the rows of ``x``.
+    consts : arrays (..., ...) passed whole to every chunk of their block.
+    shapes : name -> shape of each statistic the kernel returns.
+
+    Returns
+    -------
+    dict name -> array (..., *shape). With dask: one blockwise layer over (leading axes,
+    sample chunks), one tree sum of the dicts over the chunks, and one small task per name
+    that stacks the blocks (so what is derived from a statistic is one task per layer, not
+    one per (checkpoint, condition) block).
+    """
+    lead = x.shape[:-2]
+    arrays = [x, *per_sample, *consts]
+    if not any(isinstance(a, da.Array) for a in arrays):
+        out = {k: np.empty(lead + tuple(s)) for k, s in shapes.items()}
+        for i in np.ndindex(*lead):
+            got = kernel(np.asarray(x[i]), *[np.asarray(a[i]) for a in per_sample],
+                         *[c[i] for c in consts])
+            for k in out:
+                out[k][i] = got[k]
+        return out
+    n_lead = len(lead)
+    ones = (1,) * n_lead
+    x = da.asarray(x).rechunk(ones + (da.asarray(x).chunks[n_lead], -1))
+    li = tuple(f"l{j}" for j in range(n_lead))
+    args = [x, (*li, "s", "d")]
+    for i, a in enumerate(per_sample):
+        a = da.asarray(a).rechunk(ones + (x.chunks[n_lead],) + (-1,) * (a.ndim - n_lead - 1))
+        args += [a, (*li, "s", *(f"p{i}_{j}" for j in range(a.ndim - n_lead - 1)))]
+    for i, c in enumerate(consts):
+        c = da.asarray(c).rechunk(ones + (-1,) * (c.ndim - n_lead))
+        args += [c, (*li, *(f"c{i}_{j}" for j in range(c.ndim - n_lead)))]
+    first = (0,) * n_lead
+
+    def block(*blocks):
+        return _one(kernel(*[np.asarray(b[first]) for b in blocks]), n_lead + 1)
+
+    parts = da.blockwise(block, (*li, "s"), *args, adjust_chunks={"s": 1}, concatenate=True,
+                         dtype=object, meta=np.empty((0,) * (n_lead + 1), dtype=object))
+    summed = da.reduction(parts, _add_dicts, _add_dicts, combine=_add_dicts, axis=n_lead,
+                          dtype=object, concatenate=False,
+                          meta=np.empty((0,) * n_lead, dtype=object)).rechunk(-1)
+
+    def pick(b, name, shape):
+        return np.stack([np.asarray(d[name], np.float64) for d in b.ravel()]).reshape(
+            b.shape + shape)
+
+    return {k: summed.map_blocks(pick, k, tuple(s), dtype=np.float64,
+                                 new_axis=list(range(n_lead, n_lead + len(s))),
+                                 chunks=tuple((n,) for n in lead) + tuple((n,) for n in s),
+                                 meta=np.empty((0,) * (n_lead + len(s))))
+            for k, s in shapes.items()}
+
+
+def lead_dims(features: xr.DataArray, sample_dim: str, feature_dim: str) -> tuple:
+    """The dims of ``features`` that statistics broadcast over (all but sample and feature)."""
+    missing = [d for d in (sample_dim, feature_dim) if d not in features.dims]
+    if missing:
+        raise AnalysisError(
+            f"features has dims {features.dims}; expected {sample_dim!r} and {feature_dim!r} "
+            "among them (pass sample_dim= and feature_dim= to name others)")
+    return tuple(d for d in features.dims if d not in (sample_dim, feature_dim))
+
+
+def broadcast_to_lead(arr: xr.DataArray, features: xr.DataArray, lead, core) -> xr.DataArray:
+    """``arr`` with every leading dim of ``features`` (a view where it lacked one), ordered
+    ``(*lead, *core)``. Positional, like the features: no coordinate alignment."""
+    extra = [d for d in arr.dims if d not in lead and d not in core]
+    if extra:
+        raise AnalysisError(f"an input has dims {arr.dims}; dims {extra} are neither in the "
+                            f"features' dims {features.dims} nor {tuple(core)}")
+    for d in lead:
+        if d not in arr.dims:
+            arr = arr.expand_dims({d: features.sizes[d]})
+        elif arr.sizes[d] != features.sizes[d]:
+            raise AnalysisError(f"an input has {arr.sizes[d]} entries along {d!r}; the "
+                                f"features have {features.sizes[d]}")
+    return arr.transpose(*lead, *core)
+
+
+def lead_coords(features, lead) -> dict:
+    """The coordinates of ``features`` that live on its leading dims only."""
+    return {k: v for k, v in features.coords.items() if v.dims and set(v.dims) <= set(lead)}

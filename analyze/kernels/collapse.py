@@ -1,0 +1,297 @@
+"""Collapse metrics from the statistics of the two passes, for many blocks at once.
+
+A *block* is one (split, layer, checkpoint, condition); its statistics come in as arrays
+with any leading axes ``...`` (one entry per block) and the trailing axes named below.
+:class:`Grouping` holds one grouping's statistics (label, pred, target or shuffled) and the
+quantities derived from them, each computed once when first asked for; :class:`Block` holds
+every grouping and the statistics that do not depend on one. Each metric is a function of
+one of them returning an array over the leading axes (``(...)``, ``(..., C)`` or
+``(..., C, C)``); :mod:`ncprobe.analyze.registry` declares which is which.
+
+Conventions (docs/metrics.md): Sigma_W = (1/N) sum_i (h_i - mu_{g_i})(...)^T, Sigma_B =
+(1/C) M M^T with C the number of classes present and mu_G sample-weighted; the simplex
+metrics centre on the unweighted mean of the class means.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from . import geometry as G
+from .geometry import _divide
+
+#: the groupings of a block, in the order their statistics are stacked along one axis
+GROUPINGS = ("label", "pred", "target", "shuffled")
+
+
+class Grouping:
+    """Statistics of one grouping (or several, stacked on the last leading axis).
+
+    Parameters
+    ----------
+    sums : (..., C, D); counts, within, projected : (..., C); conf_own : (..., C, C) [true
+    label, nearest own mean]; mismatch : (...) samples whose nearest own mean is not the
+    network's prediction; n_total : (...) samples in the block (ncc_acc_self and nc4 cover
+    every sample); pred_known : (...) whether the network's predictions were given.
+    """
+
+    def __init__(self, sums, counts, within, projected, conf_own, mismatch, n_total,
+                 pred_known):
+        self.sums, self.counts, self.within, self.projected = sums, counts, within, projected
+        self.conf_own, self.mismatch = conf_own, mismatch
+        self.n_total, self.pred_known = n_total, pred_known
+
+    @cached_property
+    def _means(self):
+        return G.means_from_sums(self.sums, self.counts)
+
+    @property
+    def means(self):
+        """(..., C, D) class means, NaN rows for empty classes."""
+        return self._means[0]
+
+    @property
+    def global_mean(self):
+        """(..., D) sample-weighted global mean mu_G."""
+        return self._means[1]
+
+    @property
+    def present(self):
+        """(..., C) classes with at least one sample."""
+        return self._means[2]
+
+    @cached_property
+    def n(self):
+        """(...) samples in the grouping."""
+        return self.counts.sum(axis=-1)
+
+    @cached_property
+    def n_present(self):
+        """(...) classes present, C'."""
+        return self.present.sum(axis=-1)
+
+    @cached_property
+    def valid(self):
+        """(...) blocks where collapse is defined: at least one sample, two classes."""
+        return (self.n > 0) & (self.n_present >= 2)
+
+    @cached_property
+    def centred(self):
+        """(..., C, D) M: class means minus mu_G (NC1's centre), zero rows for absent ones."""
+        return np.where(self.present[..., None], self.means - self.global_mean[..., None, :],
+                        0.0)
+
+    @cached_property
+    def simplex(self):
+        """(..., C, D) class means minus their unweighted centroid (the simplex's centre)."""
+        return G.simplex_centred(self.means, self.present)
+
+    @cached_property
+    def singular(self):
+        """(s, keep): singular values of M and those kept (s_k^2 > C' eps64 s_1^2)."""
+        return G.between_singular_values(self.centred, self.present)
+
+    @cached_property
+    def variance(self):
+        """(..., C) mean squared distance to the class mean; NaN for empty classes."""
+        return np.where(self.counts >= 1, _divide(self.within, self.counts), np.nan)
+
+    @cached_property
+    def nc2(self):
+        """NC2 quantities of the simplex (:func:`~.geometry.nc2`)."""
+        return G.nc2(self.simplex, self.present)
+
+    def where_valid(self, x):
+        return np.where(self.valid, x, np.nan)
+
+
+class Block:
+    """Every statistic of a block: the groupings of :data:`GROUPINGS` and the rest.
+
+    Parameters
+    ----------
+    sums : (..., 4, C, D); counts, within, projected : (..., 4, C); conf_own : (..., 4, C, C);
+        mismatch : (..., 4): per grouping, in the order of :data:`GROUPINGS`.
+    conf_ref : (..., C, C) [true label, nearest reference centre]; flipped, leapt : (...).
+    projected_w : (..., C) projections on the count-weighted between basis (true labels).
+    clean_centred : (..., C, D) clean class means (true labels) centred on their centroid,
+        NaN without a clean condition.
+    weight : (..., C, D) classifier rows when the layer feeds the final linear map, else NaN.
+    """
+
+    def __init__(self, *, sums, counts, within, projected, conf_own, mismatch, conf_ref,
+                 flipped, leapt, projected_w, clean_centred, weight):
+        self._per_grouping = (sums, counts, within, projected, conf_own, mismatch)
+        self.conf_ref, self.flipped, self.leapt = conf_ref, flipped, leapt
+        self.projected_w = projected_w
+        self.clean_centred, self.weight = clean_centred, weight
+        self._cache = {}
+
+    def grouping(self, name: str) -> Grouping:
+        """The statistics of one grouping; results over the leading axes."""
+        return self._select((name,), squeeze=True)
+
+    def groupings(self, names: tuple) -> Grouping:
+        """Several groupings stacked on a last leading axis; results (..., len(names))."""
+        return self._select(tuple(names), squeeze=False)
+
+    def _select(self, names, squeeze):
+        key = (names, squeeze)
+        if key not in self._cache:
+            idx = [GROUPINGS.index(n) for n in names]
+            # (..., G, rest) with the grouping axis at position -ndim(rest) - 1
+            take = [np.take(a, idx[0] if squeeze else idx, axis=a.ndim - nd - 1)
+                    for a, nd in zip(self._per_grouping, (2, 1, 1, 1, 2, 0), strict=True)]
+            n_total = self.label_counts.sum(axis=-1)
+            pred_known = self.pred_known
+            if not squeeze:
+                n_total, pred_known = n_total[..., None], pred_known[..., None]
+            self._cache[key] = Grouping(*take, n_total, pred_known)
+        return self._cache[key]
+
+    @property
+    def label_counts(self):
+        return self._per_grouping[1][..., 0, :]
+
+    @cached_property
+    def label(self) -> Grouping:
+        return self.grouping("label")
+
+    @cached_property
+    def pred_known(self):
+        """(...) an empty ``pred`` grouping means the predictions are unknown."""
+        return self._per_grouping[1][..., 1, :].sum(axis=-1) > 0
+
+    @cached_property
+    def n_total(self):
+        return self.label_counts.sum(axis=-1)
+
+    @cached_property
+    def align(self):
+        """(..., C) angle (degrees) between each class's simplex vertex and the clean one."""
+        return G.angles_deg(self.label.simplex, self.clean_centred)
+
+    @cached_property
+    def weight_ok(self):
+        return np.isfinite(self.weight).all(axis=(-2, -1))
+
+    @cached_property
+    def nc2_w(self):
+        """NC2 of the classifier rows of the classes present (not centred, as Papyan et
+        al.'s code)."""
+        w = np.where(self.weight_ok[..., None, None], self.weight, np.nan)
+        return G.nc2(w, self.label.present)
+
+
+# metrics of one grouping: (...) arrays, NaN where the grouping is not valid
+
+def nc1(g: Grouping):
+    """(1/C) Tr(Sigma_W Sigma_B^+) = (1/N) sum_i ||S^-1 U^T (h_i - mu_{g_i})||^2."""
+    return g.where_valid(_divide(g.projected.sum(axis=-1), g.n))
+
+
+def nc1_trace(g: Grouping):
+    tr_w = _divide(g.within.sum(axis=-1), g.n)
+    tr_b = _divide((g.centred**2).sum(axis=(-2, -1)), g.n_present)
+    return g.where_valid(_divide(tr_w, tr_b))
+
+
+def cdnv(g: Grouping):
+    return g.where_valid(G.cdnv(g.means, g.variance, g.present))
+
+
+def rank_b(g: Grouping):
+    return g.where_valid(g.singular[1].sum(axis=-1).astype(np.float64))
+
+
+def cond_b(g: Grouping):
+    s, keep = g.singular
+    last = np.where(keep, s, np.inf).min(axis=-1)
+    return g.where_valid(_divide(last**2, s[..., 0] ** 2))
+
+
+def nc2_part(key):
+    def kernel(g: Grouping):
+        return g.where_valid(g.nc2[key])
+    kernel.__name__ = key
+    kernel.__doc__ = f"NC2 {key} of the simplex-centred class means (:func:`~.geometry.nc2`)."
+    return kernel
+
+
+def nc4(g: Grouping):
+    out = g.where_valid(_divide(g.mismatch, g.n_total))
+    return np.where(g.pred_known, out, np.nan)
+
+
+def ncc_acc_self(g: Grouping):
+    return g.where_valid(_divide(np.trace(g.conf_own, axis1=-2, axis2=-1), g.n_total))
+
+
+# metrics of a block: (...) arrays
+
+def ncc_acc(b: Block):
+    return _divide(np.trace(b.conf_ref, axis1=-2, axis2=-1), b.conf_ref.sum(axis=(-2, -1)))
+
+
+def net_acc(b: Block):
+    return np.where(b.pred_known, _divide(b.n_total - b.flipped, b.n_total), np.nan)
+
+
+def leap_rate(b: Block):
+    return np.where(b.pred_known & (b.flipped > 0), _divide(b.leapt, b.flipped), np.nan)
+
+
+def align_angle(b: Block):
+    a = b.align
+    finite = np.isfinite(a)
+    return _divide(np.where(finite, a, 0.0).sum(axis=-1), finite.sum(axis=-1))
+
+
+def nc2_w_part(key):
+    def kernel(b: Block):
+        return b.nc2_w[key]
+    kernel.__name__ = f"{key}_w"
+    kernel.__doc__ = f"NC2 {key} of the classifier rows (:func:`~.geometry.nc2`)."
+    return kernel
+
+
+def nc3(b: Block):
+    w = np.where(b.weight_ok[..., None, None], b.weight, np.nan)
+    return G.nc3(w, b.label.simplex, b.label.present)
+
+
+def fuzziness(b: Block):
+    """Tr(SS_W SS_B^+) = (1/N) sum_i ||S_w^-1 U_w^T (h_i - mu_{y_i})||^2 on the count-weighted
+    between basis (He and Su 2023)."""
+    g = b.label
+    return g.where_valid(_divide(b.projected_w.sum(axis=-1), g.n))
+
+
+# per-class metrics of a block: (..., C)
+
+def class_count(b: Block):
+    return b.label_counts
+
+
+def mean_norm(b: Block):
+    return np.linalg.norm(b.label.simplex, axis=-1)
+
+
+def within_var(b: Block):
+    return b.label.variance
+
+
+def class_align_angle(b: Block):
+    return b.align
+
+
+def ncc_recall(b: Block):
+    return _divide(np.diagonal(b.conf_ref, axis1=-2, axis2=-1), b.label_counts)
+
+
+# class x class: (..., C, C)
+
+def transitions(b: Block):
+    return b.conf_ref

@@ -1,0 +1,81 @@
+"""Reading a metrics store (``ncprobe-metrics/1``): what the findings and the figures need.
+
+Open a store with :func:`ncprobe.data.store.open_metrics`; these functions read numbers and
+provenance from the tree it returns. :mod:`ncprobe.analyze.findings` and
+:mod:`ncprobe.plots` read stores only through this module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ncprobe.data import schema as S
+
+
+def training_mode(tree: xr.DataTree) -> str | None:
+    """``standard``, ``pgd`` or ``trades`` from the provenance the store carries, if any."""
+    model = (tree.attrs.get("source_attrs") or {}).get("model") or {}
+    return (model.get("training") or {}).get("mode")
+
+
+def conditions_by_kind(tree: xr.DataTree) -> dict:
+    """Names of the first untargeted attack, targeted attack and noise condition."""
+    out = {}
+    for c in (tree.attrs.get("source_attrs") or {}).get("conditions") or []:
+        kind = c.get("attack")
+        if kind in ("pgd", "fgsm"):
+            out.setdefault("targeted" if c.get("targeted") else "attack", c["name"])
+        elif kind == "noise":
+            out.setdefault("noise", c["name"])
+    return out
+
+
+def feature_layer(tree: xr.DataTree, fallback: bool = True) -> str | None:
+    """The layer feeding the classifier; when it was not extracted, the deepest layer before
+    the logits for display (``fallback``), or None where a number must be that layer's."""
+    layer = tree.attrs.get("classifier_layer")
+    layers = [str(v) for v in tree[S.SUMMARY_GROUP][S.LAYER].values]
+    if layer in layers:
+        return layer
+    if not fallback:
+        return None
+    return layers[-2] if len(layers) > 1 else layers[-1]
+
+
+def value(tree, metric, *, split, layer, condition, grouping="label", checkpoint=-1) -> float:
+    """One scalar of ``/summary`` (the last checkpoint by default); NaN when absent."""
+    s = tree[S.SUMMARY_GROUP].to_dataset()
+    if split not in s[S.SPLIT].values or condition not in s[S.CONDITION].values:
+        return np.nan
+    v = s[metric].sel({S.SPLIT: split, S.LAYER: layer, S.CONDITION: condition}).isel(
+        {S.CHECKPOINT: checkpoint})
+    if S.GROUPING in v.dims:
+        v = v.sel({S.GROUPING: grouping})
+    return float(v)
+
+
+def tidy_summary(summary: xr.Dataset) -> pd.DataFrame:
+    """Long-form table of ``/summary``: one row per (split, layer, checkpoint, condition,
+    grouping, metric); metrics that do not depend on the grouping have grouping ``""``."""
+    frames = []
+    for name, var in summary.data_vars.items():
+        df = var.to_dataframe(name=name).reset_index()
+        if S.GROUPING not in var.dims:
+            df[S.GROUPING] = ""
+        df = df.rename(columns={name: "value"})
+        df["metric"] = name
+        frames.append(df[[S.SPLIT, S.LAYER, S.DEPTH, S.CHECKPOINT, S.CONDITION, S.GROUPING,
+                          "metric", "value"]])
+    return pd.concat(frames, ignore_index=True)
+
+
+
+
+def separation(tree: xr.DataTree) -> xr.Dataset | None:
+    """The law-of-data-separation fit (split, checkpoint, condition): ``rho``, ``a``, ``r2``,
+    ``n_layers``; None for a store written before it existed."""
+    if S.SEPARATION_GROUP not in tree.children:
+        return None
+    return tree[S.SEPARATION_GROUP].to_dataset()
