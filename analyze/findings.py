@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 
 from .metrics_reader import conditions_by_kind, feature_layer, training_mode, value
 
@@ -100,7 +100,7 @@ def evaluate_findings(models: dict, **thresholds) -> list[Finding]:
                      grouping=grouping)
 
     out = []
-    clean = v(st, "nc1", "train", S.CLEAN)
+    clean = v(st, "nc1", "train", schema.CLEAN)
     attacked = v(st, "nc1", "train", atk)
     noise = kinds.get("noise")
     noisy = v(st, "nc1", "train", noise) if noise else np.nan
@@ -149,7 +149,7 @@ def evaluate_findings(models: dict, **thresholds) -> list[Finding]:
             {"nc1_pgd_attacked": nc1_at, "ncc_acc": ncc, "net_acc": net,
              "align_pgd": align_at, "align_standard": align_st,
              "nc1_ratio": _ratio(nc1_at, attacked), "align_ratio": _ratio(align_at, align_st)}))
-    first = [str(x) for x in st[S.SUMMARY_GROUP][S.LAYER].values][0]
+    first = [str(x) for x in st[schema.SUMMARY_GROUP][schema.LAYER].values][0]
     early = v(st, "ncc_acc", "test", atk, first)
     late = v(st, "ncc_acc", "test", atk)
     out.append(_check(
@@ -168,7 +168,7 @@ def _observations(roles, st, kinds, layer, atk) -> list[Finding]:
     tl = feature_layer(tr, fallback=False) if tr is not None else None
     if tl is not None:
         ta = conditions_by_kind(tr).get("attack", atk)
-        nums = {"nc1_clean": value(tr, "nc1", split="train", layer=tl, condition=S.CLEAN),
+        nums = {"nc1_clean": value(tr, "nc1", split="train", layer=tl, condition=schema.CLEAN),
                 "nc1_attacked": value(tr, "nc1", split="train", layer=tl, condition=ta),
                 "ncc_acc": value(tr, "ncc_acc", split="test", layer=tl, condition=ta),
                 "net_acc": value(tr, "net_acc", split="test", layer=tl, condition=ta)}

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 
 from . import registry
 from .blocks import AnalysisError, lead_dims
@@ -29,18 +29,18 @@ from .stats import class_stats, within_stats
 
 #: the inputs of a Block: (source, name in the source, core dims besides the feature dim)
 _BLOCK_INPUTS = {
-    "sums": ("stats", "sum", (S.GROUPING, S.CLASS, "F")),
-    "counts": ("stats", "count", (S.GROUPING, S.CLASS)),
-    "within": ("within", "within", (S.GROUPING, S.CLASS)),
-    "projected": ("within", "projected", (S.GROUPING, S.CLASS)),
-    "conf_own": ("within", "conf_own", (S.GROUPING, S.LABEL, S.VERTEX)),
-    "mismatch": ("within", "nc4_mismatch", (S.GROUPING,)),
-    "conf_ref": ("within", "conf_ref", (S.LABEL, S.VERTEX)),
+    "sums": ("stats", "sum", (schema.GROUPING, schema.CLASS, "F")),
+    "counts": ("stats", "count", (schema.GROUPING, schema.CLASS)),
+    "within": ("within", "within", (schema.GROUPING, schema.CLASS)),
+    "projected": ("within", "projected", (schema.GROUPING, schema.CLASS)),
+    "conf_own": ("within", "conf_own", (schema.GROUPING, schema.LABEL, schema.VERTEX)),
+    "mismatch": ("within", "nc4_mismatch", (schema.GROUPING,)),
+    "conf_ref": ("within", "conf_ref", (schema.LABEL, schema.VERTEX)),
     "flipped": ("within", "flipped", ()),
     "leapt": ("within", "leapt", ()),
-    "projected_w": ("within", "projected_w", (S.CLASS,)),
-    "clean_centred": ("extra", "clean_centred", (S.CLASS, "F")),
-    "weight": ("extra", "weight", (S.CLASS, "F")),
+    "projected_w": ("within", "projected_w", (schema.CLASS,)),
+    "clean_centred": ("extra", "clean_centred", (schema.CLASS, "F")),
+    "weight": ("extra", "weight", (schema.CLASS, "F")),
 }
 #: the grouping dim of per-grouping results while they are computed (the inputs' grouping
 #: dim has all four groupings, the results only those reported)
@@ -49,7 +49,7 @@ _REPORTED_DIM = "reported_grouping"
 
 def grouping_labels(labels: xr.DataArray, pred: xr.DataArray | None = None,
                     target: xr.DataArray | None = None, *, shuffle_seed: int | None = 0,
-                    sample_dim: str = S.SAMPLE) -> xr.DataArray:
+                    sample_dim: str = schema.SAMPLE) -> xr.DataArray:
     """The four groupings of docs/metrics.md side by side: (..., sample, grouping).
 
     ``label`` (true class), ``pred`` (the network's prediction; -1 everywhere when None),
@@ -69,23 +69,23 @@ def grouping_labels(labels: xr.DataArray, pred: xr.DataArray | None = None,
              missing if target is None else target, shuffled]
     parts = [p.astype(np.int64).drop_vars([c for c in p.coords if c != sample_dim])
              for p in parts]
-    out = xr.concat(xr.broadcast(*parts), dim=S.GROUPING, coords="minimal", join="override")
-    return out.assign_coords({S.GROUPING: list(GROUPINGS)}).transpose(
-        ..., sample_dim, S.GROUPING)
+    out = xr.concat(xr.broadcast(*parts), dim=schema.GROUPING, coords="minimal", join="override")
+    return out.assign_coords({schema.GROUPING: list(GROUPINGS)}).transpose(
+        ..., sample_dim, schema.GROUPING)
 
 
 def _clean_centred(stats, clean, condition_dim):
     """Clean class means (true labels) of the same features centred on their unweighted mean,
     or NaN without a clean condition."""
-    label = stats.sel({S.GROUPING: "label"}, drop=True)
+    label = stats.sel({schema.GROUPING: "label"}, drop=True)
     if condition_dim in label.dims and clean in label[condition_dim].values:
         means = label["mean"].sel({condition_dim: clean}, drop=True)
-        return means - means.mean(S.CLASS, skipna=True)  # the simplex's centroid
+        return means - means.mean(schema.CLASS, skipna=True)  # the simplex's centroid
     return xr.full_like(label["mean"], np.nan)
 
 
-def clean_reference(stats: xr.Dataset, clean: str = S.CLEAN,
-                    condition_dim: str = S.CONDITION) -> xr.DataArray | None:
+def clean_reference(stats: xr.Dataset, clean: str = schema.CLEAN,
+                    condition_dim: str = schema.CONDITION) -> xr.DataArray | None:
     """The NCC centres of docs/metrics.md: clean class means (true labels), the class means
     themselves for features without a condition dim, or None without a clean condition.
 
@@ -93,8 +93,8 @@ def clean_reference(stats: xr.Dataset, clean: str = S.CLEAN,
     :func:`grouping_labels`). Pass those of the reference split to :func:`layer_metrics` to
     measure other splits against them, as ``nc-analyze`` does."""
     label = stats["mean"]
-    if S.GROUPING in label.dims:
-        label = label.sel({S.GROUPING: "label"}, drop=True)
+    if schema.GROUPING in label.dims:
+        label = label.sel({schema.GROUPING: "label"}, drop=True)
     if condition_dim not in label.dims:
         return label  # features of one condition: their own class means
     if clean not in label[condition_dim].values:
@@ -103,11 +103,11 @@ def clean_reference(stats: xr.Dataset, clean: str = S.CLEAN,
 
 
 def _classifier_rows(weight, stats, feature_dim):
-    c, d = stats.sizes[S.CLASS], stats.sizes[feature_dim]
-    nan = xr.DataArray(np.full((c, d), np.nan), dims=(S.CLASS, feature_dim))
+    c, d = stats.sizes[schema.CLASS], stats.sizes[feature_dim]
+    nan = xr.DataArray(np.full((c, d), np.nan), dims=(schema.CLASS, feature_dim))
     if weight is None:
         return nan
-    if weight.sizes.get(feature_dim) != d or weight.sizes.get(S.CLASS) != c:
+    if weight.sizes.get(feature_dim) != d or weight.sizes.get(schema.CLASS) != c:
         warnings.warn(f"classifier weight has sizes {dict(weight.sizes)}; the layer has "
                       f"{c} classes and {d} features (was it reduced at extraction?): nc3 and "
                       "the *_w metrics are NaN", stacklevel=3)
@@ -116,8 +116,8 @@ def _classifier_rows(weight, stats, feature_dim):
 
 
 def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
-                     weight: xr.DataArray | None = None, clean: str = S.CLEAN,
-                     condition_dim: str = S.CONDITION, feature_dim: str = S.FEATURE,
+                     weight: xr.DataArray | None = None, clean: str = schema.CLEAN,
+                     condition_dim: str = schema.CONDITION, feature_dim: str = schema.FEATURE,
                      only=None) -> xr.Dataset:
     """Every registered metric (docs/metrics.md) from the statistics of the two passes.
 
@@ -141,12 +141,12 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
     Conventions: nc1 = (1/C) Tr(Sigma_W Sigma_B^+), Sigma_B = (1/C) M M^T, mu_G
     sample-weighted (Papyan, Han, Donoho 2020); see docs/metrics.md for each metric.
     """
-    if S.GROUPING not in stats.dims or \
-            [str(g) for g in stats[S.GROUPING].values] != list(GROUPINGS):
+    if schema.GROUPING not in stats.dims or \
+            [str(g) for g in stats[schema.GROUPING].values] != list(GROUPINGS):
         raise AnalysisError(f"stats must have groupings {', '.join(GROUPINGS)} in this order "
                             "along 'grouping', as grouping_labels builds them")
     metrics = [registry.METRICS[k] for k in (only or registry.METRICS)]
-    c = stats.sizes[S.CLASS]
+    c = stats.sizes[schema.CLASS]
     sources = {"stats": stats, "within": within,
                "extra": {"clean_centred": _clean_centred(stats, clean, condition_dim),
                          "weight": _classifier_rows(weight, stats, feature_dim)}}
@@ -162,10 +162,10 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
         dask_gufunc_kwargs={"output_sizes": {_REPORTED_DIM: len(REPORTED)}})
     results = results if isinstance(results, tuple) else (results,)
     ds = xr.Dataset({m.key: r for m, r in zip(metrics, results, strict=True)})
-    ds = ds.rename({_REPORTED_DIM: S.GROUPING}) if _REPORTED_DIM in ds.dims else ds
-    ds = ds.assign_coords({S.GROUPING: list(REPORTED), S.CLASS: np.arange(c),
-                           S.LABEL: np.arange(c), S.VERTEX: np.arange(c)})
-    return ds.assign(means=stats["mean"].sel({S.GROUPING: list(REPORTED)}))
+    ds = ds.rename({_REPORTED_DIM: schema.GROUPING}) if _REPORTED_DIM in ds.dims else ds
+    ds = ds.assign_coords({schema.GROUPING: list(REPORTED), schema.CLASS: np.arange(c),
+                           schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
+    return ds.assign(means=stats["mean"].sel({schema.GROUPING: list(REPORTED)}))
 
 
 def _evaluate(*arrays, names, metrics, core):
@@ -187,24 +187,24 @@ def _evaluate(*arrays, names, metrics, core):
 
 
 def covariances(stats: xr.Dataset, within: xr.Dataset,
-                feature_dim: str = S.FEATURE) -> xr.Dataset:
+                feature_dim: str = schema.FEATURE) -> xr.Dataset:
     """Dense Sigma_W = (1/N) sum_i r_i r_i^T and Sigma_B = (1/C) M M^T (feature_dim, feature2)
     of the true-label grouping; ``within`` must come from ``within_stats(..., dense=True)``.
     D x D each: only for layers narrow enough (``dense_limit``)."""
-    label = stats.sel({S.GROUPING: "label"}, drop=True)
+    label = stats.sel({schema.GROUPING: "label"}, drop=True)
     present = label["count"] > 0
     centred = (label["mean"] - label["global_mean"]).where(present, 0.0)
-    sigma_b = xr.dot(centred, centred.rename({feature_dim: S.FEATURE2}), dim=S.CLASS)
-    return xr.Dataset({"sigma_w": within["scatter"] / label["count"].sum(S.CLASS),
-                       "sigma_b": sigma_b / present.sum(S.CLASS)})
+    sigma_b = xr.dot(centred, centred.rename({feature_dim: schema.FEATURE2}), dim=schema.CLASS)
+    return xr.Dataset({"sigma_w": within["scatter"] / label["count"].sum(schema.CLASS),
+                       "sigma_b": sigma_b / present.sum(schema.CLASS)})
 
 
 def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
                   pred: xr.DataArray | None = None, target: xr.DataArray | None = None,
                   reference: xr.DataArray | None = None, weight: xr.DataArray | None = None,
-                  shuffle_seed: int = 0, clean: str = S.CLEAN, dense: bool = False,
-                  condition_dim: str = S.CONDITION, sample_dim: str = S.SAMPLE,
-                  feature_dim: str = S.FEATURE) -> xr.Dataset:
+                  shuffle_seed: int = 0, clean: str = schema.CLEAN, dense: bool = False,
+                  condition_dim: str = schema.CONDITION, sample_dim: str = schema.SAMPLE,
+                  feature_dim: str = schema.FEATURE) -> xr.Dataset:
     """Every per-layer metric of docs/metrics.md for one layer's features, in one call.
 
     Parameters
@@ -265,12 +265,12 @@ def _label_metrics(features, labels, n_classes, keys, *, weight=None, sample_dim
     within = within_stats(features, groups, stats, labels=labels, sample_dim=sample_dim,
                           feature_dim=feature_dim)
     out = collapse_metrics(stats, within, weight=weight, feature_dim=feature_dim, only=keys)
-    return out.drop_vars("means").sel({S.GROUPING: "label"}, drop=True) \
-        if S.GROUPING in out.dims else out.drop_vars("means")
+    return out.drop_vars("means").sel({schema.GROUPING: "label"}, drop=True) \
+        if schema.GROUPING in out.dims else out.drop_vars("means")
 
 
 def nc1(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
-        sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.DataArray:
+        sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE) -> xr.DataArray:
     """NC1 = (1/C) Tr(Sigma_W Sigma_B^+) by the exact projection method (Papyan et al. 2020).
 
     Parameters
@@ -297,7 +297,7 @@ def nc1(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
 
 
 def nc2(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
-        sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.Dataset:
+        sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE) -> xr.Dataset:
     """NC2 of the class means centred on their centroid: ``equinorm``, ``equiangular``,
     ``max_angle`` and ``etf_distance`` (docs/metrics.md; Papyan et al. 2020).
 
@@ -317,8 +317,8 @@ def nc2(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
 
 
 def nc3(features: xr.DataArray, labels: xr.DataArray, n_classes: int,
-        weight: xr.DataArray, *, sample_dim: str = S.SAMPLE,
-        feature_dim: str = S.FEATURE) -> xr.DataArray:
+        weight: xr.DataArray, *, sample_dim: str = schema.SAMPLE,
+        feature_dim: str = schema.FEATURE) -> xr.DataArray:
     """NC3 = ||W^T/||W||_F - M/||M||_F||_F between classifier rows ``weight`` (..., class,
     feature_dim) and the centred class means of ``features`` (docs/metrics.md)."""
     return _label_metrics(features, labels, n_classes, ["nc3"], weight=weight,
@@ -326,7 +326,7 @@ def nc3(features: xr.DataArray, labels: xr.DataArray, n_classes: int,
 
 
 def cdnv(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
-         sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.DataArray:
+         sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE) -> xr.DataArray:
     """Class-distance normalised variance, mean over class pairs of (var_c + var_c') /
     (2 ||mu_c - mu_c'||^2) (Galanti et al. 2022; docs/metrics.md)."""
     return _label_metrics(features, labels, n_classes, ["cdnv"], sample_dim=sample_dim,
@@ -334,7 +334,7 @@ def cdnv(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
 
 
 def fuzziness(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
-              sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.DataArray:
+              sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE) -> xr.DataArray:
     """Separation fuzziness D = Tr(SS_W SS_B^+) with the count-weighted between-class scatter
     (He and Su 2023; docs/metrics.md): C x nc1 when the classes are balanced."""
     return _label_metrics(features, labels, n_classes, ["fuzziness"], sample_dim=sample_dim,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 
 
 def training_mode(tree: xr.DataTree) -> str | None:
@@ -36,7 +36,7 @@ def feature_layer(tree: xr.DataTree, fallback: bool = True) -> str | None:
     """The layer feeding the classifier; when it was not extracted, the deepest layer before
     the logits for display (``fallback``), or None where a number must be that layer's."""
     layer = tree.attrs.get("classifier_layer")
-    layers = [str(v) for v in tree[S.SUMMARY_GROUP][S.LAYER].values]
+    layers = [str(v) for v in tree[schema.SUMMARY_GROUP][schema.LAYER].values]
     if layer in layers:
         return layer
     if not fallback:
@@ -46,13 +46,13 @@ def feature_layer(tree: xr.DataTree, fallback: bool = True) -> str | None:
 
 def value(tree, metric, *, split, layer, condition, grouping="label", checkpoint=-1) -> float:
     """One scalar of ``/summary`` (the last checkpoint by default); NaN when absent."""
-    s = tree[S.SUMMARY_GROUP].to_dataset()
-    if split not in s[S.SPLIT].values or condition not in s[S.CONDITION].values:
+    s = tree[schema.SUMMARY_GROUP].to_dataset()
+    if split not in s[schema.SPLIT].values or condition not in s[schema.CONDITION].values:
         return np.nan
-    v = s[metric].sel({S.SPLIT: split, S.LAYER: layer, S.CONDITION: condition}).isel(
-        {S.CHECKPOINT: checkpoint})
-    if S.GROUPING in v.dims:
-        v = v.sel({S.GROUPING: grouping})
+    v = s[metric].sel({schema.SPLIT: split, schema.LAYER: layer, schema.CONDITION: condition}).isel(
+        {schema.CHECKPOINT: checkpoint})
+    if schema.GROUPING in v.dims:
+        v = v.sel({schema.GROUPING: grouping})
     return float(v)
 
 
@@ -62,11 +62,12 @@ def tidy_summary(summary: xr.Dataset) -> pd.DataFrame:
     frames = []
     for name, var in summary.data_vars.items():
         df = var.to_dataframe(name=name).reset_index()
-        if S.GROUPING not in var.dims:
-            df[S.GROUPING] = ""
+        if schema.GROUPING not in var.dims:
+            df[schema.GROUPING] = ""
         df = df.rename(columns={name: "value"})
         df["metric"] = name
-        frames.append(df[[S.SPLIT, S.LAYER, S.DEPTH, S.CHECKPOINT, S.CONDITION, S.GROUPING,
+        frames.append(df[[schema.SPLIT, schema.LAYER, schema.DEPTH, schema.CHECKPOINT,
+                          schema.CONDITION, schema.GROUPING,
                           "metric", "value"]])
     return pd.concat(frames, ignore_index=True)
 
@@ -76,6 +77,6 @@ def tidy_summary(summary: xr.Dataset) -> pd.DataFrame:
 def separation(tree: xr.DataTree) -> xr.Dataset | None:
     """The law-of-data-separation fit (split, checkpoint, condition): ``rho``, ``a``, ``r2``,
     ``n_layers``; None for a store written before it existed."""
-    if S.SEPARATION_GROUP not in tree.children:
+    if schema.SEPARATION_GROUP not in tree.children:
         return None
-    return tree[S.SEPARATION_GROUP].to_dataset()
+    return tree[schema.SEPARATION_GROUP].to_dataset()

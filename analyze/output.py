@@ -16,8 +16,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from ncprobe.data import fs
-from ncprobe.data import schema as S
+from ncprobe.data import fs, schema
 from ncprobe.data.locking import process_alive
 from ncprobe.data.store import StoreError
 from ncprobe.data.store_writer import consolidate
@@ -46,18 +45,20 @@ def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
     between layers) go to ``/layers/<layer>``.
     """
     def stacked(names):
-        rows = [xr.concat([per_layer[(s, la)][names] for la in layers], dim=S.LAYER)
+        rows = [xr.concat([per_layer[(s, la)][names] for la in layers], dim=schema.LAYER)
                 for s in splits]
-        ds = xr.concat(rows, dim=S.SPLIT)
-        ds = ds.assign_coords({S.SPLIT: np.array(splits, dtype=object),
-                               S.LAYER: np.array(layers, dtype=object),
-                               S.DEPTH: (S.LAYER, np.array([depth[la] for la in layers]))})
-        return ds.transpose(S.SPLIT, S.LAYER, S.CHECKPOINT, S.CONDITION, ...)
+        ds = xr.concat(rows, dim=schema.SPLIT)
+        ds = ds.assign_coords({schema.SPLIT: np.array(splits, dtype=object),
+                               schema.LAYER: np.array(layers, dtype=object),
+                               schema.DEPTH: (schema.LAYER,
+                                              np.array([depth[la] for la in layers]))})
+        return ds.transpose(schema.SPLIT, schema.LAYER, schema.CHECKPOINT, schema.CONDITION, ...)
 
     def objects(ds):
         # no encoding of the source store (e.g. format-2 compressors) may reach ours
         return ds.assign_coords({d: ds[d].values.astype(object) for d in
-                                 (S.CONDITION, S.GROUPING) if d in ds.coords}).drop_encoding()
+                                 (schema.CONDITION, schema.GROUPING) if d in ds.coords}
+                                ).drop_encoding()
 
     def group(name):
         """The registry's metrics of one store group, under their stored names."""
@@ -69,19 +70,19 @@ def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
         return ds
 
     first = per_layer[(splits[0], layers[0])]
-    summary = group(S.SUMMARY_GROUP)
-    nodes = {f"/{g}": objects(group(g) if g != S.SUMMARY_GROUP else summary)
-             for g in (S.SUMMARY_GROUP, S.PER_CLASS_GROUP, S.TRANSITIONS_GROUP)}
+    summary = group(schema.SUMMARY_GROUP)
+    nodes = {f"/{g}": objects(group(g) if g != schema.SUMMARY_GROUP else summary)
+             for g in (schema.SUMMARY_GROUP, schema.PER_CLASS_GROUP, schema.TRANSITIONS_GROUP)}
     if "fuzziness" in summary:
         # the law of data separation: across layers, so fitted once the layers are stacked
-        nodes[f"/{S.SEPARATION_GROUP}"] = objects(separation_law(summary["fuzziness"]))
+        nodes[f"/{schema.SEPARATION_GROUP}"] = objects(separation_law(summary["fuzziness"]))
     dense = [n for n in ("sigma_w", "sigma_b") if n in first]
     for la in layers:
-        ds = xr.concat([per_layer[(s, la)][["means", *dense]] for s in splits], dim=S.SPLIT)
-        ds = ds.assign_coords({S.SPLIT: np.array(splits, dtype=object)}).transpose(
-            S.SPLIT, S.CHECKPOINT, S.CONDITION, ...)
+        ds = xr.concat([per_layer[(s, la)][["means", *dense]] for s in splits], dim=schema.SPLIT)
+        ds = ds.assign_coords({schema.SPLIT: np.array(splits, dtype=object)}).transpose(
+            schema.SPLIT, schema.CHECKPOINT, schema.CONDITION, ...)
         ds.attrs.update(layer=la, depth=depth[la])
-        nodes[f"/{S.METRIC_LAYERS_GROUP}/{la}"] = objects(ds)
+        nodes[f"/{schema.METRIC_LAYERS_GROUP}/{la}"] = objects(ds)
     root = xr.Dataset(attrs=dict(attrs, versions=_versions(), complete=True,
                                  created=_dt.datetime.now(_dt.UTC).isoformat()))
     nodes["/"] = root
@@ -115,7 +116,7 @@ def check_target(out, source, options, overwrite: bool = False) -> None:
         old = dict(zarr.open_group(str(out), mode="r").attrs)
     except Exception:  # noqa: BLE001 - unreadable means "not ours"
         old = {}
-    if old.get("schema") != S.METRICS_SCHEMA:
+    if old.get("schema") != schema.METRICS_SCHEMA:
         raise StoreError(f"{str(out)!r} exists and is not an ncprobe metrics store; choose "
                          "another `out` (it is never overwritten)")
     if (old.get("source"), old.get("options")) != (str(source), options) and not overwrite:
@@ -131,7 +132,7 @@ def write_metrics(tree: xr.DataTree, out, overwrite: bool = False) -> None:
     there the store is written in place with ``complete`` false, set true at the very end.
     """
     check_target(out, tree.attrs["source"], tree.attrs["options"], overwrite)
-    table = tidy_summary(tree[S.SUMMARY_GROUP].to_dataset())
+    table = tidy_summary(tree[schema.SUMMARY_GROUP].to_dataset())
     if not fs.is_local(out):
         fs.remove(out)
         pending = tree.copy()

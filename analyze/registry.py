@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 
-from .kernels import collapse as K
+from .kernels import collapse
 from .kernels.collapse import GROUPINGS
 from .kernels.geometry import NC2_KEYS
 
@@ -37,8 +37,8 @@ BLOCK_STATS = frozenset({"conf_ref", "flipped", "leapt", "projected_w", "clean_c
                          "weight", "label", "label_counts", "pred_known", "n_total", "align",
                          "weight_ok", "nc2_w", "grouping", "groupings"})
 
-_GROUPS = {(): S.SUMMARY_GROUP, (S.CLASS,): S.PER_CLASS_GROUP,
-           (S.LABEL, S.VERTEX): S.TRANSITIONS_GROUP}
+_GROUPS = {(): schema.SUMMARY_GROUP, (schema.CLASS,): schema.PER_CLASS_GROUP,
+           (schema.LABEL, schema.VERTEX): schema.TRANSITIONS_GROUP}
 #: per-class metrics carry this prefix in a layer's Dataset (``align_angle`` is also a
 #: summary scalar); the metrics store keeps them apart in ``/per_class``
 PER_CLASS_PREFIX = "class_"
@@ -84,7 +84,7 @@ class Metric:
     @property
     def key(self) -> str:
         """The variable name in a layer's Dataset (``class_<name>`` per class)."""
-        return PER_CLASS_PREFIX + self.name if self.dims == (S.CLASS,) else self.name
+        return PER_CLASS_PREFIX + self.name if self.dims == (schema.CLASS,) else self.name
 
     @property
     def store_group(self) -> str:
@@ -102,7 +102,7 @@ class Metric:
     def per_grouping(self) -> bool:
         return isinstance(self.groupings, tuple)
 
-    def compute(self, block: K.Block):
+    def compute(self, block: collapse.Block):
         """Run the kernel on ``block`` (through a view that holds it to ``needs``)."""
         if self.groupings is None:
             source = block
@@ -176,9 +176,9 @@ def markdown_table() -> str:
         elif isinstance(m.groupings, str):
             dims = f"on `{m.groupings}`"
         else:
-            dims = {(): "scalar", (S.CLASS,): "per class",
-                    (S.LABEL, S.VERTEX): "label x vertex"}[m.dims]
-        name = f"`{m.name}`" + (" (`/per_class`)" if m.dims == (S.CLASS,) else "")
+            dims = {(): "scalar", (schema.CLASS,): "per class",
+                    (schema.LABEL, schema.VERTEX): "label x vertex"}[m.dims]
+        name = f"`{m.name}`" + (" (`/per_class`)" if m.dims == (schema.CLASS,) else "")
         rows.append(f"| {name} | {dims} | {m.formula} | {m.reference} |")
     return "\n".join(rows) + "\n"
 
@@ -189,20 +189,20 @@ _G_NEEDS = ("where_valid",)
 
 
 def _builtin():
-    register(Metric("nc1", K.nc1, ("projected", "n") + _G_NEEDS,
+    register(Metric("nc1", collapse.nc1, ("projected", "n") + _G_NEEDS,
                     "(1/C) Tr(Sigma_W Sigma_B^+), computed as (1/N) Σ_i ‖S⁻¹Uᵀ(h_i - mu_{g_i})‖² "
                     "(below). Su et al.'s code reports C times this.", _PAPYAN, groupings=_G,
                     label="NC1 = Tr(Σ_W Σ_B⁺)/C"))
-    register(Metric("nc1_trace", K.nc1_trace, ("within", "n", "centred", "n_present")
+    register(Metric("nc1_trace", collapse.nc1_trace, ("within", "n", "centred", "n_present")
                     + _G_NEEDS, "Tr Sigma_W / Tr Sigma_B", "Tirer et al. 2023", groupings=_G,
                     label="Tr Σ_W / Tr Σ_B"))
-    register(Metric("cdnv", K.cdnv, ("means", "variance", "present") + _G_NEEDS,
+    register(Metric("cdnv", collapse.cdnv, ("means", "variance", "present") + _G_NEEDS,
                     "mean over class pairs of (var_c + var_c') / (2 ‖mu_c - mu_c'‖²), var_c = "
                     "mean squared distance to mu_c (0 for one sample); pairs with an empty "
                     "class are left out", "Galanti et al. 2022", groupings=_G, label="CDNV"))
-    register(Metric("rank_b", K.rank_b, ("singular",) + _G_NEEDS,
+    register(Metric("rank_b", collapse.rank_b, ("singular",) + _G_NEEDS,
                     "numerical rank r of M (s_k² > C·eps64·s_1²)", groupings=_G))
-    register(Metric("cond_b", K.cond_b, ("singular",) + _G_NEEDS, "s_r² / s_1² of M",
+    register(Metric("cond_b", collapse.cond_b, ("singular",) + _G_NEEDS, "s_r² / s_1² of M",
                     groupings=_G))
     texts = {
         "equinorm": ("std_c ‖mu_c - mu_bar‖ / mean_c ‖mu_c - mu_bar‖ (ddof 1)", "equinorm"),
@@ -213,62 +213,63 @@ def _builtin():
                          "E = I - 11ᵀ/C: 0 for an exact simplex ETF", "ETF distance"),
     }
     for key, (formula, label) in texts.items():
-        register(Metric(key, K.nc2_part(key), ("nc2",) + _G_NEEDS, formula,
+        register(Metric(key, collapse.nc2_part(key), ("nc2",) + _G_NEEDS, formula,
                         f"{_PAPYAN}, NC2", groupings=_G, label=label))
-    register(Metric("nc4", K.nc4, ("mismatch", "n_total", "pred_known") + _G_NEEDS,
+    register(Metric("nc4", collapse.nc4, ("mismatch", "n_total", "pred_known") + _G_NEEDS,
                     "fraction of samples whose nearest class mean (this grouping's own means) "
                     "differs from the network's prediction", f"{_PAPYAN}, NC4", groupings=_G))
-    register(Metric("ncc_acc_self", K.ncc_acc_self, ("conf_own", "n_total") + _G_NEEDS,
+    register(Metric("ncc_acc_self", collapse.ncc_acc_self, ("conf_own", "n_total") + _G_NEEDS,
                     "accuracy (true label) of the nearest-class-centre classifier with this "
                     "grouping's own class means", groupings=_G))
-    register(Metric("nc1_shuffled", K.nc1, ("projected", "n") + _G_NEEDS,
+    register(Metric("nc1_shuffled", collapse.nc1, ("projected", "n") + _G_NEEDS,
                     "`nc1` after a fixed random permutation of the labels: the value with no "
                     "class structure (about (C-1) n_c / D for D ≫ n_c)", groupings="shuffled",
                     label="NC1, shuffled labels"))
-    register(Metric("ncc_acc", K.ncc_acc, ("conf_ref",),
+    register(Metric("ncc_acc", collapse.ncc_acc, ("conf_ref",),
                     "accuracy (true label) of the nearest-class-centre classifier whose centres "
                     "are the clean class means of the reference split (train by default; each "
                     "split's own when absent)", "Su et al. 2024, layer-wise NCC",
                     label="NCC accuracy"))
-    register(Metric("net_acc", K.net_acc, ("pred_known", "n_total", "flipped"),
+    register(Metric("net_acc", collapse.net_acc, ("pred_known", "n_total", "flipped"),
                     "the network's accuracy on this condition", label="network accuracy"))
-    register(Metric("leap_rate", K.leap_rate, ("pred_known", "flipped", "leapt"),
+    register(Metric("leap_rate", collapse.leap_rate, ("pred_known", "flipped", "leapt"),
                     "among samples the attack flipped (pred ≠ label), the fraction whose nearest "
                     "clean reference centre is the adversarial prediction",
                     "Su et al. 2024, leaps", label="leap rate"))
-    register(Metric("align_angle", K.align_angle, ("align",),
+    register(Metric("align_angle", collapse.align_angle, ("align",),
                     "mean over classes of the angle (degrees) between mu_c - mu_bar of this "
                     "condition and of clean (true labels, same split)",
                     "Su et al. 2024, aligned simplices", label="alignment angle (degrees)"))
     for key in NC2_KEYS:
-        register(Metric(f"{key}_w", K.nc2_w_part(key), ("nc2_w",),
+        register(Metric(f"{key}_w", collapse.nc2_w_part(key), ("nc2_w",),
                         f"`{key}` of the classifier rows w_c (not centred, as Papyan et al.'s "
                         "code); only for the layer that feeds the classifier",
                         f"{_PAPYAN}, NC2"))
-    register(Metric("nc3", K.nc3, ("weight_ok", "weight", "label"),
+    register(Metric("nc3", collapse.nc3, ("weight_ok", "weight", "label"),
                     "‖Wᵀ/‖W‖_F - M̄/‖M̄‖_F‖_F; only for the layer that feeds the classifier",
                     f"{_PAPYAN}, NC3", label="NC3"))
-    register(Metric("fuzziness", K.fuzziness, ("label", "projected_w"),
+    register(Metric("fuzziness", collapse.fuzziness, ("label", "projected_w"),
                     "Tr(SS_W SS_B^+), SS_W = Sigma_W, SS_B = (1/N) Σ_c n_c (mu_c - mu_G)"
                     "(mu_c - mu_G)ᵀ (count-weighted; C·`nc1` for balanced classes); the law of "
                     "data separation fits log D_l = a + l log rho over the layers",
                     "He and Su 2023, separation fuzziness", label="fuzziness D = Tr(SS_W SS_B⁺)"))
-    register(Metric("count", K.class_count, ("label_counts",), "samples per class (true labels)",
-                    dims=(S.CLASS,)))
-    register(Metric("mean_norm", K.mean_norm, ("label",), "‖mu_c - mu_bar‖ (true labels)",
-                    dims=(S.CLASS,)))
-    register(Metric("within_var", K.within_var, ("label",),
+    register(Metric("count", collapse.class_count, ("label_counts",),
+                    "samples per class (true labels)",
+                    dims=(schema.CLASS,)))
+    register(Metric("mean_norm", collapse.mean_norm, ("label",), "‖mu_c - mu_bar‖ (true labels)",
+                    dims=(schema.CLASS,)))
+    register(Metric("within_var", collapse.within_var, ("label",),
                     "mean squared distance to mu_c (true labels; 0 for one sample)",
-                    dims=(S.CLASS,)))
-    register(Metric("align_angle", K.class_align_angle, ("align",),
+                    dims=(schema.CLASS,)))
+    register(Metric("align_angle", collapse.class_align_angle, ("align",),
                     "angle (degrees) between mu_c - mu_bar of this condition and of clean",
-                    "Su et al. 2024, aligned simplices", dims=(S.CLASS,)))
-    register(Metric("ncc_recall", K.ncc_recall, ("conf_ref", "label_counts"),
+                    "Su et al. 2024, aligned simplices", dims=(schema.CLASS,)))
+    register(Metric("ncc_recall", collapse.ncc_recall, ("conf_ref", "label_counts"),
                     "recall of class c under the nearest-clean-centre classifier",
-                    dims=(S.CLASS,)))
-    register(Metric("transitions", K.transitions, ("conf_ref",),
+                    dims=(schema.CLASS,)))
+    register(Metric("transitions", collapse.transitions, ("conf_ref",),
                     "counts [true label, nearest clean reference centre]: the vertex-leap matrix",
-                    "Su et al. 2024", dims=(S.LABEL, S.VERTEX), stored_as="count",
+                    "Su et al. 2024", dims=(schema.LABEL, schema.VERTEX), stored_as="count",
                     integer=True))
 
 

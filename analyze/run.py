@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 from ncprobe.data.store import (
     NotInStoreError,
     StoreError,
@@ -62,7 +62,7 @@ def _select(kind, asked, available):
 def _split_inputs(tree, split, layer0, n_classes, seed):
     """Labels, network predictions and the (checkpoint, condition, sample, grouping) groups."""
     ds = layer_dataset(tree, split, layer0)
-    labels = ds[S.LABEL].load().astype(np.int64).reset_coords(drop=True)
+    labels = ds[schema.LABEL].load().astype(np.int64).reset_coords(drop=True)
     if labels.size == 0:
         raise AnalysisError(f"split {split!r} has no samples; expected at least one per class")
     bad = (labels < 0) | (labels >= n_classes)
@@ -70,18 +70,18 @@ def _split_inputs(tree, split, layer0, n_classes, seed):
         raise AnalysisError(f"split {split!r}: {int(bad.sum())} labels outside 0..{n_classes - 1}"
                             f" (e.g. {int(labels[bad][0])}); expected n_classes = {n_classes}")
     outs = outputs_dataset(tree, split)
-    pred = outs[S.PRED].load().reset_coords(drop=True)
-    target = outs[S.TARGET].load().reset_coords(drop=True)
+    pred = outs[schema.PRED].load().reset_coords(drop=True)
+    target = outs[schema.TARGET].load().reset_coords(drop=True)
     groups = grouping_labels(labels, pred, target, shuffle_seed=seed)
     return labels, pred, groups
 
 
 def _classifier(tree):
     """The layer feeding the final linear map and its rows (checkpoint, class, feature)."""
-    if S.CLASSIFIER_GROUP not in tree.children:
+    if schema.CLASSIFIER_GROUP not in tree.children:
         return None, None
-    node = tree[S.CLASSIFIER_GROUP]
-    weight = node[S.WEIGHT].load().astype(np.float64).reset_coords(drop=True)
+    node = tree[schema.CLASSIFIER_GROUP]
+    weight = node[schema.WEIGHT].load().astype(np.float64).reset_coords(drop=True)
     return node.attrs.get("layer"), weight
 
 
@@ -122,15 +122,15 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
     work_splits = splits + ([ref_split] if ref_split and ref_split not in splits else [])
     cls_layer, weight = _classifier(tree)
     first = layer_dataset(tree, work_splits[0], layers[0])
-    conditions = [str(c) for c in first[S.CONDITION].values]
-    if S.CLEAN not in conditions:
+    conditions = [str(c) for c in first[schema.CONDITION].values]
+    if schema.CLEAN not in conditions:
         warnings.warn("store has no 'clean' condition: ncc_acc, leap_rate, align_angle and the "
                       "transition matrices are NaN (they are defined against clean centres)",
                       stacklevel=2)
 
     inputs = {s: _split_inputs(tree, s, layers[0], n_classes, opts.shuffle_seed)
               for s in work_splits}
-    feats = {(s, la): layer_dataset(tree, s, la)[S.FEATURES].reset_coords(drop=True)
+    feats = {(s, la): layer_dataset(tree, s, la)[schema.FEATURES].reset_coords(drop=True)
              for s in work_splits for la in layers}
 
     with connect(scheduler) as client:
@@ -144,7 +144,7 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
             _check_finite(st, s, la)
         _warn_small_classes(stats)
         out_keys = [key for key in feats if key[0] in splits]
-        dense = {key: opts.dense and feats[key].sizes[S.FEATURE] <= opts.dense_limit
+        dense = {key: opts.dense and feats[key].sizes[schema.FEATURE] <= opts.dense_limit
                  for key in out_keys}
         lazy = []
         for s, la in out_keys:
@@ -162,7 +162,7 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
         m = collapse_metrics(stats[key], within[key], weight=w)
         per_layer[key] = m.merge(covariances(stats[key], within[key])) if dense[key] else m
     depth = {la: i for i, la in enumerate(store_layers(tree))}
-    attrs = {"schema": S.METRICS_SCHEMA, "source": str(store),
+    attrs = {"schema": schema.METRICS_SCHEMA, "source": str(store),
              "source_attrs": {k: tree.attrs.get(k) for k in ("schema", "dataset", "model",
                                                              "conditions", "created",
                                                              "class_names")},
@@ -196,8 +196,9 @@ def _check_finite(stats, split, layer):
     if (bad > 0).any():
         where = bad[tuple(np.argwhere(bad.values > 0)[0])]
         raise AnalysisError(
-            f"split {split!r}, layer {layer!r}, checkpoint {int(where[S.CHECKPOINT])}, condition "
-            f"{str(where[S.CONDITION].values)!r}: {int(where)} NaN or inf feature values; "
+            f"split {split!r}, layer {layer!r}, checkpoint {int(where[schema.CHECKPOINT])}, "
+            "condition "
+            f"{str(where[schema.CONDITION].values)!r}: {int(where)} NaN or inf feature values; "
             "expected finite features (was the model diverged or the extraction in float16 "
             "overflowed?)")
 
@@ -207,9 +208,9 @@ def _warn_small_classes(stats):
     empty, single = [], []
     for (s, la), st in stats.items():
         for name in ("label", "pred"):  # target is empty for untargeted conditions
-            counts = st["count"].sel({S.GROUPING: name})
-            for q in counts[S.CONDITION].values:
-                c = counts.sel({S.CONDITION: q}).values
+            counts = st["count"].sel({schema.GROUPING: name})
+            for q in counts[schema.CONDITION].values:
+                c = counts.sel({schema.CONDITION: q}).values
                 if (c == 0).any():
                     where = np.flatnonzero((c == 0).any(axis=0)).tolist()
                     empty.append(f"{s}/{la}/{q}/{name}: {where}")

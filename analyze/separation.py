@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import xarray as xr
 
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 
 from .kernels.separation import fit_geometric_decay
 
 
-def separation_law(fuzziness: xr.DataArray, layer_dim: str = S.LAYER,
-                   depth: str = S.DEPTH) -> xr.Dataset:
+def separation_law(fuzziness: xr.DataArray, layer_dim: str = schema.LAYER,
+                   depth: str = schema.DEPTH) -> xr.Dataset:
     """Fit log D_l = a + l log rho over ``layer_dim`` for every other index.
 
     Parameters

@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 
 from .blocks import (
     AnalysisError,
@@ -43,10 +43,10 @@ def _groups(groups: xr.DataArray, features, lead, sample_dim):
                             f"{features.sizes[sample_dim]}")
     if extra:
         coord = groups[extra[0]].values if extra[0] in groups.coords else None
-        g = groups.rename({extra[0]: S.GROUPING})
+        g = groups.rename({extra[0]: schema.GROUPING})
     else:
-        coord, g = None, groups.expand_dims(S.GROUPING, axis=-1)
-    return broadcast_to_lead(g, features, lead, (sample_dim, S.GROUPING)), extra != [], coord
+        coord, g = None, groups.expand_dims(schema.GROUPING, axis=-1)
+    return broadcast_to_lead(g, features, lead, (sample_dim, schema.GROUPING)), extra != [], coord
 
 
 def _require_int_labels(groups, n_classes):
@@ -60,12 +60,12 @@ def _require_int_labels(groups, n_classes):
 
 def _finish(ds, has_grouping, coord):
     if not has_grouping:
-        return ds.isel({S.GROUPING: 0})
-    return ds.assign_coords({S.GROUPING: coord}) if coord is not None else ds
+        return ds.isel({schema.GROUPING: 0})
+    return ds.assign_coords({schema.GROUPING: coord}) if coord is not None else ds
 
 
 def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
-                sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.Dataset:
+                sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE) -> xr.Dataset:
     """Pass 1: per-class counts, sums and means, and the global mean, in float64.
 
     Parameters
@@ -108,13 +108,13 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
     total = counts.sum(axis=-1)[..., None]
     means = xp.where(counts[..., None] > 0, sums / xp.maximum(counts, 1)[..., None], np.nan)
     global_mean = xp.where(total > 0, sums.sum(axis=-2) / xp.maximum(total, 1), np.nan)
-    dg = (*lead, S.GROUPING)
+    dg = (*lead, schema.GROUPING)
     ds = xr.Dataset(
-        {"count": ((*dg, S.CLASS), counts), "sum": ((*dg, S.CLASS, feature_dim), sums),
-         "mean": ((*dg, S.CLASS, feature_dim), means),
+        {"count": ((*dg, schema.CLASS), counts), "sum": ((*dg, schema.CLASS, feature_dim), sums),
+         "mean": ((*dg, schema.CLASS, feature_dim), means),
          "global_mean": ((*dg, feature_dim), global_mean),
          "n_nonfinite": (lead, parts["n_nonfinite"])},
-        coords={**lead_coords(f, lead), S.CLASS: np.arange(n_classes)})
+        coords={**lead_coords(f, lead), schema.CLASS: np.arange(n_classes)})
     return _finish(ds, has_grouping, coord)
 
 
@@ -135,9 +135,9 @@ def between_coefficients(stats: xr.Dataset, weighted: bool = False) -> xr.DataAr
     feature_dim = next(d for d in mean.dims if d not in count.dims)
     return xr.apply_ufunc(
         _coef_block, mean, count, kwargs={"weighted": weighted},
-        input_core_dims=[[S.CLASS, feature_dim], [S.CLASS]],
-        output_core_dims=[[S.CLASS, "rank"]], dask="parallelized", output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {"rank": count.sizes[S.CLASS]}})
+        input_core_dims=[[schema.CLASS, feature_dim], [schema.CLASS]],
+        output_core_dims=[[schema.CLASS, "rank"]], dask="parallelized", output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {"rank": count.sizes[schema.CLASS]}})
 
 
 def _pass2_block(h, groups, labels, pred, means, coefs, coefs_w, ref, ref_valid, own_valid,
@@ -150,7 +150,7 @@ def _pass2_block(h, groups, labels, pred, means, coefs, coefs_w, ref, ref_valid,
 def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset, *,
                  labels: xr.DataArray | None = None, pred: xr.DataArray | None = None,
                  reference: xr.DataArray | None = None, dense: bool = False,
-                 sample_dim: str = S.SAMPLE, feature_dim: str = S.FEATURE) -> xr.Dataset:
+                 sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE) -> xr.Dataset:
     """Pass 2: within-class scatter, its projection on the between-class basis, NCC counts.
 
     Parameters
@@ -184,29 +184,29 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     lead = lead_dims(features, sample_dim, feature_dim)
     f = features.transpose(*lead, sample_dim, feature_dim)
     g, has_grouping, coord = _groups(groups, f, lead, sample_dim)
-    _require_int_labels(g, stats.sizes[S.CLASS])
-    st = stats if has_grouping else stats.expand_dims(S.GROUPING)
-    c, d, n_g = st.sizes[S.CLASS], f.shape[-1], g.shape[-1]
-    if st.sizes[S.GROUPING] != n_g:
-        raise AnalysisError(f"stats has {st.sizes[S.GROUPING]} groupings; groups has {n_g}: "
+    _require_int_labels(g, stats.sizes[schema.CLASS])
+    st = stats if has_grouping else stats.expand_dims(schema.GROUPING)
+    c, d, n_g = st.sizes[schema.CLASS], f.shape[-1], g.shape[-1]
+    if st.sizes[schema.GROUPING] != n_g:
+        raise AnalysisError(f"stats has {st.sizes[schema.GROUPING]} groupings; groups has {n_g}: "
                             "pass the class_stats of these groups")
 
     def lead_data(arr, core):
         return broadcast_to_lead(arr, f, lead, core).data
 
-    means = lead_data(st["mean"], (S.GROUPING, S.CLASS, feature_dim))
-    counts = lead_data(st["count"], (S.GROUPING, S.CLASS))
-    coefs = lead_data(between_coefficients(st), (S.GROUPING, S.CLASS, "rank"))
-    coefs_w = lead_data(between_coefficients(st.isel({S.GROUPING: 0}), weighted=True),
-                        (S.CLASS, "rank"))
-    origin = lead_data(st["global_mean"].isel({S.GROUPING: 0}), (feature_dim,))
-    y = g.isel({S.GROUPING: 0}) if labels is None else broadcast_to_lead(labels, f, lead,
+    means = lead_data(st["mean"], (schema.GROUPING, schema.CLASS, feature_dim))
+    counts = lead_data(st["count"], (schema.GROUPING, schema.CLASS))
+    coefs = lead_data(between_coefficients(st), (schema.GROUPING, schema.CLASS, "rank"))
+    coefs_w = lead_data(between_coefficients(st.isel({schema.GROUPING: 0}), weighted=True),
+                        (schema.CLASS, "rank"))
+    origin = lead_data(st["global_mean"].isel({schema.GROUPING: 0}), (feature_dim,))
+    y = g.isel({schema.GROUPING: 0}) if labels is None else broadcast_to_lead(labels, f, lead,
                                                                         (sample_dim,))
     p = y if pred is None else broadcast_to_lead(pred, f, lead, (sample_dim,))
     if reference is None:  # no centres: nothing is nearest (NaN rows are never chosen)
         ref = np.full(f.shape[:-2] + (c, d), np.nan)
     else:
-        ref = lead_data(reference.astype(np.float64), (S.CLASS, feature_dim))
+        ref = lead_data(reference.astype(np.float64), (schema.CLASS, feature_dim))
     xp = da if isinstance(ref, da.Array) else np
     ref_valid = xp.isfinite(ref).all(axis=-1)
     ref = xp.where(ref_valid[..., None], ref, 0.0)
@@ -214,14 +214,14 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     parts = reduce_blocks(kernel, f.data, [g.data, y.data, p.data],
                           [means, coefs, coefs_w, ref, ref_valid, counts > 0, origin],
                           passes.pass2_shapes(n_g, c, d, dense))
-    pair = (S.LABEL, S.VERTEX)
-    dims = {"within": (S.GROUPING, S.CLASS), "projected": (S.GROUPING, S.CLASS),
-            "projected_w": (S.CLASS,), "conf_ref": pair, "conf_own": (S.GROUPING, *pair),
-            "nc4_mismatch": (S.GROUPING,),
-            "flipped": (), "leapt": (), "scatter": (feature_dim, S.FEATURE2)}
+    pair = (schema.LABEL, schema.VERTEX)
+    dims = {"within": (schema.GROUPING, schema.CLASS), "projected": (schema.GROUPING, schema.CLASS),
+            "projected_w": (schema.CLASS,), "conf_ref": pair, "conf_own": (schema.GROUPING, *pair),
+            "nc4_mismatch": (schema.GROUPING,),
+            "flipped": (), "leapt": (), "scatter": (feature_dim, schema.FEATURE2)}
     ds = xr.Dataset({k: ((*lead, *dims[k]), v) for k, v in parts.items()},
-                    coords={**lead_coords(f, lead), S.CLASS: np.arange(c),
-                            S.LABEL: np.arange(c), S.VERTEX: np.arange(c)})
+                    coords={**lead_coords(f, lead), schema.CLASS: np.arange(c),
+                            schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
     return _finish(ds, has_grouping, coord)
 
 
@@ -234,8 +234,8 @@ def _nearest(h, centres):
     return np.where(valid, d, np.inf).argmin(axis=-1)
 
 
-def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: str = S.SAMPLE,
-                feature_dim: str = S.FEATURE, class_dim: str = S.CLASS) -> xr.DataArray:
+def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: str = schema.SAMPLE,
+                feature_dim: str = schema.FEATURE, class_dim: str = schema.CLASS) -> xr.DataArray:
     """Nearest-class-centre prediction for every sample: argmin_c ||h_i - mu_c||.
 
     Parameters

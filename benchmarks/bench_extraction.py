@@ -57,11 +57,12 @@ class _FixedCost:
     """Time the main thread spends opening and finalizing the store (fixed per run)."""
 
     def __init__(self):
-        from ncprobe.data.store_writer import ActivationStoreWriter as W
+        from ncprobe.data.store_writer import ActivationStoreWriter
 
         self.seconds = 0.0
         for name in ("open", "finalize"):
-            setattr(W, name, self._timed(getattr(W, name)))
+            setattr(ActivationStoreWriter, name,
+                    self._timed(getattr(ActivationStoreWriter, name)))
 
     def _timed(self, fn):
         def wrapper(*a, **k):

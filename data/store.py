@@ -11,8 +11,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from . import fs
-from . import schema as S
+from . import fs, schema
 from .errors import NcprobeError
 
 
@@ -134,7 +133,7 @@ def delete_chunks(path, keys) -> None:
 
 def _missing_groups(path, attrs) -> list[str]:
     group = zarr.open_group(path, mode="r", use_consolidated=False)
-    expected = [S.features_path(s, layer) for s in attrs.get("dataset", {}).get("splits", [])
+    expected = [schema.features_path(s, layer) for s in attrs.get("dataset", {}).get("splits", [])
                 for layer in attrs.get("layers", [])]
     missing = []
     for p in expected:
@@ -185,7 +184,7 @@ def _open_tree(path, expected_schema: str, allow_partial: bool) -> xr.DataTree:
             f"store {str(path)!r} is incomplete (interrupted or still being written); missing: "
             f"{what or 'the final verification'}; rerun the command to finish it, or pass "
             "`allow_partial` to use what is there")
-    if complete and expected_schema == S.ACTIVATIONS_SCHEMA:
+    if complete and expected_schema == schema.ACTIVATIONS_SCHEMA:
         # a store that claims completeness but lost a chunk must not read as NaN or zeros
         lost = missing_chunks(path)
         if lost:
@@ -208,15 +207,15 @@ def _has_consolidated(path) -> bool:
 
 def open_activations(path, allow_partial: bool = False) -> xr.DataTree:
     """Open an activation store (``ncprobe-activations/1``) lazily and validate its layout."""
-    tree = open_tree(path, S.ACTIVATIONS_SCHEMA, allow_partial)
+    tree = open_tree(path, schema.ACTIVATIONS_SCHEMA, allow_partial)
     validate_activations(tree, allow_partial=allow_partial)
     return tree
 
 
 def open_metrics(path) -> xr.DataTree:
     """Open a metrics store (``ncprobe-metrics/1``) lazily and check its groups."""
-    tree = open_tree(path, S.METRICS_SCHEMA)
-    for g in (S.SUMMARY_GROUP, S.PER_CLASS_GROUP, S.TRANSITIONS_GROUP):
+    tree = open_tree(path, schema.METRICS_SCHEMA)
+    for g in (schema.SUMMARY_GROUP, schema.PER_CLASS_GROUP, schema.TRANSITIONS_GROUP):
         if g not in tree.children:
             raise StoreError(f"metrics store lacks group /{g}; expected /summary, /per_class, "
                              "/transitions")
@@ -225,7 +224,7 @@ def open_metrics(path) -> xr.DataTree:
 
 def splits(tree: xr.DataTree) -> list[str]:
     """Names of the dataset splits present in an activation store, in the dataset's order."""
-    present = [k for k, v in tree.children.items() if S.LAYERS_GROUP in v.children]
+    present = [k for k, v in tree.children.items() if schema.LAYERS_GROUP in v.children]
     order = list(tree.attrs.get("dataset", {}).get("splits", []))
     return sorted(present, key=lambda s: (order.index(s) if s in order else len(order), s))
 
@@ -244,22 +243,22 @@ def _choose(kind, name, available, where):
 def layer_dataset(tree: xr.DataTree, split: str, layer: str) -> xr.Dataset:
     """The ``features`` Dataset of one split and layer, with one-line errors for bad names."""
     _choose("split", split, splits(tree), "store")
-    present = list(tree[split][S.LAYERS_GROUP].children)
+    present = list(tree[split][schema.LAYERS_GROUP].children)
     _choose("layer", layer, present, f"split {split!r}")
-    return tree[S.features_path(split, layer)].to_dataset()
+    return tree[schema.features_path(split, layer)].to_dataset()
 
 
 def outputs_dataset(tree: xr.DataTree, split: str) -> xr.Dataset:
     _choose("split", split, splits(tree), "store")
-    return tree[S.outputs_path(split)].to_dataset()
+    return tree[schema.outputs_path(split)].to_dataset()
 
 
 def select_conditions(ds: xr.Dataset, conditions) -> xr.Dataset:
     """``ds`` restricted to ``conditions``; an unknown name gets a one-line error."""
-    available = [str(c) for c in ds[S.CONDITION].values]
+    available = [str(c) for c in ds[schema.CONDITION].values]
     for c in conditions:
         _choose("condition", c, available, "store")
-    return ds.sel({S.CONDITION: list(conditions)})
+    return ds.sel({schema.CONDITION: list(conditions)})
 
 
 def validate_activations(tree: xr.DataTree, allow_partial: bool = False) -> None:
@@ -268,20 +267,20 @@ def validate_activations(tree: xr.DataTree, allow_partial: bool = False) -> None
     for key in ("n_classes", "layers", "dataset"):
         if key not in attrs:
             raise StoreError(f"activation store lacks root attribute {key!r}; expected "
-                             f"{', '.join(S.ROOT_ATTRS)}")
+                             f"{', '.join(schema.ROOT_ATTRS)}")
     found = splits(tree)
     if not found and not allow_partial:
         raise StoreError("activation store has no split groups (/<split>/layers/<layer>)")
-    dims = (S.CHECKPOINT, S.CONDITION, S.SAMPLE, S.FEATURE)
+    dims = (schema.CHECKPOINT, schema.CONDITION, schema.SAMPLE, schema.FEATURE)
     for split in found:
-        for layer, node in tree[split][S.LAYERS_GROUP].children.items():
-            if S.FEATURES not in node.data_vars:
-                raise StoreError(f"{S.features_path(split, layer)} lacks variable 'features'")
-            got = node[S.FEATURES].dims
+        for layer, node in tree[split][schema.LAYERS_GROUP].children.items():
+            if schema.FEATURES not in node.data_vars:
+                raise StoreError(f"{schema.features_path(split, layer)} lacks variable 'features'")
+            got = node[schema.FEATURES].dims
             if got != dims:
-                raise StoreError(f"{S.features_path(split, layer)}/features has dims {got}; "
+                raise StoreError(f"{schema.features_path(split, layer)}/features has dims {got}; "
                                  f"expected {dims}")
-            if S.LABEL not in node.coords:
-                raise StoreError(f"{S.features_path(split, layer)} lacks coordinate 'label'")
-        if S.OUTPUTS_GROUP not in tree[split].children and not allow_partial:
-            raise StoreError(f"activation store lacks group /{S.outputs_path(split)}")
+            if schema.LABEL not in node.coords:
+                raise StoreError(f"{schema.features_path(split, layer)} lacks coordinate 'label'")
+        if schema.OUTPUTS_GROUP not in tree[split].children and not allow_partial:
+            raise StoreError(f"activation store lacks group /{schema.outputs_path(split)}")

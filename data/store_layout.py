@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from . import fs
-from . import schema as S
+from . import fs, schema
 from .store import StoreError
 
 #: target size of one feature chunk of the widest layer: large enough to compress and read
@@ -135,9 +134,10 @@ class StoreLayout:
 
     def block_arrays(self, split: str) -> list[str]:
         """Paths of the arrays of which a block of ``split`` writes one chunk each."""
-        out = S.outputs_path(split)
-        return ([f"{S.features_path(split, s.name)}/{S.FEATURES}" for s in self.layers]
-                + [f"{out}/{v}" for v in (S.LOGITS, S.PRED, S.TARGET, S.PERTURBATION_NORM)])
+        out = schema.outputs_path(split)
+        return ([f"{schema.features_path(split, s.name)}/{schema.FEATURES}" for s in self.layers]
+                + [f"{out}/{v}" for v in (schema.LOGITS, schema.PRED, schema.TARGET,
+                                           schema.PERTURBATION_NORM)])
 
     def block_keys(self, split: str, checkpoint: int, condition: int, block: int) -> list[str]:
         """Storage keys of the chunks a block writes (trailing chunk indices are 0)."""
@@ -153,19 +153,19 @@ class StoreLayout:
     def _coords(self, split) -> dict[str, ArraySpec]:
         idx, y = self.samples[split]
         conds = np.array([c["name"] for c in self.conditions], dtype=object)
-        return {S.CHECKPOINT: _coord(S.CHECKPOINT, np.array(self.checkpoints, np.int64)),
-                S.CONDITION: _coord(S.CONDITION, conds),
-                S.SAMPLE: _coord(S.SAMPLE, np.asarray(idx, np.int64)),
+        return {schema.CHECKPOINT: _coord(schema.CHECKPOINT, np.array(self.checkpoints, np.int64)),
+                schema.CONDITION: _coord(schema.CONDITION, conds),
+                schema.SAMPLE: _coord(schema.SAMPLE, np.asarray(idx, np.int64)),
                 # a non-dimension coordinate: data arrays name it in their "coordinates"
-                S.LABEL: _coord(S.SAMPLE, np.asarray(y, np.int32))}
+                schema.LABEL: _coord(schema.SAMPLE, np.asarray(y, np.int32))}
 
     def _split_group(self, path, split, data: dict, attrs=None) -> Group:
         """A group of ``split``: the data arrays (dims, width, dtype) plus the coordinates."""
         k, q, n = len(self.checkpoints), len(self.conditions), len(self.samples[split][0])
         cs = self.split_chunk(split)
-        arrays = {name: ArraySpec((S.CHECKPOINT, S.CONDITION, S.SAMPLE) + extra,
+        arrays = {name: ArraySpec((schema.CHECKPOINT, schema.CONDITION, schema.SAMPLE) + extra,
                                   (k, q, n) + tuple(width), dtype, (1, 1, cs) + tuple(width),
-                                  attrs={"coordinates": S.LABEL})
+                                  attrs={"coordinates": schema.LABEL})
                   for name, (extra, width, dtype) in data.items()}
         return Group(path, attrs or {}, {**arrays, **self._coords(split)})
 
@@ -176,25 +176,27 @@ class StoreLayout:
         out = []
         for split in self.samples:
             out += [self._split_group(
-                S.features_path(split, spec.name), split,
-                {S.FEATURES: ((S.FEATURE,), (spec.dim,), self.dtype)},
+                schema.features_path(split, spec.name), split,
+                {schema.FEATURES: ((schema.FEATURE,), (spec.dim,), self.dtype)},
                 {"layer": spec.name, "depth": spec.depth, "module": spec.module,
                  "original_shape": list(spec.original_shape), "reduction": spec.reduction})
                 for spec in self.layers]
-            out.append(self._split_group(S.outputs_path(split), split, {
-                S.LOGITS: ((S.CLASS,), (self.n_classes,), np.dtype(np.float32)),
-                S.PRED: ((), (), np.dtype(np.int32)),
-                S.TARGET: ((), (), np.dtype(np.int32)),
-                S.PERTURBATION_NORM: ((), (), np.dtype(np.float32))}))
+            out.append(self._split_group(schema.outputs_path(split), split, {
+                schema.LOGITS: ((schema.CLASS,), (self.n_classes,), np.dtype(np.float32)),
+                schema.PRED: ((), (), np.dtype(np.int32)),
+                schema.TARGET: ((), (), np.dtype(np.int32)),
+                schema.PERTURBATION_NORM: ((), (), np.dtype(np.float32))}))
         if self.classifier is not None:
             layer, dim = self.classifier
             k, c = len(self.checkpoints), self.n_classes
             f32 = np.dtype(np.float32)
-            out.append(Group(S.CLASSIFIER_GROUP, {"layer": layer}, {
-                S.WEIGHT: ArraySpec((S.CHECKPOINT, S.CLASS, S.FEATURE), (k, c, dim), f32,
+            out.append(Group(schema.CLASSIFIER_GROUP, {"layer": layer}, {
+                schema.WEIGHT: ArraySpec((schema.CHECKPOINT, schema.CLASS, schema.FEATURE),
+                                         (k, c, dim), f32,
                                     (1, c, dim)),
-                S.BIAS: ArraySpec((S.CHECKPOINT, S.CLASS), (k, c), f32, (1, c)),
-                S.CHECKPOINT: _coord(S.CHECKPOINT, np.array(self.checkpoints, np.int64))}))
+                schema.BIAS: ArraySpec((schema.CHECKPOINT, schema.CLASS), (k, c), f32, (1, c)),
+                schema.CHECKPOINT: _coord(schema.CHECKPOINT,
+                                          np.array(self.checkpoints, np.int64))}))
         return out
 
     def chunk_keys(self) -> list[str]:
@@ -241,7 +243,7 @@ class StoreLayout:
                         dtype=str if a.dtype == object else a.dtype,
                         fill_value=np.nan if a.dtype.kind == "f" else None,
                         dimension_names=a.dims, attributes=a.attrs,
-                        compressors=(self.compressors if name in (S.FEATURES, S.LOGITS)
+                        compressors=(self.compressors if name in (schema.FEATURES, schema.LOGITS)
                                      else compressors("lz4")),
                         chunk_key_encoding=CHUNK_KEY_ENCODING,
                         # every chunk must exist on disk, also one equal to the fill value

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from . import fs
-from . import schema as S
+from . import fs, schema
 from .chunk_file import chunk_file_writer
 from .locking import StoreLock
 from .store import StoreError, bad_chunks, delete_chunks, missing_chunks
@@ -116,7 +115,7 @@ class ActivationStoreWriter:
                 old = dict(zarr.open_group(self.path, mode="r").attrs)
             except Exception:  # noqa: BLE001 - any unreadable content means "not our store"
                 old = None
-            if old is None or old.get("schema") != S.ACTIVATIONS_SCHEMA:
+            if old is None or old.get("schema") != schema.ACTIVATIONS_SCHEMA:
                 raise StoreError(f"{self.path!r} exists and is not an ncprobe activation "
                                  "store; choose another `out` (it is never overwritten)")
         self.lock.acquire()
@@ -160,7 +159,8 @@ class ActivationStoreWriter:
             for tmp in Path(fs.filesystem(self.path)[1]).rglob("*.partial"):
                 tmp.unlink(missing_ok=True)
         if repair:
-            data = (S.FEATURES, S.LOGITS, S.PRED, S.TARGET, S.PERTURBATION_NORM)
+            data = (schema.FEATURES, schema.LOGITS, schema.PRED, schema.TARGET,
+                    schema.PERTURBATION_NORM)
             broken = [b for b in bad_chunks(self.path)
                       if b[3] != "missing" and b[0].rsplit("/", 1)[-1] in data]
             delete_chunks(self.path, [key for _, _, key, _ in broken])
@@ -168,7 +168,7 @@ class ActivationStoreWriter:
 
     def _create_root(self) -> None:
         root = dict(self.attrs)
-        root.update(schema=S.ACTIVATIONS_SCHEMA, n_classes=self.n_classes,
+        root.update(schema=schema.ACTIVATIONS_SCHEMA, n_classes=self.n_classes,
                     layers=[s.name for s in self.layers], conditions=self.conditions,
                     config=self.config, fingerprint=self.fingerprint, complete=False,
                     layout_written=False,
@@ -229,11 +229,13 @@ class ActivationStoreWriter:
             if f.shape != (n, spec.dim):
                 raise StoreError(f"layer {spec.name!r}: block has shape {f.shape}, expected "
                                  f"({n}, {spec.dim})")
-        out = S.outputs_path(split)
-        parts = [(f"{out}/{S.LOGITS}", logits, np.float32), (f"{out}/{S.PRED}", pred, np.int32),
-                 (f"{out}/{S.TARGET}", target, np.int32),
-                 (f"{out}/{S.PERTURBATION_NORM}", perturbation_norm, np.float32)]
-        parts += [(f"{S.features_path(split, spec.name)}/{S.FEATURES}", features[spec.name],
+        out = schema.outputs_path(split)
+        parts = [(f"{out}/{schema.LOGITS}", logits, np.float32),
+                 (f"{out}/{schema.PRED}", pred, np.int32),
+                 (f"{out}/{schema.TARGET}", target, np.int32),
+                 (f"{out}/{schema.PERTURBATION_NORM}", perturbation_norm, np.float32)]
+        parts += [(f"{schema.features_path(split, spec.name)}/{schema.FEATURES}",
+                   features[spec.name],
                    self.dtype) for spec in self.layers]
         for path, value, dtype in parts:
             array, direct = self._array(path)
@@ -246,9 +248,10 @@ class ActivationStoreWriter:
 
     def write_classifier(self, checkpoint: int, weight, bias) -> None:
         """Weights (class, feature) and bias (class,) of the final linear map at a checkpoint."""
-        self._array(f"{S.CLASSIFIER_GROUP}/{S.WEIGHT}")[0][checkpoint] = np.asarray(weight,
+        self._array(f"{schema.CLASSIFIER_GROUP}/{schema.WEIGHT}")[0][checkpoint] = np.asarray(
+            weight,
                                                                                     np.float32)
-        self._array(f"{S.CLASSIFIER_GROUP}/{S.BIAS}")[0][checkpoint] = np.asarray(bias,
+        self._array(f"{schema.CLASSIFIER_GROUP}/{schema.BIAS}")[0][checkpoint] = np.asarray(bias,
                                                                                   np.float32)
 
     def finalize(self, **extra_attrs) -> None:

@@ -19,7 +19,7 @@ import seaborn as sns
 import xarray as xr
 
 from ncprobe.analyze.metrics_reader import feature_layer, tidy_summary, training_mode
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 from ncprobe.data.errors import NcprobeError
 
 PALETTE = "colorblind"
@@ -71,9 +71,9 @@ def long_table(models) -> pd.DataFrame:
     """Tidy ``/summary`` of every model at its last checkpoint, with a ``model`` column."""
     frames = []
     for name, tree in as_models(models).items():
-        s = tree[S.SUMMARY_GROUP].to_dataset()
-        last = s[S.CHECKPOINT].values[-1]
-        df = tidy_summary(s.sel({S.CHECKPOINT: [last]}))
+        s = tree[schema.SUMMARY_GROUP].to_dataset()
+        last = s[schema.CHECKPOINT].values[-1]
+        df = tidy_summary(s.sel({schema.CHECKPOINT: [last]}))
         df["model"] = name
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
@@ -102,7 +102,7 @@ def collapse_per_layer(models, split="train", ax=None):
         for cond, g in nc1.groupby("condition", sort=False):
             g = g.set_index("layer").reindex(layers)
             ax.plot(range(len(layers)), g.value.values, marker="o", label=cond)
-        base = d[(d.metric == "nc1_shuffled") & (d.condition == S.CLEAN)].set_index(
+        base = d[(d.metric == "nc1_shuffled") & (d.condition == schema.CLEAN)].set_index(
             "layer").reindex(layers)
         ax.plot(range(len(layers)), base.value.values, ls="--", color="grey",
                 label="shuffled labels (no structure)")
@@ -140,8 +140,9 @@ def ncc_per_layer(models, split="test", ax=None):
 
 
 def _row_normalised(tree, split, layer, condition):
-    t = tree[S.TRANSITIONS_GROUP]["count"].sel(
-        {S.SPLIT: split, S.LAYER: layer, S.CONDITION: condition}).isel({S.CHECKPOINT: -1})
+    t = tree[schema.TRANSITIONS_GROUP]["count"].sel(
+        {schema.SPLIT: split, schema.LAYER: layer, schema.CONDITION: condition}).isel(
+        {schema.CHECKPOINT: -1})
     m = t.values.astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return m / m.sum(axis=1, keepdims=True)
@@ -166,7 +167,8 @@ def transition_heatmaps(models, split="test"):
     """Transition matrices per condition at the classifier's input layer, one row of panels
     per model; returns the Figure."""
     models = as_models(models)
-    conds = [str(c) for c in next(iter(models.values()))[S.SUMMARY_GROUP][S.CONDITION].values]
+    first = next(iter(models.values()))
+    conds = [str(c) for c in first[schema.SUMMARY_GROUP][schema.CONDITION].values]
     fig, axes = plt.subplots(len(models), len(conds), figsize=(2.9 * len(conds),
                                                                2.7 * len(models)),
                              squeeze=False)
@@ -183,7 +185,7 @@ def transition_heatmaps(models, split="test"):
 
 def transitions_across_layers(tree, condition, split="test", name="model"):
     """Small multiples of the transition matrix for every layer; returns the Figure."""
-    layers = [str(v) for v in tree[S.SUMMARY_GROUP][S.LAYER].values]
+    layers = [str(v) for v in tree[schema.SUMMARY_GROUP][schema.LAYER].values]
     fig, axes = plt.subplots(1, len(layers), figsize=(2.4 * len(layers), 2.6), squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
         transition_matrix(tree, condition, split, layer, ax=ax, cbar=False, ticks=False)
@@ -198,11 +200,11 @@ def alignment_angles(models, split="test", ax=None):
     one bar per model and condition; returns the Axes."""
     frames = []
     for name, tree in as_models(models).items():
-        pc = tree[S.PER_CLASS_GROUP]["align_angle"].sel(
-            {S.SPLIT: split, S.LAYER: feature_layer(tree)}).isel({S.CHECKPOINT: -1})
+        pc = tree[schema.PER_CLASS_GROUP]["align_angle"].sel(
+            {schema.SPLIT: split, schema.LAYER: feature_layer(tree)}).isel({schema.CHECKPOINT: -1})
         df = pc.to_dataframe().reset_index()
         df["model"] = name
-        frames.append(df[df.condition != S.CLEAN])
+        frames.append(df[df.condition != schema.CLEAN])
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.4))
     sns.barplot(pd.concat(frames, ignore_index=True), x="model", y="align_angle",
@@ -216,7 +218,7 @@ def nc2_per_layer(models, split="train"):
     """Equinorm, equiangularity and ETF distance of the clean class means per layer; returns
     the Figure of seaborn's grid."""
     df = long_table(models)
-    d = df[(df.split == split) & (df.grouping == "label") & (df.condition == S.CLEAN)
+    d = df[(df.split == split) & (df.grouping == "label") & (df.condition == schema.CLEAN)
            & df.metric.isin(["equinorm", "equiangular", "etf_distance"])]
     g = sns.relplot(d.sort_values("depth"), x="layer", y="value", hue="model", col="metric",
                     kind="line", marker="o", facet_kws={"sharey": False}, height=3, aspect=1.1)
@@ -231,20 +233,20 @@ def metrics_vs_epoch(models, split="test"):
     Figure."""
     models = as_models(models)
     conds = list(dict.fromkeys(str(c) for t in models.values()
-                               for c in t[S.SUMMARY_GROUP][S.CONDITION].values))
+                               for c in t[schema.SUMMARY_GROUP][schema.CONDITION].values))
     colors = dict(zip(conds, sns.color_palette(PALETTE, len(conds)), strict=True))
     fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 5.6), squeeze=False,
                              sharex=True, sharey="row")
     for c, (name, tree) in enumerate(models.items()):
-        s = tree[S.SUMMARY_GROUP].to_dataset()
+        s = tree[schema.SUMMARY_GROUP].to_dataset()
         layer = feature_layer(tree)
-        epochs = s[S.CHECKPOINT].values
-        nc1_split = "train" if "train" in s[S.SPLIT].values else split
-        for cond in [str(v) for v in s[S.CONDITION].values]:
-            at = {S.LAYER: layer, S.CONDITION: cond}
-            nc1 = s["nc1"].sel({**at, S.SPLIT: nc1_split, S.GROUPING: "label"})
+        epochs = s[schema.CHECKPOINT].values
+        nc1_split = "train" if "train" in s[schema.SPLIT].values else split
+        for cond in [str(v) for v in s[schema.CONDITION].values]:
+            at = {schema.LAYER: layer, schema.CONDITION: cond}
+            nc1 = s["nc1"].sel({**at, schema.SPLIT: nc1_split, schema.GROUPING: "label"})
             axes[0, c].plot(epochs, nc1, marker="o", color=colors[cond], label=cond)
-            axes[1, c].plot(epochs, s["ncc_acc"].sel({**at, S.SPLIT: split}), marker="o",
+            axes[1, c].plot(epochs, s["ncc_acc"].sel({**at, schema.SPLIT: split}), marker="o",
                             color=colors[cond], label=cond)
         axes[0, c].set_title(f"{name} ({layer})")
         axes[1, c].set_xlabel("epoch")
@@ -269,13 +271,14 @@ def simplex_view(tree, acts, *, split="test", layer=None, condition=None, classe
     from matplotlib.lines import Line2D
 
     layer = layer or feature_layer(tree)
-    f = acts[f"{split}/{S.LAYERS_GROUP}/{layer}"][S.FEATURES].isel({S.CHECKPOINT: -1})
-    conds = [str(c) for c in f[S.CONDITION].values]
-    condition = condition or next((c for c in conds if c != S.CLEAN), conds[0])
-    y = f[S.LABEL].values
-    means = tree[f"{S.METRIC_LAYERS_GROUP}/{layer}"]["means"].sel(
-        {S.SPLIT: split, S.CONDITION: S.CLEAN, S.GROUPING: "label"}).isel(
-        {S.CHECKPOINT: -1}).values
+    f = acts[schema.features_path(split, layer)][schema.FEATURES].isel(
+        {schema.CHECKPOINT: -1})
+    conds = [str(c) for c in f[schema.CONDITION].values]
+    condition = condition or next((c for c in conds if c != schema.CLEAN), conds[0])
+    y = f[schema.LABEL].values
+    means = tree[f"{schema.METRIC_LAYERS_GROUP}/{layer}"]["means"].sel(
+        {schema.SPLIT: split, schema.CONDITION: schema.CLEAN, schema.GROUPING: "label"}).isel(
+        {schema.CHECKPOINT: -1}).values
     classes = [c for c in classes if c < means.shape[0] and np.isfinite(means[c]).all()]
     tri = means[classes]
     origin = tri.mean(0)
@@ -286,8 +289,8 @@ def simplex_view(tree, acts, *, split="test", layer=None, condition=None, classe
 
     rng = np.random.default_rng(seed)
     pick = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n_points] for c in classes])
-    clean = f.sel({S.CONDITION: S.CLEAN}).values[pick].astype(np.float64)
-    attacked = f.sel({S.CONDITION: condition}).values[pick].astype(np.float64)
+    clean = f.sel({schema.CONDITION: schema.CLEAN}).values[pick].astype(np.float64)
+    attacked = f.sel({schema.CONDITION: condition}).values[pick].astype(np.float64)
     pal = sns.color_palette(PALETTE, n_colors=len(classes))
     col = [pal[classes.index(c)] for c in y[pick]]
     if ax is None:

@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 
 from ncprobe.analyze.findings import evaluate_findings
 from ncprobe.analyze.metrics_reader import conditions_by_kind, feature_layer, training_mode, value
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 
-from . import figures as F
+from . import figures
 
 log = logging.getLogger("ncprobe.plots")
 
@@ -29,7 +29,7 @@ def key_numbers(models: dict) -> pd.DataFrame:
     rows = []
     for name, tree in models.items():
         layer = feature_layer(tree)
-        for cond in [str(c) for c in tree[S.SUMMARY_GROUP][S.CONDITION].values]:
+        for cond in [str(c) for c in tree[schema.SUMMARY_GROUP][schema.CONDITION].values]:
             rows.append({
                 "model": name, "condition": cond, "layer": layer,
                 "net_acc (test)": value(tree, "net_acc", split="test", layer=layer,
@@ -57,12 +57,12 @@ def save_figure(drawn, out, name) -> Path:
 
 
 def _values(tree, dim) -> set:
-    return {str(v) for v in tree[S.SUMMARY_GROUP][dim].values}
+    return {str(v) for v in tree[schema.SUMMARY_GROUP][dim].values}
 
 
 def _split(models: dict, preferred: str) -> str | None:
     """``preferred`` if every store has that split, else another split they all have."""
-    common = set.intersection(*(_values(t, S.SPLIT) for t in models.values()))
+    common = set.intersection(*(_values(t, schema.SPLIT) for t in models.values()))
     if preferred in common:
         return preferred
     return next((s for s in ("train", "test") if s in common), min(common, default=None))
@@ -76,33 +76,34 @@ def figure_plan(models: dict, acts: dict | None = None) -> list[tuple]:
     NCC, transitions, alignment: test), else the split the stores share.
     """
     train, test = _split(models, "train"), _split(models, "test")
-    no_clean = [n for n, t in models.items() if S.CLEAN not in _values(t, S.CONDITION)]
-    no_attack = [n for n, t in models.items() if _values(t, S.CONDITION) <= {S.CLEAN}]
+    no_clean = [n for n, t in models.items() if schema.CLEAN not in _values(t, schema.CONDITION)]
+    no_attack = [n for n, t in models.items() if _values(t, schema.CONDITION) <= {schema.CLEAN}]
     need_clean = (f"{', '.join(no_clean)} has no clean condition (the NCC centres are clean "
                   "class means)") if no_clean else None
     no_split = None if train else "the stores share no split"
-    plan = [("collapse_per_layer", lambda: F.collapse_per_layer(models, train), no_split),
-            ("ncc_per_layer", lambda: F.ncc_per_layer(models, test), no_split or need_clean),
-            ("transitions", lambda: F.transition_heatmaps(models, test),
+    plan = [("collapse_per_layer", lambda: figures.collapse_per_layer(models, train), no_split),
+            ("ncc_per_layer", lambda: figures.ncc_per_layer(models, test), no_split or need_clean),
+            ("transitions", lambda: figures.transition_heatmaps(models, test),
              no_split or need_clean),
-            ("alignment", lambda: F.alignment_angles(models, test),
+            ("alignment", lambda: figures.alignment_angles(models, test),
              no_split or need_clean or (f"{', '.join(no_attack)} has no condition besides "
                                         "clean to align with it" if no_attack else None)),
-            ("nc2_per_layer", lambda: F.nc2_per_layer(models, train), no_split or need_clean)]
+            ("nc2_per_layer", lambda: figures.nc2_per_layer(models, train), no_split or need_clean)]
     for name, tree in models.items():
         atk = conditions_by_kind(tree).get("attack")
         plan.append((f"transitions_layers_{name}",
-                     lambda t=tree, a=atk, n=name: F.transitions_across_layers(t, a, test, n),
+                     lambda t=tree, a=atk, n=name: figures.transitions_across_layers(t, a, test, n),
                      no_split or need_clean or (None if atk else
                                                 f"{name} has no untargeted attack condition")))
-    if any(t[S.SUMMARY_GROUP].sizes[S.CHECKPOINT] > 1 for t in models.values()):
-        plan.append(("metrics_vs_epoch", lambda: F.metrics_vs_epoch(models, test),
+    if any(t[schema.SUMMARY_GROUP].sizes[schema.CHECKPOINT] > 1 for t in models.values()):
+        plan.append(("metrics_vs_epoch", lambda: figures.metrics_vs_epoch(models, test),
                      no_split or need_clean))
     for name, tree in models.items():
         a = (acts or {}).get(name)
         if a is not None:
             plan.append((f"simplex_{name}", lambda t=tree, a=a, n=name:
-                         F.simplex_view(t, a, split=test, name=n), _simplex_reason(tree, a, test)))
+                         figures.simplex_view(t, a, split=test, name=n),
+                         _simplex_reason(tree, a, test)))
     return [(stem, None if reason else draw, reason) for stem, draw, reason in plan]
 
 
@@ -112,12 +113,12 @@ def _simplex_reason(tree, acts, split) -> str | None:
         return "the stores share no split"
     if int(tree.attrs.get("n_classes") or acts.attrs.get("n_classes", 0)) < 3:
         return "a face of the simplex needs three classes"
-    conditions = _values(tree, S.CONDITION)
-    if S.CLEAN not in conditions or len(conditions) < 2:
+    conditions = _values(tree, schema.CONDITION)
+    if schema.CLEAN not in conditions or len(conditions) < 2:
         return ("it shows clean samples beside perturbed ones: the store needs clean and "
                 "another condition")
     try:
-        acts[f"{split}/{S.LAYERS_GROUP}/{feature_layer(tree)}"]
+        acts[f"{split}/{schema.LAYERS_GROUP}/{feature_layer(tree)}"]
     except KeyError:
         return f"the activation store has no {split} features of {feature_layer(tree)}"
     return None
@@ -127,7 +128,7 @@ def make_figures(models: dict, out, acts: dict | None = None) -> tuple[list[Path
     """Write every figure that the stores support, in the report's theme; return the PNG
     paths in report order and ``{stem: reason}`` of the figures left out (each logged)."""
     pngs, skipped = [], {}
-    with F.theme():
+    with figures.theme():
         for stem, draw, reason in figure_plan(models, acts):
             if draw is None:
                 log.warning("figure %s not drawn: %s", stem, reason)

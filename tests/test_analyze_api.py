@@ -7,10 +7,10 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ncprobe.analyze.kernels.geometry import nc2
 from ncprobe.analyze import AnalysisError, class_stats, nc1, ncc_predict, within_stats
+from ncprobe.analyze.kernels.geometry import nc2
 from ncprobe.data.datasets import make_synthetic_arrays, simplex_etf
-from tests import reference as R
+from tests import reference
 from tests.helpers import raise_if_computed
 
 
@@ -76,7 +76,7 @@ def test_same_results_for_any_chunking(chunk, c):
 
 def test_api_matches_reference_on_dask():
     x, y, _ = make_synthetic_arrays(4, 12, 30, noise=1.5, seed=3)
-    assert float(nc1(*da_(x, y, 17), 4)) == pytest.approx(R.nc1(x, y, 4), rel=1e-8)
+    assert float(nc1(*da_(x, y, 17), 4)) == pytest.approx(reference.nc1(x, y, 4), rel=1e-8)
 
 
 def test_public_functions_stay_lazy():
@@ -149,4 +149,5 @@ def test_a_single_sample_class_has_variance_zero_and_counts_in_cdnv():
 
     m = layer_metrics(*da_(x, y), 3)
     assert float(m["class_within_var"][2]) == 0.0
-    assert float(m["cdnv"].sel(grouping="label")) == pytest.approx(R.cdnv(x, y, 3), rel=1e-12)
+    assert float(m["cdnv"].sel(grouping="label")) == pytest.approx(reference.cdnv(x, y, 3),
+                                                                   rel=1e-12)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from ncprobe.analyze import class_stats, nc1, ncc_predict, within_stats
 from ncprobe.analyze.metrics import clean_reference, grouping_labels, layer_metrics
 from ncprobe.analyze.run import AnalysisOptions, analyze_store
-from ncprobe.analyze import class_stats, nc1, ncc_predict, within_stats
 from ncprobe.data.datasets import make_synthetic_arrays
-from tests import reference as R
+from tests import reference
 from tests.helpers import raise_if_computed, synthetic_store
 
 
@@ -38,7 +38,7 @@ def test_statistics_broadcast_over_leading_dims_like_slices():
             np.testing.assert_allclose(s["mean"][k, q], s1["mean"], rtol=1e-13)
             np.testing.assert_allclose(w["projected"][k, q], within_stats(one, y, s1)["projected"],
                                        rtol=1e-12)
-            assert float(n[k, q]) == pytest.approx(R.nc1(one.values, y.values, 4), rel=1e-9)
+            assert float(n[k, q]) == pytest.approx(reference.nc1(one.values, y.values, 4), rel=1e-9)
     pred = ncc_predict(h, s["mean"])
     assert pred.dims == ("checkpoint", "condition", "sample")
     np.testing.assert_array_equal(pred[1, 2], ncc_predict(h[1, 2], s["mean"][1, 2]))

@@ -6,7 +6,7 @@ from sklearn.metrics import confusion_matrix
 from sklearn.neighbors import NearestCentroid
 
 from ncprobe.analyze.run import AnalysisOptions, analyze_store
-from tests import reference as R
+from tests import reference
 from tests.helpers import synthetic_store
 
 RTOL = 1e-8
@@ -41,16 +41,16 @@ def test_collapse_metrics_match_reference(analysed, split, layer, q):
         if (g < 0).all():
             assert np.isnan(float(s["nc1"]))
             continue
-        close(float(s["nc1"]), R.nc1(h, g, C))
-        close(float(s["nc1_trace"]), R.nc1_trace(h, g, C))
-        close(float(s["cdnv"]), R.cdnv(h, g, C))
-        ref2 = R.nc2(R.simplex_matrix(h, g, C).T)
+        close(float(s["nc1"]), reference.nc1(h, g, C))
+        close(float(s["nc1_trace"]), reference.nc1_trace(h, g, C))
+        close(float(s["cdnv"]), reference.cdnv(h, g, C))
+        ref2 = reference.nc2(reference.simplex_matrix(h, g, C).T)
         for k, v in ref2.items():
             close(float(s[k]), v, rtol=1e-7)
-        own = R.nearest_centre(h, R.class_means(h, g, C))
+        own = reference.nearest_centre(h, reference.class_means(h, g, C))
         close(float(s["ncc_acc_self"]), np.mean(own == y))
         close(float(s["nc4"]), np.mean(own != outputs[split]["pred"][0, q]))
-        assert int(s["rank_b"]) == np.linalg.matrix_rank(R.centred_matrix(h, g, C))
+        assert int(s["rank_b"]) == np.linalg.matrix_rank(reference.centred_matrix(h, g, C))
 
 
 @pytest.mark.parametrize(("split", "layer", "q"), CASES)
@@ -58,27 +58,27 @@ def test_ncc_leap_transitions_align_match_reference(analysed, split, layer, q):
     m, feats, labels, outputs, _ = analysed
     h = feats[split][layer][0, q]
     y = labels[split]
-    ref = R.class_means(feats["train"][layer][0, 0], labels["train"], C)
-    near = R.nearest_centre(h, ref)
+    ref = reference.class_means(feats["train"][layer][0, 0], labels["train"], C)
+    near = reference.nearest_centre(h, ref)
     sel = dict(split=split, layer=layer)
     summ = m["summary"].to_dataset().isel(checkpoint=0, condition=q).sel(sel)
     close(float(summ["ncc_acc"]), np.mean(near == y))
     pred = outputs[split]["pred"][0, q]
     close(float(summ["net_acc"]), np.mean(pred == y))
-    lr = R.leap_rate(h, y, pred, ref)
+    lr = reference.leap_rate(h, y, pred, ref)
     if np.isnan(lr):
         assert np.isnan(float(summ["leap_rate"]))
     else:
         close(float(summ["leap_rate"]), lr)
     trans = m["transitions"]["count"].isel(checkpoint=0, condition=q).sel(sel).values
-    np.testing.assert_array_equal(trans, R.transitions(y, near, C))
-    angles = R.align_angles(h, feats[split][layer][0, 0], y, C)
+    np.testing.assert_array_equal(trans, reference.transitions(y, near, C))
+    angles = reference.align_angles(h, feats[split][layer][0, 0], y, C)
     pc = m["per_class"].to_dataset().isel(checkpoint=0, condition=q).sel(sel)
     # arccos in the reference is good to ~1e-6 degree near 0; the code uses Kahan's formula
     np.testing.assert_allclose(pc["align_angle"].values, angles, rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(float(summ["align_angle"]), angles.mean(), rtol=1e-6, atol=1e-5)
     shuffled = y[np.random.default_rng(0).permutation(y.size)]
-    close(float(summ["nc1_shuffled"]), R.nc1(h, shuffled, C))
+    close(float(summ["nc1_shuffled"]), reference.nc1(h, shuffled, C))
 
 
 def test_ncc_agrees_with_sklearn_nearest_centroid(analysed):
@@ -98,13 +98,13 @@ def test_classifier_metrics_and_dense_covariances(analysed):
     h, y = feats["train"]["l1"][0, 0], labels["train"]
     s = m["summary"].to_dataset().sel(split="train", layer="l1", condition="clean").isel(
         checkpoint=0)
-    close(float(s["nc3"]), R.nc3(weight[0], h, y, C))
-    for k, v in R.nc2(weight[0]).items():
+    close(float(s["nc3"]), reference.nc3(weight[0], h, y, C))
+    for k, v in reference.nc2(weight[0]).items():
         close(float(s[f"{k}_w"]), v, rtol=1e-7)
     assert np.isnan(float(m["summary"]["nc3"].sel(split="train", layer="l0",
                                                   condition="clean").isel(checkpoint=0)))
     lay = m["layers/l1"].to_dataset().sel(split="train", condition="clean").isel(checkpoint=0)
-    close(lay["sigma_w"].values, R.sigma_w(h, y, C))
-    close(lay["sigma_b"].values, R.sigma_b(h, y, C))
-    means = R.class_means(h, y, C)
+    close(lay["sigma_w"].values, reference.sigma_w(h, y, C))
+    close(lay["sigma_b"].values, reference.sigma_b(h, y, C))
+    means = reference.class_means(h, y, C)
     close(lay["means"].sel(grouping="label").values, np.stack([means[c] for c in range(C)]))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ncprobe.analyze import cli as analyze_cli
 from ncprobe.analyze import AnalysisError
+from ncprobe.analyze import cli as analyze_cli
 from ncprobe.data import DatasetError, StoreError
 from ncprobe.data.errors import NcprobeError, for_cli
 from ncprobe.data.locking import StoreLockedError

@@ -9,10 +9,10 @@ import torch
 import xarray as xr
 import zarr
 
-import ncprobe.extract.extraction as E
 from ncprobe.data.datasets import load_dataset
 from ncprobe.data.store_layout import StoreLayout
 from ncprobe.data.subsets import stratified_subset
+from ncprobe.extract import extraction
 from ncprobe.extract.checkpoints import load_state_dict
 from ncprobe.extract.cli_extract import main
 from ncprobe.extract.models import build_model
@@ -31,13 +31,13 @@ def cfg(ckpt, **kw):
     base = dict(checkpoints=[str(ckpt / "epoch-*.pt")], attacks=ATTACKS, limit=60,
                 batch_size=16, chunk_samples=25)
     base.update(kw)
-    return E.ExtractConfig(**base)
+    return extraction.ExtractConfig(**base)
 
 
 @pytest.fixture(scope="module")
 def store(ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("st") / "acts.zarr"
-    E.extract_store(cfg(ckpt), out, progress=False)
+    extraction.extract_store(cfg(ckpt), out, progress=False)
     return out
 
 
@@ -94,7 +94,7 @@ def test_features_are_the_model_activations(store, ckpt):
 def test_resume_after_interruption_mid_write_equals_uninterrupted(ckpt, store, tmp_path,
                                                                   monkeypatch):
     out = tmp_path / "cut.zarr"
-    real = E.ActivationStoreWriter.write_block
+    real = extraction.ActivationStoreWriter.write_block
     calls = {"n": 0}
 
     def crash(self, *a, **k):
@@ -103,12 +103,12 @@ def test_resume_after_interruption_mid_write_equals_uninterrupted(ckpt, store, t
             raise OSError("disk went away")
         return real(self, *a, **k)
 
-    monkeypatch.setattr(E.ActivationStoreWriter, "write_block", crash)
+    monkeypatch.setattr(extraction.ActivationStoreWriter, "write_block", crash)
     with pytest.raises(OSError, match="disk went away"):
-        E.extract_store(cfg(ckpt), out, progress=False)
+        extraction.extract_store(cfg(ckpt), out, progress=False)
     assert zarr.open_group(str(out), mode="r").attrs["complete"] is False
-    monkeypatch.setattr(E.ActivationStoreWriter, "write_block", real)
-    E.extract_store(cfg(ckpt, batch_size=7), out, progress=False)  # another batch size too
+    monkeypatch.setattr(extraction.ActivationStoreWriter, "write_block", real)
+    extraction.extract_store(cfg(ckpt, batch_size=7), out, progress=False)  # another batch size too
     a, b = store_arrays(store), store_arrays(out)
     assert a.keys() == b.keys()
     for k in a:
@@ -129,10 +129,10 @@ def test_layout_failing_in_the_writer_thread_is_raised_and_redone(ckpt, store, t
 
     monkeypatch.setattr(StoreLayout, "create", fail)
     with pytest.raises(OSError, match="no space left"):
-        E.extract_store(cfg(ckpt), out, progress=False)
+        extraction.extract_store(cfg(ckpt), out, progress=False)
     assert zarr.open_group(str(out), mode="r").attrs["layout_written"] is False
     monkeypatch.undo()
-    E.extract_store(cfg(ckpt), out, progress=False)
+    extraction.extract_store(cfg(ckpt), out, progress=False)
     a, b = store_arrays(store), store_arrays(out)
     assert a.keys() == b.keys()
     for k in a:
@@ -141,7 +141,8 @@ def test_layout_failing_in_the_writer_thread_is_raised_and_redone(ckpt, store, t
 
 def test_float16_and_reductions(ckpt, tmp_path):
     out = tmp_path / "h.zarr"
-    E.extract_store(cfg(ckpt, attacks=["clean"], dtype="float16", layers=["block1", "logits"],
+    extraction.extract_store(cfg(ckpt, attacks=["clean"], dtype="float16",
+                                 layers=["block1", "logits"],
                         project=32, checkpoints=[str(ckpt / "epoch-0001.pt")]), out,
                     progress=False)
     t = xr.open_datatree(out, engine="zarr")

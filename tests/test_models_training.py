@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from ncprobe.extract import training as T
+from ncprobe.extract import training
 from ncprobe.extract.checkpoints import load_state_dict, sha256
 from ncprobe.extract.cli_train import main
 from ncprobe.extract.models import ModelError, build_model, load_state
@@ -50,11 +50,11 @@ def small_cfg(**kw):
     base = dict(dataset="digits", arch="mlp", epochs=3, batch_size=64, lr=0.05,
                 schedule="constant", eps=0.1, steps=2)
     base.update(kw)
-    return T.TrainConfig(**base)
+    return training.TrainConfig(**base)
 
 
 def test_standard_training_lowers_loss(tmp_path):
-    T.train(small_cfg(epochs=4), tmp_path / "r", progress=False)
+    training.train(small_cfg(epochs=4), tmp_path / "r", progress=False)
     log = [json.loads(line) for line in (tmp_path / "r/log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     assert log[-1]["test_acc"] > 0.9
@@ -69,13 +69,13 @@ def test_attack_batchnorm_mode_and_train_mode_for_the_update(mode, attack_bn, at
     TRADES in eval mode (Zhang et al.); --attack-bn overrides. The update always sees train
     mode, and the running statistics keep moving (Su et al.'s TRADES froze them for good)."""
     modes = []
-    real = T.pgd
+    real = training.pgd
 
     def spy(model, *a, **k):
         modes.append(("attack", model.training))
         return real(model, *a, **k)
 
-    monkeypatch.setattr(T, "pgd", spy)
+    monkeypatch.setattr(training, "pgd", spy)
     torch.manual_seed(0)
     model = build_model("mlp", (1, 8, 8), 10, (0.3,), (0.4,))
     model.train()
@@ -84,7 +84,7 @@ def test_attack_batchnorm_mode_and_train_mode_for_the_update(mode, attack_bn, at
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
     cfg = small_cfg(mode=mode, attack_bn=attack_bn).validate()
     assert cfg.attack_settings()["bn"] == ("train" if attack_training else "eval")
-    loss, _ = T.training_loss(model, x, y, cfg, torch.Generator())
+    loss, _ = training.training_loss(model, x, y, cfg, torch.Generator())
     assert modes == [("attack", attack_training)]
     assert model.training, f"{mode}: model left in eval mode"
     assert not torch.equal(bn.running_mean, before), f"{mode}: BatchNorm stats frozen"
@@ -93,9 +93,9 @@ def test_attack_batchnorm_mode_and_train_mode_for_the_update(mode, attack_bn, at
 
 def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path, monkeypatch):
     cfg = small_cfg(epochs=4, mode="pgd", save_epochs=[2])
-    T.train(cfg, tmp_path / "full", progress=False)
+    training.train(cfg, tmp_path / "full", progress=False)
     calls = {"n": 0}
-    real = T.evaluate
+    real = training.evaluate
 
     def crash_in_epoch_3(*a, **k):
         calls["n"] += 1
@@ -103,12 +103,12 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(T, "evaluate", crash_in_epoch_3)
+    monkeypatch.setattr(training, "evaluate", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        T.train(small_cfg(epochs=4, mode="pgd", save_epochs=[2]), tmp_path / "cut",
+        training.train(small_cfg(epochs=4, mode="pgd", save_epochs=[2]), tmp_path / "cut",
                 progress=False)
-    monkeypatch.setattr(T, "evaluate", real)
-    T.train(small_cfg(epochs=4, mode="pgd", save_epochs=[2]), tmp_path / "cut", resume=True,
+    monkeypatch.setattr(training, "evaluate", real)
+    training.train(small_cfg(epochs=4, mode="pgd", save_epochs=[2]), tmp_path / "cut", resume=True,
             progress=False)
     a = load_state_dict(tmp_path / "full/checkpoints/epoch-0004.pt")
     b = load_state_dict(tmp_path / "cut/checkpoints/epoch-0004.pt")
@@ -118,7 +118,7 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(tmp_path, monkeypat
 
 
 def test_checkpoint_round_trip_and_sidecar(tmp_path):
-    T.train(small_cfg(epochs=2, save_epochs=[1]), tmp_path / "r", progress=False)
+    training.train(small_cfg(epochs=2, save_epochs=[1]), tmp_path / "r", progress=False)
     ck = tmp_path / "r/checkpoints/epoch-0001.pt"
     side = json.loads(ck.with_suffix(".json").read_text())
     assert side["sha256"] == sha256(ck) and side["epoch"] == 1 and side["arch"] == "mlp"
@@ -177,7 +177,8 @@ def test_user_factory_model_trains_and_extracts(tmp_path):
     m = build_model("tests.user_models:tiny", (1, 8, 8), 10, (0.3,), (0.4,))
     assert list(m.capture_points) == ["0", "1", "2", "3", "penultimate"]
     assert m.classifier == "net.3" and m.capture_points["penultimate"] == "net.3:input"
-    T.train(small_cfg(arch="tests.user_models:tiny", epochs=2), tmp_path / "r", progress=False)
+    training.train(small_cfg(arch="tests.user_models:tiny", epochs=2), tmp_path / "r",
+                   progress=False)
     ck = tmp_path / "r/checkpoints/epoch-0002.pt"
     extract_store(ExtractConfig(checkpoints=[str(ck)], limit=30, layers=["1", "3"]),
                   tmp_path / "a.zarr", progress=False)
@@ -191,20 +192,21 @@ def test_user_factory_model_trains_and_extracts(tmp_path):
 
 
 def test_learning_rate_schedules():
-    piece = T.TrainConfig(epochs=400, schedule="piecewise")
-    assert [T.lr_factor(piece, e) for e in (0, 99, 100, 149, 150, 399)] == pytest.approx(
+    piece = training.TrainConfig(epochs=400, schedule="piecewise")
+    assert [training.lr_factor(piece, e) for e in (0, 99, 100, 149, 150, 399)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01])
-    multi = T.TrainConfig(epochs=10, schedule="multistep", milestones=[3, 6])
-    assert [T.lr_factor(multi, e) for e in (2, 3, 6)] == pytest.approx([1, 0.1, 0.01])
-    cos = T.TrainConfig(epochs=10, schedule="cosine")
-    assert T.lr_factor(cos, 0) == 1 and T.lr_factor(cos, 5) == pytest.approx(0.5)
+    multi = training.TrainConfig(epochs=10, schedule="multistep", milestones=[3, 6])
+    assert [training.lr_factor(multi, e) for e in (2, 3, 6)] == pytest.approx([1, 0.1, 0.01])
+    cos = training.TrainConfig(epochs=10, schedule="cosine")
+    assert training.lr_factor(cos, 0) == 1 and training.lr_factor(cos, 5) == pytest.approx(0.5)
 
 
 def test_sidecar_records_the_attack_batchnorm_mode(tmp_path):
-    T.train(small_cfg(mode="pgd", epochs=1, attack_bn="eval"), tmp_path / "r", progress=False)
+    training.train(small_cfg(mode="pgd", epochs=1, attack_bn="eval"), tmp_path / "r",
+                   progress=False)
     side = json.loads((tmp_path / "r/checkpoints/epoch-0001.json").read_text())
     assert side["mode"] == "pgd" and side["attack"]["bn"] == "eval"
-    with pytest.raises(T.TrainError, match="unknown `attack_bn` 'frozen'; expected train"):
+    with pytest.raises(training.TrainError, match="unknown `attack_bn` 'frozen'; expected train"):
         small_cfg(mode="pgd", attack_bn="frozen").validate()
 
 

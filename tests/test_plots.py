@@ -10,7 +10,7 @@ import pytest
 
 from ncprobe.analyze.run import analyze_store
 from ncprobe.data.store import open_activations
-from ncprobe.plots import figures as F
+from ncprobe.plots import figures
 from ncprobe.plots.cli import main
 from ncprobe.plots.report import key_numbers, save_figure, write_report
 from tests.helpers import synthetic_store
@@ -27,8 +27,9 @@ def models(tmp_path_factory):
     return out
 
 
-GRIDS = [F.collapse_per_layer, F.ncc_per_layer, F.transition_heatmaps, F.nc2_per_layer,
-         F.metrics_vs_epoch]
+GRIDS = [figures.collapse_per_layer, figures.ncc_per_layer, figures.transition_heatmaps,
+         figures.nc2_per_layer,
+         figures.metrics_vs_epoch]
 
 
 @pytest.mark.parametrize("fn", GRIDS)
@@ -42,7 +43,8 @@ def test_grid_figures_return_a_figure_and_write_nothing(models, tmp_path, monkey
     plt.close(fig)
 
 
-@pytest.mark.parametrize("fn", [F.collapse_per_layer, F.ncc_per_layer, F.alignment_angles])
+@pytest.mark.parametrize("fn", [figures.collapse_per_layer, figures.ncc_per_layer,
+                                figures.alignment_angles])
 def test_single_panel_figures_draw_on_the_users_ax(models, fn):
     fig, (left, right) = plt.subplots(1, 2)
     left.plot([0, 1], [0, 1])
@@ -56,18 +58,18 @@ def test_single_panel_figures_draw_on_the_users_ax(models, fn):
 def test_ax_with_several_models_is_refused(models):
     fig, ax = plt.subplots()
     with pytest.raises(ValueError, match="`ax` takes one model, got 2"):
-        F.collapse_per_layer({k: v[0] for k, v in models.items()}, ax=ax)
+        figures.collapse_per_layer({k: v[0] for k, v in models.items()}, ax=ax)
     with pytest.raises(TypeError, match="models must be a metrics DataTree"):
-        F.ncc_per_layer([models["pgd"][0]])
+        figures.ncc_per_layer([models["pgd"][0]])
     plt.close(fig)
 
 
 def test_simplex_and_layer_transitions(models, tmp_path):
     tree, path = models["standard"]
-    ax = F.simplex_view(tree, open_activations(path), name="standard")
+    ax = figures.simplex_view(tree, open_activations(path), name="standard")
     assert len(ax.collections) >= 3
     assert save_figure(ax, tmp_path, "simplex_standard").stat().st_size > 2000
-    fig = F.transitions_across_layers(tree, "pgd", name="standard")
+    fig = figures.transitions_across_layers(tree, "pgd", name="standard")
     assert len(fig.axes) == 2
     save_figure(fig, tmp_path, "transitions_layers_standard")
     assert (tmp_path / "transitions_layers_standard.pdf").stat().st_size > 2000

@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from ncprobe.data import schema as S
+from ncprobe.data import schema
 from ncprobe.data.locking import StoreLockedError
 from ncprobe.data.store import (
     IncompleteStoreError,
@@ -40,13 +40,13 @@ def test_round_trip_plain_xarray_no_warnings(tmp_path):
         tree = xr.open_datatree(tmp_path / "s.zarr", engine="zarr")
         ds = xr.open_zarr(tmp_path / "s.zarr", group="train/layers/a")
     f = tree["train/layers/a"]["features"]
-    assert f.dims == (S.CHECKPOINT, S.CONDITION, S.SAMPLE, S.FEATURE)
+    assert f.dims == (schema.CHECKPOINT, schema.CONDITION, schema.SAMPLE, schema.FEATURE)
     np.testing.assert_array_equal(f.values, feats["train"]["a"].astype(np.float32))
     assert ds["features"].chunks[2][0] == 16
     assert list(ds.condition.values) == ["clean", "pgd"]
     assert ds.checkpoint.values.tolist() == [10, 20]
     np.testing.assert_array_equal(ds.label.values, labels["train"])
-    assert tree.attrs["schema"] == S.ACTIVATIONS_SCHEMA and tree.attrs["complete"] is True
+    assert tree.attrs["schema"] == schema.ACTIVATIONS_SCHEMA and tree.attrs["complete"] is True
     clean = f.sel(condition="clean")
     assert clean.shape == (2, 50, 3)
 

@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import geometry as G
+from . import geometry
 from .geometry import _divide
 
 #: the groupings of a block, in the order their statistics are stacked along one axis
@@ -45,7 +45,7 @@ class Grouping:
 
     @cached_property
     def _means(self):
-        return G.means_from_sums(self.sums, self.counts)
+        return geometry.means_from_sums(self.sums, self.counts)
 
     @property
     def means(self):
@@ -86,12 +86,12 @@ class Grouping:
     @cached_property
     def simplex(self):
         """(..., C, D) class means minus their unweighted centroid (the simplex's centre)."""
-        return G.simplex_centred(self.means, self.present)
+        return geometry.simplex_centred(self.means, self.present)
 
     @cached_property
     def singular(self):
         """(s, keep): singular values of M and those kept (s_k^2 > C' eps64 s_1^2)."""
-        return G.between_singular_values(self.centred, self.present)
+        return geometry.between_singular_values(self.centred, self.present)
 
     @cached_property
     def variance(self):
@@ -101,7 +101,7 @@ class Grouping:
     @cached_property
     def nc2(self):
         """NC2 quantities of the simplex (:func:`~.geometry.nc2`)."""
-        return G.nc2(self.simplex, self.present)
+        return geometry.nc2(self.simplex, self.present)
 
     def where_valid(self, x):
         return np.where(self.valid, x, np.nan)
@@ -171,7 +171,7 @@ class Block:
     @cached_property
     def align(self):
         """(..., C) angle (degrees) between each class's simplex vertex and the clean one."""
-        return G.angles_deg(self.label.simplex, self.clean_centred)
+        return geometry.angles_deg(self.label.simplex, self.clean_centred)
 
     @cached_property
     def weight_ok(self):
@@ -182,7 +182,7 @@ class Block:
         """NC2 of the classifier rows of the classes present (not centred, as Papyan et
         al.'s code)."""
         w = np.where(self.weight_ok[..., None, None], self.weight, np.nan)
-        return G.nc2(w, self.label.present)
+        return geometry.nc2(w, self.label.present)
 
 
 # metrics of one grouping: (...) arrays, NaN where the grouping is not valid
@@ -199,7 +199,7 @@ def nc1_trace(g: Grouping):
 
 
 def cdnv(g: Grouping):
-    return g.where_valid(G.cdnv(g.means, g.variance, g.present))
+    return g.where_valid(geometry.cdnv(g.means, g.variance, g.present))
 
 
 def rank_b(g: Grouping):
@@ -259,7 +259,7 @@ def nc2_w_part(key):
 
 def nc3(b: Block):
     w = np.where(b.weight_ok[..., None, None], b.weight, np.nan)
-    return G.nc3(w, b.label.simplex, b.label.present)
+    return geometry.nc3(w, b.label.simplex, b.label.present)
 
 
 def fuzziness(b: Block):
