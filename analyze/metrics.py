@@ -159,7 +159,8 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
         _evaluate, *args, kwargs={"names": names, "metrics": metrics, "core": core},
         input_core_dims=core, output_core_dims=out_core, dask="parallelized",
         output_dtypes=[np.float64] * len(metrics),
-        dask_gufunc_kwargs={"output_sizes": {_REPORTED_DIM: len(REPORTED)}})
+        dask_gufunc_kwargs={"output_sizes": {_REPORTED_DIM: len(REPORTED)}
+                            if any(m.per_grouping for m in metrics) else {}})
     results = results if isinstance(results, tuple) else (results,)
     ds = xr.Dataset({m.key: r for m, r in zip(metrics, results, strict=True)})
     ds = ds.rename({_REPORTED_DIM: schema.GROUPING}) if _REPORTED_DIM in ds.dims else ds

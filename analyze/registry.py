@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from ncprobe.data import schema
 
 from .kernels import collapse
@@ -110,7 +112,9 @@ class Metric:
             source = block.grouping(self.groupings)
         else:
             source = block.groupings(self.groupings)
-        return self.kernel(_Needs(source, self.needs, self.name))
+        # kernels mark undefined values NaN themselves (empty classes, groupings): no warnings
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.kernel(_Needs(source, self.needs, self.name))
 
 
 class _Needs:
@@ -208,7 +212,7 @@ def _builtin():
         "equinorm": ("std_c ‖mu_c - mu_bar‖ / mean_c ‖mu_c - mu_bar‖ (ddof 1)", "equinorm"),
         "equiangular": ("std (ddof 1) over pairs c < c' of cos(mu_c - mu_bar, mu_c' - mu_bar); "
                         "NaN for two classes", "equiangularity"),
-        "max_angle": ("mean over c ≠ c' of |cos + 1/(C-1)|", "max-angle deviation"),
+        "max_angle": ("mean over c ≠ c' of abs(cos + 1/(C-1))", "max-angle deviation"),
         "etf_distance": ("‖G/‖G‖_F - E/‖E‖_F‖_F, G = M̄ᵀM̄ with M̄ = [mu_c - mu_bar], "
                          "E = I - 11ᵀ/C: 0 for an exact simplex ETF", "ETF distance"),
     }
@@ -268,7 +272,8 @@ def _builtin():
                     "recall of class c under the nearest-clean-centre classifier",
                     dims=(schema.CLASS,)))
     register(Metric("transitions", collapse.transitions, ("conf_ref",),
-                    "counts [true label, nearest clean reference centre]: the vertex-leap matrix",
+                    "counts [true label, nearest clean reference centre]: the vertex-leap matrix "
+                    "(`count` in `/transitions`)",
                     "Su et al. 2024", dims=(schema.LABEL, schema.VERTEX), stored_as="count",
                     integer=True))
 

@@ -18,7 +18,8 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
-from ncprobe.analyze.metrics_reader import feature_layer, tidy_summary, training_mode
+from ncprobe.analyze.metrics_reader import feature_layer, separation, tidy_summary, training_mode
+from ncprobe.analyze.registry import METRICS
 from ncprobe.data import schema
 from ncprobe.data.errors import NcprobeError
 
@@ -110,7 +111,7 @@ def collapse_per_layer(models, split="train", ax=None):
         ax.set_title(f"{name} ({split})")
         _layer_axis(ax, layers)
 
-    return _panels(models, ax, draw, ylabel="NC1 = Tr(Σ_W Σ_B⁺)/C  (log)",
+    return _panels(models, ax, draw, ylabel=f"{METRICS['nc1'].axis_label}  (log)",
                    title="Within-class collapse per layer")
 
 
@@ -134,7 +135,8 @@ def ncc_per_layer(models, split="test", ax=None):
         ax.set_title(f"{name} ({split})")
         _layer_axis(ax, layers)
 
-    return _panels(models, ax, draw, ylabel="NCC accuracy (clean train centres)",
+    return _panels(models, ax, draw,
+                   ylabel=f"{METRICS['ncc_acc'].axis_label} (clean train centres)",
                    title="Nearest-class-centre accuracy per layer",
                    legend_title="dashed: network")
 
@@ -209,7 +211,7 @@ def alignment_angles(models, split="test", ax=None):
         _, ax = plt.subplots(figsize=(7, 3.4))
     sns.barplot(pd.concat(frames, ignore_index=True), x="model", y="align_angle",
                 hue="condition", ax=ax, errorbar=("pi", 100))
-    ax.set_ylabel("angle to clean class mean (degrees)")
+    ax.set_ylabel(METRICS["class_align_angle"].axis_label + " to clean")
     ax.set_title(f"Simplex alignment, mean over classes with range ({split})")
     return ax
 
@@ -220,8 +222,10 @@ def nc2_per_layer(models, split="train"):
     df = long_table(models)
     d = df[(df.split == split) & (df.grouping == "label") & (df.condition == schema.CLEAN)
            & df.metric.isin(["equinorm", "equiangular", "etf_distance"])]
+    d = d.assign(metric=d.metric.map(lambda k: METRICS[k].axis_label))
     g = sns.relplot(d.sort_values("depth"), x="layer", y="value", hue="model", col="metric",
                     kind="line", marker="o", facet_kws={"sharey": False}, height=3, aspect=1.1)
+    g.set_titles("{col_name}")
     g.set_xticklabels(rotation=30, ha="right")
     g.figure.suptitle(f"NC2: simplex-ETF geometry of the clean class means ({split})", y=1.04)
     return g.figure
@@ -255,6 +259,48 @@ def metrics_vs_epoch(models, split="test"):
     axes[1, 0].set_ylabel(f"NCC accuracy ({split})")
     axes[1, -1].legend(fontsize=7)
     fig.suptitle("Collapse and NCC accuracy during training (classifier input layer)")
+    fig.tight_layout()
+    return fig
+
+
+def separation_per_layer(models, split="train"):
+    """The law of data separation: log D_l against depth with its fitted line, one row per
+    model and one panel per condition, clean and attacked side by side; returns the Figure.
+
+    D_l = Tr(SS_W SS_B^+) of each layer (``fuzziness``) at the last checkpoint; the dashed
+    line is exp(a + l log rho) from ``/separation`` (He and Su 2023, docs/metrics.md).
+    """
+    models = as_models(models)
+    conds = list(dict.fromkeys(str(c) for t in models.values()
+                               for c in t[schema.SUMMARY_GROUP][schema.CONDITION].values))
+    fig, axes = plt.subplots(len(models), len(conds), figsize=(3.1 * len(conds),
+                                                               2.8 * len(models)),
+                             squeeze=False, sharey=True)
+    for r, (name, tree) in enumerate(models.items()):
+        s = tree[schema.SUMMARY_GROUP].to_dataset()
+        law = separation(tree)
+        d = s["fuzziness"].sel({schema.SPLIT: split}).isel({schema.CHECKPOINT: -1})
+        depth = d[schema.DEPTH].values
+        layers = [str(v) for v in d[schema.LAYER].values]
+        for c, cond in enumerate(conds):
+            ax = axes[r, c]
+            if cond in d[schema.CONDITION].values:
+                ax.plot(depth, d.sel({schema.CONDITION: cond}).values, "o", label="D_l")
+            fit = None if law is None else law.sel({schema.SPLIT: split}).isel(
+                {schema.CHECKPOINT: -1})
+            if fit is not None and cond in fit[schema.CONDITION].values:
+                f = fit.sel({schema.CONDITION: cond})
+                rho, a, r2 = float(f["rho"]), float(f["a"]), float(f["r2"])
+                if np.isfinite(rho):
+                    ax.plot(depth, np.exp(a + depth * np.log(rho)), "--", color="0.3",
+                            label=f"ρ = {rho:.3g}, R² = {r2:.3f}")
+            ax.set_yscale("log")
+            ax.set_xticks(depth)
+            ax.set_xticklabels(layers, rotation=30, ha="right", fontsize=7)
+            ax.set_title(f"{name}: {cond}", fontsize=8)
+            ax.legend(fontsize=7)
+        axes[r, 0].set_ylabel(f"{METRICS['fuzziness'].axis_label} (log)", fontsize=8)
+    fig.suptitle(f"Law of data separation: log D_l = a + l log ρ ({split})")
     fig.tight_layout()
     return fig
 

@@ -15,7 +15,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ncprobe.analyze.findings import evaluate_findings
-from ncprobe.analyze.metrics_reader import conditions_by_kind, feature_layer, training_mode, value
+from ncprobe.analyze.kernels.separation import MIN_LAYERS
+from ncprobe.analyze.metrics_reader import (
+    conditions_by_kind,
+    feature_layer,
+    separation,
+    training_mode,
+    value,
+)
 from ncprobe.data import schema
 
 from . import figures
@@ -88,7 +95,9 @@ def figure_plan(models: dict, acts: dict | None = None) -> list[tuple]:
             ("alignment", lambda: figures.alignment_angles(models, test),
              no_split or need_clean or (f"{', '.join(no_attack)} has no condition besides "
                                         "clean to align with it" if no_attack else None)),
-            ("nc2_per_layer", lambda: figures.nc2_per_layer(models, train), no_split or need_clean)]
+            ("nc2_per_layer", lambda: figures.nc2_per_layer(models, train), no_split or need_clean),
+            ("separation", lambda: figures.separation_per_layer(models, train),
+             no_split or _separation_reason(models))]
     for name, tree in models.items():
         atk = conditions_by_kind(tree).get("attack")
         plan.append((f"transitions_layers_{name}",
@@ -105,6 +114,19 @@ def figure_plan(models: dict, acts: dict | None = None) -> list[tuple]:
                          figures.simplex_view(t, a, split=test, name=n),
                          _simplex_reason(tree, a, test)))
     return [(stem, None if reason else draw, reason) for stem, draw, reason in plan]
+
+
+def _separation_reason(models: dict) -> str | None:
+    """Why the law of data separation cannot be drawn, or None."""
+    old = [n for n, t in models.items() if separation(t) is None]
+    if old:
+        return f"{', '.join(old)} was analysed before ncprobe fitted the law (rerun nc-analyze)"
+    few = {n: t[schema.SUMMARY_GROUP].sizes[schema.LAYER] for n, t in models.items()}
+    few = {n: k for n, k in few.items() if k < MIN_LAYERS}
+    if few:
+        return (f"the law is fitted over at least {MIN_LAYERS} layers; "
+                + ", ".join(f"{n} has {k}" for n, k in few.items()))
+    return None
 
 
 def _simplex_reason(tree, acts, split) -> str | None:

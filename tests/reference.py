@@ -130,3 +130,22 @@ def transitions(y, near, n_classes):
     for a, b in zip(y, near, strict=True):
         out[a, b] += 1
     return out
+
+
+def fuzziness(h, g, n_classes, rel_tol=1e-10):
+    """He and Su's separation fuzziness Tr(SS_W SS_B^+), SS_B weighted by the class counts."""
+    h = np.asarray(h, np.float64)
+    mu = class_means(h, g, n_classes)
+    mg = global_mean(h, g, n_classes)
+    n = sum(np.sum(g == c) for c in mu)
+    ss_b = sum(np.sum(g == c) * np.outer(mu[c] - mg, mu[c] - mg) for c in mu) / n
+    return np.trace(sigma_w(h, g, n_classes) @ pinv_psd(ss_b, rel_tol))
+
+
+def separation_fit(depths, values):
+    """(rho, a, R^2) of log D = a + l log rho by numpy's polynomial fit."""
+    y = np.log(np.asarray(values, np.float64))
+    slope, a = np.polyfit(np.asarray(depths, np.float64), y, 1)
+    fit = a + slope * np.asarray(depths, np.float64)
+    r2 = 1 - np.sum((y - fit) ** 2) / np.sum((y - y.mean()) ** 2)
+    return np.exp(slope), a, r2

@@ -151,3 +151,39 @@ def test_a_single_sample_class_has_variance_zero_and_counts_in_cdnv():
     assert float(m["class_within_var"][2]) == 0.0
     assert float(m["cdnv"].sel(grouping="label")) == pytest.approx(reference.cdnv(x, y, 3),
                                                                    rel=1e-12)
+
+
+def test_single_metric_functions_match_the_float64_references():
+    """nc1, nc2, nc3, cdnv and fuzziness by dim name, lazy, over a checkpoint dim, with
+    unequal class counts (where fuzziness and C x nc1 differ)."""
+    from ncprobe.analyze import cdnv, fuzziness, nc2, nc3
+
+    x, y, _ = make_synthetic_arrays(n_classes=4, dim=7, n_per_class=30, noise=0.5, seed=3)
+    keep = (y != 2) | (np.arange(y.size) % 3 == 0)  # class 2 has a third of the samples
+    x, y = x[keep], y[keep]
+    stack = np.stack([x, 1.5 * x + 0.1])
+    h = xr.DataArray(da.from_array(stack, chunks=(1, 17, -1)),
+                     dims=("checkpoint", "sample", "feature"))
+    g = xr.DataArray(y, dims="sample")
+    w = np.random.default_rng(0).standard_normal((4, 7))
+    weight = xr.DataArray(w, dims=("class", "feature"))
+    got = {"nc1": nc1(h, g, 4), "cdnv": cdnv(h, g, 4), "fuzziness": fuzziness(h, g, 4),
+           "nc3": nc3(h, g, 4, weight), **nc2(h, g, 4)}
+    assert all(isinstance(v.data, da.Array) for v in got.values())
+    for k in range(2):
+        xs = stack[k]
+        want = {"nc1": reference.nc1(xs, y, 4), "cdnv": reference.cdnv(xs, y, 4),
+                "fuzziness": reference.fuzziness(xs, y, 4),
+                "nc3": reference.nc3(w, xs, y, 4),
+                **reference.nc2(reference.simplex_matrix(xs, y, 4).T)}
+        for name, v in want.items():
+            assert float(got[name].isel(checkpoint=k)) == pytest.approx(v, rel=1e-8), name
+    assert float(got["fuzziness"][0]) != pytest.approx(4 * float(got["nc1"][0]), rel=1e-3)
+
+
+def test_fuzziness_is_c_times_nc1_for_balanced_classes():
+    from ncprobe.analyze import fuzziness
+
+    x, y, _ = make_synthetic_arrays(n_classes=5, dim=9, n_per_class=20, noise=0.7)
+    h, g = xr.DataArray(x, dims=("sample", "feature")), xr.DataArray(y, dims="sample")
+    assert float(fuzziness(h, g, 5)) == pytest.approx(5 * float(nc1(h, g, 5)), rel=1e-10)

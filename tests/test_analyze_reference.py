@@ -51,6 +51,7 @@ def test_collapse_metrics_match_reference(analysed, split, layer, q):
         close(float(s["ncc_acc_self"]), np.mean(own == y))
         close(float(s["nc4"]), np.mean(own != outputs[split]["pred"][0, q]))
         assert int(s["rank_b"]) == np.linalg.matrix_rank(reference.centred_matrix(h, g, C))
+    close(float(summ["fuzziness"]), reference.fuzziness(h, y, C))
 
 
 @pytest.mark.parametrize(("split", "layer", "q"), CASES)
@@ -108,3 +109,11 @@ def test_classifier_metrics_and_dense_covariances(analysed):
     close(lay["sigma_b"].values, reference.sigma_b(h, y, C))
     means = reference.class_means(h, y, C)
     close(lay["means"].sel(grouping="label").values, np.stack([means[c] for c in range(C)]))
+
+
+def test_separation_law_needs_three_layers(analysed):
+    m = analysed[0]
+    law = m["separation"].to_dataset()
+    assert set(law.data_vars) == {"rho", "a", "r2", "n_layers"}
+    assert law["rho"].dims == ("split", "checkpoint", "condition")
+    assert (law["n_layers"] == 2).all() and law["rho"].isnull().all()

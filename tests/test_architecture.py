@@ -55,3 +55,27 @@ def test_no_unsafe_loading_in_the_code():
             if "weights_only=True" not in call:
                 offenders.append(f"{path.relative_to(ROOT)}: {call}")
     assert not offenders, offenders
+
+
+def test_kernels_are_numpy_only():
+    """The two layers of the analysis stay visible: kernels by axis never import xarray or
+    dask, and the xarray layer keeps its numpy arithmetic in the kernels."""
+    for path in (ROOT / "analyze" / "kernels").glob("*.py"):
+        text = path.read_text()
+        for bad in ("import xarray", "import dask", "from dask", "from xarray",
+                    "ncprobe.analyze.", "from ..", "ncprobe.data"):
+            assert bad not in text, f"{path.name} contains {bad!r}"
+
+
+def test_no_one_letter_module_aliases():
+    import re
+
+    offenders = []
+    for path in ROOT.glob("*/**/*.py"):
+        if path.parts[len(ROOT.parts)] == ".venv":
+            continue
+        for line in path.read_text().splitlines():
+            # torch.nn.functional as F is the convention of every torch codebase
+            if re.search(r"\bimport \S+ as [A-Z]\b", line) and "functional as F" not in line:
+                offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert not offenders, offenders

@@ -22,14 +22,13 @@ def models(tmp_path_factory):
     out = {}
     for name, scale, seed in (("standard", 3.0, 0), ("pgd", 0.3, 1)):
         path = synthetic_store(d / f"{name}.zarr", attack_scale=scale, seed=seed,
-                               checkpoints=(5, 10))[0]
+                               checkpoints=(5, 10), dims=(16, 12, 6))[0]
         out[name] = (analyze_store(path, d / f"{name}-m.zarr", progress=False), path)
     return out
 
 
 GRIDS = [figures.collapse_per_layer, figures.ncc_per_layer, figures.transition_heatmaps,
-         figures.nc2_per_layer,
-         figures.metrics_vs_epoch]
+         figures.nc2_per_layer, figures.metrics_vs_epoch, figures.separation_per_layer]
 
 
 @pytest.mark.parametrize("fn", GRIDS)
@@ -70,7 +69,7 @@ def test_simplex_and_layer_transitions(models, tmp_path):
     assert len(ax.collections) >= 3
     assert save_figure(ax, tmp_path, "simplex_standard").stat().st_size > 2000
     fig = figures.transitions_across_layers(tree, "pgd", name="standard")
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 3  # one per layer
     save_figure(fig, tmp_path, "transitions_layers_standard")
     assert (tmp_path / "transitions_layers_standard.pdf").stat().st_size > 2000
 
@@ -122,3 +121,18 @@ def test_cli(models, tmp_path, capsys):
     assert (tmp_path / "report.html").is_file()
     assert main([*args, "--names", "one", "--out", str(tmp_path)]) == 2
     assert "--names needs 2 distinct names" in capsys.readouterr().err
+
+
+def test_separation_figure_draws_the_fit_of_every_condition(models, tmp_path):
+    trees = {n: m for n, (m, _) in models.items()}
+    fig = figures.separation_per_layer(trees)
+    axes = fig.axes
+    assert len(axes) == 2 * 3  # models x conditions, clean and attacked side by side
+    for ax, (name, cond) in zip(axes, [(n, c) for n in trees for c in
+                                       ("clean", "pgd", "pgd-next")], strict=True):
+        law = trees[name]["separation"].to_dataset().sel(split="train", condition=cond)
+        rho = float(law["rho"].isel(checkpoint=-1))
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(f"ρ = {rho:.3g}" in s for s in labels), labels
+    save_figure(fig, tmp_path, "separation")
+    assert (tmp_path / "separation.png").stat().st_size > 10_000

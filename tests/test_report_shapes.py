@@ -14,7 +14,7 @@ PGD = {"name": "pgd", "attack": "pgd", "targeted": False}
 
 
 def _store(path, *, splits=("train", "test"), checkpoints=(0,), conditions=(CLEAN, PGD),
-           layers=("a", "b"), n_classes=4, classifier=True, n_per_class=12):
+           layers=("a", "b", "c"), n_classes=4, classifier=True, n_per_class=12):
     rng = np.random.default_rng(0)
     k, q = len(checkpoints), len(conditions)
     features, labels, outputs = {}, {}, {}
@@ -42,7 +42,7 @@ SHAPES = {
     "several checkpoints": ({"checkpoints": (1, 2, 3)}, set()),
     "clean only": ({"conditions": (CLEAN,)},
                    {"alignment", "transitions_layers_m", "simplex_m"}),
-    "one layer": ({"layers": ("only",)}, set()),
+    "one layer": ({"layers": ("only",)}, {"separation"}),
     "no classifier": ({"classifier": False}, set()),
     "two classes": ({"n_classes": 2}, {"simplex_m"}),
 }
@@ -58,6 +58,7 @@ def test_the_report_of_whatever_store_a_user_makes(tmp_path, shape, capsys):
     report = (tmp_path / "fig" / "report.html").read_text()
     drawn = {p.stem for p in (tmp_path / "fig").glob("*.png")}
     assert {"collapse_per_layer", "nc2_per_layer"} <= drawn
+    assert ("separation" in drawn) == ("separation" not in not_drawn)
     assert not_drawn.isdisjoint(drawn)
     for stem in not_drawn:
         assert f"<li><b>{stem}</b>:" in report

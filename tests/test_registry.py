@@ -1,0 +1,109 @@
+"""The metric registry: one declaration reaches layer_metrics, nc-analyze's store and CSV."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from ncprobe.analyze import layer_metrics, registry
+from ncprobe.analyze.cli import main as analyze
+from ncprobe.analyze.registry import Metric, MetricError
+from ncprobe.data.datasets import make_synthetic_arrays
+from ncprobe.data.store import open_metrics
+from tests import reference
+from tests.helpers import synthetic_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def trace_sigma_w(g):
+    """A test-only metric: Tr Sigma_W = sum_c within_c / N."""
+    return g.where_valid(g.within.sum(axis=-1) / g.n)
+
+
+def within_share(b):
+    """A test-only per-class metric: each class's share of the within-class scatter."""
+    w = b.label.within
+    return w / w.sum(axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def extra_metrics():
+    added = [registry.register(Metric("trace_w", trace_sigma_w, ("within", "n", "where_valid"),
+                                      "Tr Sigma_W", groupings=registry.REPORTED)),
+             registry.register(Metric("within_share", within_share, ("label",),
+                                      "share of the within-class scatter", dims=("class",)))]
+    yield added
+    for m in added:
+        registry.unregister(m.key)
+
+
+def test_a_registered_metric_reaches_layer_metrics_the_store_and_the_csv(extra_metrics,
+                                                                          tmp_path):
+    x, y, _ = make_synthetic_arrays(n_classes=3, dim=5, n_per_class=30, noise=0.4)
+    h = xr.DataArray(x, dims=("sample", "feature"))
+    m = layer_metrics(h, xr.DataArray(y, dims="sample"), 3)
+    assert float(m["trace_w"].sel(grouping="label")) == pytest.approx(
+        np.trace(reference.sigma_w(x, y, 3)), rel=1e-10)
+    assert m["class_within_share"].dims == ("class",)
+    assert float(m["class_within_share"].sum()) == pytest.approx(1.0)
+
+    path, feats, labels, _, _ = synthetic_store(tmp_path / "acts.zarr")
+    assert analyze([str(path), "--out", str(tmp_path / "m.zarr"), "--no-progress"]) == 0
+    tree = open_metrics(tmp_path / "m.zarr")
+    got = tree["summary"]["trace_w"].sel(split="train", layer="l1", condition="clean",
+                                         grouping="label").isel(checkpoint=0)
+    want = np.trace(reference.sigma_w(feats["train"]["l1"][0, 0], labels["train"], 4))
+    assert float(got) == pytest.approx(want, rel=1e-9)
+    assert "within_share" in tree["per_class"]
+    csv = pd.read_csv(tmp_path / "m.csv")
+    rows = csv[csv.metric == "trace_w"]
+    assert len(rows) == 2 * 2 * 3 * 3  # split x layer x condition x grouping
+    assert set(rows.grouping) == {"label", "pred", "target"}
+
+
+def test_a_kernel_reads_only_what_it_declares():
+    def sneaky(g):
+        return g.projected.sum(axis=-1)  # declares only "within"
+
+    registry.register(Metric("sneaky", sneaky, ("within",), "x", groupings=("label",)))
+    try:
+        x, y, _ = make_synthetic_arrays(n_classes=3, dim=4, n_per_class=10)
+        with pytest.raises(MetricError, match="'sneaky' reads 'projected'"):
+            layer_metrics(xr.DataArray(x, dims=("sample", "feature")),
+                          xr.DataArray(y, dims="sample"), 3)
+    finally:
+        registry.unregister("sneaky")
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"name": "nc1"}, "already registered"),
+    ({"needs": ("nope",)}, "needs \\['nope'\\]"),
+    ({"dims": ("feature",)}, "has dims"),
+    ({"groupings": ("label", "elsewhere")}, "per-grouping metrics"),
+    ({"groupings": "elsewhere"}, "not one of"),
+])
+def test_unsound_declarations_are_refused(kwargs, match):
+    decl = {"name": "new", "kernel": trace_sigma_w, "needs": ("within",), "formula": "x",
+            "groupings": ("label",), **kwargs}
+    with pytest.raises(MetricError, match=match):
+        registry.register(Metric(**decl))
+    assert "new" not in registry.METRICS
+
+
+def test_docs_table_is_the_registry():
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    assert registry.markdown_table() in text, (
+        "docs/metrics.md's metric table differs from the registry; paste "
+        "ncprobe.analyze.registry.markdown_table() over it")
+
+
+def test_no_flat_vector_layout_left():
+    """Statistics travel by name: none of the old positional layouts remain."""
+    code = "\n".join(p.read_text() for p in (ROOT / "analyze").rglob("*.py"))
+    for old in ("pass1_size", "pass2_layout", "_unpack", "block_vector", "def unpack"):
+        assert old not in code
+    assert not re.search(r"np\.concatenate\(\[np\.ravel", code)
