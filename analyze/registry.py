@@ -10,7 +10,7 @@ Examples
 --------
 >>> METRICS["nc1"].dims, METRICS["nc1"].groupings
 ((), ('label', 'pred', 'target'))
->>> METRICS["class_align_angle"].store_group, METRICS["class_align_angle"].stored_as
+>>> METRICS["class_align_angle"].store_group, METRICS["class_align_angle"].store_name
 ('per_class', 'align_angle')
 """
 

@@ -1,13 +1,14 @@
-"""``python -m benchmarks [analysis|extraction|gpu|all] [--quick] [--device D --small]``"""
+"""``python -m benchmarks [analysis|extraction|gpu|compare|all] [--quick] [--device D --small]
+[--rev REV --stores S ...]``"""
 
 import argparse
 import sys
 
-from . import bench_analysis, bench_extraction, gpu_check
+from . import bench_analysis, bench_extraction, bench_revisions, gpu_check
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks")
 parser.add_argument("which", nargs="?", default="all",
-                    choices=["analysis", "extraction", "gpu", "all"],
+                    choices=["analysis", "extraction", "gpu", "compare", "all"],
                     help="'all' is analysis and extraction; 'gpu' needs a CUDA device unless "
                          "--device cpu")
 parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
@@ -15,6 +16,10 @@ parser.add_argument("--device", default="cuda", help="gpu check: cuda (default) 
 parser.add_argument("--small", action="store_true",
                     help="gpu check: a few images (with --device cpu: the CI smoke run)")
 parser.add_argument("--out", help="gpu check: also write its table to this file")
+parser.add_argument("--rev", default="HEAD",
+                    help="compare: the git revision to time the working tree against")
+parser.add_argument("--stores", nargs="*",
+                    help="compare: activation stores to analyse (default: a synthetic one)")
 args = parser.parse_args()
 if args.which in ("extraction", "all"):
     print("== extraction")
@@ -22,6 +27,9 @@ if args.which in ("extraction", "all"):
 if args.which in ("analysis", "all"):
     print("== analysis")
     bench_analysis.main(args.quick)
+if args.which == "compare":
+    print(f"== analysis, working tree vs {args.rev}")
+    bench_revisions.main(args.rev, args.stores, args.quick)
 if args.which == "gpu":
     rows = gpu_check.main(args.device, args.small, args.out)
     sys.exit(1 if any(r.verdict == "FAIL" for r in rows) else 0)
