@@ -19,10 +19,11 @@ from .metrics import (
     nc1,
     nc2,
     nc3,
+    ncc_predict,
 )
 from .run import AnalysisOptions, analyze_store
 from .separation import separation_law
-from .stats import class_stats, ncc_predict, within_stats
+from .stats import class_stats, within_stats
 
 __all__ = ["AnalysisError", "AnalysisOptions", "analyze_store", "cdnv", "class_stats",
            "clean_reference", "collapse_metrics", "fuzziness", "grouping_labels",

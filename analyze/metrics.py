@@ -21,7 +21,8 @@ import xarray as xr
 from ncprobe.data import schema
 
 from . import registry
-from .blocks import AnalysisError, lead_dims
+from .blocks import AnalysisError, is_dask, lead_dims
+from .kernels import passes
 from .kernels.collapse import GROUPINGS, Block
 from .kernels.geometry import NC2_KEYS
 from .registry import REPORTED
@@ -340,3 +341,35 @@ def fuzziness(features: xr.DataArray, labels: xr.DataArray, n_classes: int, *,
     (He and Su 2023; docs/metrics.md): C x nc1 when the classes are balanced."""
     return _label_metrics(features, labels, n_classes, ["fuzziness"], sample_dim=sample_dim,
                           feature_dim=feature_dim)["fuzziness"]
+
+
+def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: str = schema.SAMPLE,
+                feature_dim: str = schema.FEATURE, class_dim: str = schema.CLASS) -> xr.DataArray:
+    """Nearest-class-centre prediction for every sample: argmin_c ||h_i - mu_c||.
+
+    Parameters
+    ----------
+    features : DataArray (..., sample_dim, feature_dim), numpy- or dask-backed.
+    centres : DataArray (..., class_dim, feature_dim); NaN rows (empty classes) are never
+        chosen. Other dims broadcast against those of ``features``.
+
+    Returns
+    -------
+    DataArray (..., sample_dim) of int64 class indices; lazy when ``features`` is.
+
+    Examples
+    --------
+    >>> import xarray as xr, numpy as np
+    >>> h = xr.DataArray(np.array([[0.1, 0.], [0.9, 1.]]), dims=("sample", "feature"))
+    >>> mu = xr.DataArray(np.array([[0., 0.], [1., 1.]]), dims=("class", "feature"))
+    >>> ncc_predict(h, mu).values.tolist()
+    [0, 1]
+    """
+    lead_dims(features, sample_dim, feature_dim)
+    if is_dask(features):
+        features = features.chunk({feature_dim: -1})
+    out = xr.apply_ufunc(
+        passes.nearest, features, centres.astype(np.float64),
+        input_core_dims=[[feature_dim], [class_dim, feature_dim]], dask="parallelized",
+        output_dtypes=[np.int64])
+    return out.transpose(*[d for d in features.dims if d != feature_dim], ...)

@@ -22,7 +22,6 @@ from ncprobe.data import schema
 from .blocks import (
     AnalysisError,
     broadcast_to_lead,
-    is_dask,
     lead_coords,
     lead_dims,
     reduce_blocks,
@@ -223,44 +222,3 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
                     coords={**lead_coords(f, lead), schema.CLASS: np.arange(c),
                             schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
     return _finish(ds, has_grouping, coord)
-
-
-def _nearest(h, centres):
-    # h (..., n, D); centres (..., [1,] C, D), the sample axis inserted by apply_ufunc where
-    # other dims lead; argmin_c ||mu_c||^2 - 2 h . mu_c, ties to the lowest index as sklearn
-    valid = np.isfinite(centres).all(axis=-1)
-    mu = np.where(valid[..., None], centres, 0.0)
-    d = (mu * mu).sum(axis=-1) - 2.0 * np.einsum("...d,...cd->...c", h.astype(np.float64), mu)
-    return np.where(valid, d, np.inf).argmin(axis=-1)
-
-
-def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: str = schema.SAMPLE,
-                feature_dim: str = schema.FEATURE, class_dim: str = schema.CLASS) -> xr.DataArray:
-    """Nearest-class-centre prediction for every sample: argmin_c ||h_i - mu_c||.
-
-    Parameters
-    ----------
-    features : DataArray (..., sample_dim, feature_dim), numpy- or dask-backed.
-    centres : DataArray (..., class_dim, feature_dim); NaN rows (empty classes) are never
-        chosen. Other dims broadcast against those of ``features``.
-
-    Returns
-    -------
-    DataArray (..., sample_dim) of int64 class indices; lazy when ``features`` is.
-
-    Examples
-    --------
-    >>> import xarray as xr, numpy as np
-    >>> h = xr.DataArray(np.array([[0.1, 0.], [0.9, 1.]]), dims=("sample", "feature"))
-    >>> mu = xr.DataArray(np.array([[0., 0.], [1., 1.]]), dims=("class", "feature"))
-    >>> ncc_predict(h, mu).values.tolist()
-    [0, 1]
-    """
-    lead_dims(features, sample_dim, feature_dim)
-    if is_dask(features):
-        features = features.chunk({feature_dim: -1})
-    out = xr.apply_ufunc(
-        _nearest, features, centres.astype(np.float64),
-        input_core_dims=[[feature_dim], [class_dim, feature_dim]], dask="parallelized",
-        output_dtypes=[np.int64])
-    return out.transpose(*[d for d in features.dims if d != feature_dim], ...)

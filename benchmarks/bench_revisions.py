@@ -54,9 +54,12 @@ def timed(stores, pythonpath=None) -> dict:
     env.pop("PYTHONPATH", None)
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps([str(s) for s in stores])],
-                         env=env, check=True, capture_output=True, text=True,
-                         cwd=tempfile.gettempdir())
+    paths = [str(Path(s).resolve()) for s in stores]
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(paths)], env=env,
+                         capture_output=True, text=True, cwd=tempfile.gettempdir())
+    if out.returncode:
+        raise RuntimeError(f"analysis with {pythonpath or 'the working tree'} failed:\n"
+                           f"{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -189,3 +189,17 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
         r[~ok] = 0.0
         out["scatter"] = r.T @ r
     return out
+
+
+def nearest(h: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre: h (..., D) and centres (..., C, D), broadcast against each
+    other over the leading axes (a sample axis of h meets an axis of length 1 in centres).
+
+    argmin_c ||mu_c||^2 - 2 h . mu_c in float64; NaN centres are never chosen; ties go to the
+    lowest index, as scikit-learn's NearestCentroid.
+    """
+    valid = np.isfinite(centres).all(axis=-1)
+    mu = np.where(valid[..., None], centres, 0.0)
+    d = (mu * mu).sum(axis=-1) - 2.0 * np.einsum("...d,...cd->...c",
+                                                 np.asarray(h, np.float64), mu)
+    return np.where(valid, d, np.inf).argmin(axis=-1)
