@@ -30,15 +30,6 @@ from .kernels.geometry import NC2_KEYS
 #: the groupings that per-grouping metrics report, along the ``grouping`` dim
 REPORTED = GROUPINGS[:3]
 
-#: what a kernel may read, by the object it receives (docs/metrics.md names each)
-GROUPING_STATS = frozenset({"sums", "counts", "within", "projected", "conf_own", "mismatch",
-                            "n_total", "pred_known", "means", "global_mean", "present", "n",
-                            "n_present", "valid", "centred", "simplex", "singular", "variance",
-                            "nc2", "where_valid"})
-BLOCK_STATS = frozenset({"conf_ref", "flipped", "leapt", "projected_w", "clean_centred",
-                         "weight", "label", "label_counts", "pred_known", "n_total", "align",
-                         "weight_ok", "nc2_w", "grouping", "groupings"})
-
 _GROUPS = {(): schema.SUMMARY_GROUP, (schema.CLASS,): schema.PER_CLASS_GROUP,
            (schema.LABEL, schema.VERTEX): schema.TRANSITIONS_GROUP}
 #: per-class metrics carry this prefix in a layer's Dataset (``align_angle`` is also a
@@ -151,7 +142,7 @@ def register(metric: Metric) -> Metric:
     if isinstance(metric.groupings, str) and metric.groupings not in GROUPINGS:
         raise MetricError(f"metric {metric.name!r}: grouping {metric.groupings!r} is not one "
                           f"of {GROUPINGS}")
-    known = BLOCK_STATS if metric.groupings is None else GROUPING_STATS
+    known = (collapse.Block if metric.groupings is None else collapse.Grouping).STATISTICS
     unknown = sorted(set(metric.needs) - known)
     if unknown:
         raise MetricError(f"metric {metric.name!r} needs {unknown}, which are not statistics "
@@ -276,7 +267,6 @@ def _builtin():
                     "(`count` in `/transitions`)",
                     "Su et al. 2024", dims=(schema.LABEL, schema.VERTEX), stored_as="count",
                     integer=True))
-
 
 
 _builtin()

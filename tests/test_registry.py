@@ -107,3 +107,20 @@ def test_no_flat_vector_layout_left():
     for old in ("pass1_size", "pass2_layout", "_unpack", "block_vector", "def unpack"):
         assert old not in code
     assert not re.search(r"np\.concatenate\(\[np\.ravel", code)
+
+
+def test_every_declared_statistic_exists():
+    """What a kernel may declare in ``needs`` is what a Block and a Grouping hold."""
+    from ncprobe.analyze.kernels.collapse import Block, Grouping
+
+    c, d = 3, 4
+    rng = np.random.default_rng(0)
+    block = Block(sums=rng.standard_normal((4, c, d)), counts=np.full((4, c), 5.0),
+                  within=np.ones((4, c)), projected=np.ones((4, c)),
+                  conf_own=np.ones((4, c, c)), mismatch=np.ones(4), conf_ref=np.eye(c),
+                  flipped=np.float64(1), leapt=np.float64(1), projected_w=np.ones(c),
+                  clean_centred=rng.standard_normal((c, d)),
+                  weight=rng.standard_normal((c, d)))
+    for source, cls in ((block, Block), (block.label, Grouping)):
+        for name in cls.STATISTICS:
+            assert getattr(source, name) is not None, name

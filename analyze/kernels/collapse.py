@@ -37,6 +37,12 @@ class Grouping:
     every sample); pred_known : (...) whether the network's predictions were given.
     """
 
+    #: what a metric's kernel may read (its ``needs``): the inputs and what is derived
+    STATISTICS = frozenset({"sums", "counts", "within", "projected", "conf_own", "mismatch",
+                            "n_total", "pred_known", "means", "global_mean", "present", "n",
+                            "n_present", "valid", "centred", "simplex", "singular", "variance",
+                            "nc2", "where_valid"})
+
     def __init__(self, sums, counts, within, projected, conf_own, mismatch, n_total,
                  pred_known):
         self.sums, self.counts, self.within, self.projected = sums, counts, within, projected
@@ -120,6 +126,12 @@ class Block:
         NaN without a clean condition.
     weight : (..., C, D) classifier rows when the layer feeds the final linear map, else NaN.
     """
+
+    #: what a metric's kernel may read (its ``needs``); a grouping's statistics come through
+    #: ``label``, ``grouping`` and ``groupings``
+    STATISTICS = frozenset({"conf_ref", "flipped", "leapt", "projected_w", "clean_centred",
+                            "weight", "label", "label_counts", "pred_known", "n_total",
+                            "align", "weight_ok", "nc2_w", "grouping", "groupings"})
 
     def __init__(self, *, sums, counts, within, projected, conf_own, mismatch, conf_ref,
                  flipped, leapt, projected_w, clean_centred, weight):
