@@ -54,7 +54,8 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict) -> dict:
     kernel : returns a dict of float64 arrays, one per key of ``shapes``.
     per_sample : arrays (..., n, ...) aligned with the rows of ``x``.
     consts : arrays (..., ...) passed whole to every chunk of their block.
-    shapes : name -> shape of each statistic the kernel returns.
+    shapes : name -> shape of each statistic the kernel returns; None for an object that
+        adds with ``+`` (e.g. sparse counts), returned as an object array (...).
 
     Returns
     -------
@@ -66,7 +67,8 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict) -> dict:
     lead = x.shape[:-2]
     arrays = [x, *per_sample, *consts]
     if not any(isinstance(a, da.Array) for a in arrays):
-        out = {k: np.empty(lead + tuple(s)) for k, s in shapes.items()}
+        out = {k: np.empty(lead, dtype=object) if s is None else np.empty(lead + tuple(s))
+               for k, s in shapes.items()}
         for i in np.ndindex(*lead):
             got = kernel(np.asarray(x[i]), *[np.asarray(a[i]) for a in per_sample],
                          *[c[i] for c in consts])
@@ -96,14 +98,23 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict) -> dict:
                           meta=np.empty((0,) * n_lead, dtype=object)).rechunk(-1)
 
     def pick(b, name, shape):
+        if shape is None:
+            out = np.empty(b.shape, dtype=object)
+            out.ravel()[:] = [d[name] for d in b.ravel()]
+            return out
         return np.stack([np.asarray(d[name], np.float64) for d in b.ravel()]).reshape(
             b.shape + shape)
 
-    return {k: summed.map_blocks(pick, k, tuple(s), dtype=np.float64,
+    def named(k, s):
+        if s is None:
+            return summed.map_blocks(pick, k, None, dtype=object,
+                                     meta=np.empty((0,) * n_lead, dtype=object))
+        return summed.map_blocks(pick, k, tuple(s), dtype=np.float64,
                                  new_axis=list(range(n_lead, n_lead + len(s))),
                                  chunks=tuple((n,) for n in lead) + tuple((n,) for n in s),
                                  meta=np.empty((0,) * (n_lead + len(s))))
-            for k, s in shapes.items()}
+
+    return {k: named(k, s) for k, s in shapes.items()}
 
 
 def lead_dims(features: xr.DataArray, sample_dim: str, feature_dim: str) -> tuple:

@@ -34,9 +34,11 @@ _BLOCK_INPUTS = {
     "counts": ("stats", "count", (schema.GROUPING, schema.CLASS)),
     "within": ("within", "within", (schema.GROUPING, schema.CLASS)),
     "projected": ("within", "projected", (schema.GROUPING, schema.CLASS)),
-    "conf_own": ("within", "conf_own", (schema.GROUPING, schema.LABEL, schema.VERTEX)),
+    "own_hits": ("within", "own_hits", (schema.GROUPING,)),
     "mismatch": ("within", "nc4_mismatch", (schema.GROUPING,)),
-    "conf_ref": ("within", "conf_ref", (schema.LABEL, schema.VERTEX)),
+    "ref_hits": ("within", "ref_hits", (schema.CLASS,)),
+    "ref_counted": ("within", "ref_counted", ()),
+    "transitions": ("within", "transitions", (schema.LABEL, schema.VERTEX)),
     "flipped": ("within", "flipped", ()),
     "leapt": ("within", "leapt", ()),
     "projected_w": ("within", "projected_w", (schema.CLASS,)),
@@ -137,6 +139,9 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
     Dataset over the leading dims of ``stats``: per-grouping metrics (grouping: label, pred,
     target), scalars, ``class_<name>`` per-class metrics (class), ``transitions`` (label,
     vertex), as the registry declares them, and ``means`` (grouping, class, feature_dim).
+    Beyond :data:`~ncprobe.analyze.kernels.passes.DENSE_TRANSITIONS` classes ``transitions``
+    is an object array (...) of :class:`~ncprobe.analyze.kernels.passes.SparseCounts` (the
+    pairs that occur, ``codes = label * C + vertex``, and their ``counts``).
     Lazy when the inputs are: every metric of every block is one numpy call per layer
     (:mod:`ncprobe.analyze.kernels.collapse`), never a Python loop over blocks.
     Conventions: nc1 = (1/C) Tr(Sigma_W Sigma_B^+), Sigma_B = (1/C) M M^T, mu_G
@@ -148,13 +153,20 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
                             "along 'grouping', as grouping_labels builds them")
     metrics = [registry.METRICS[k] for k in (only or registry.METRICS)]
     c = stats.sizes[schema.CLASS]
+    # beyond DENSE_TRANSITIONS classes pass 2 keeps the transitions sparse (an object array of
+    # SparseCounts): they bypass the kernels and are returned as they are
+    sparse = within["transitions"].dtype == object
+    if sparse:
+        metrics = [m for m in metrics if m.dims != (schema.LABEL, schema.VERTEX)]
     sources = {"stats": stats, "within": within,
                "extra": {"clean_centred": _clean_centred(stats, clean, condition_dim),
                          "weight": _classifier_rows(weight, stats, feature_dim)}}
     names = list(_BLOCK_INPUTS)
-    args = [sources[src][var] for src, var, _ in _BLOCK_INPUTS.values()]
-    core = [[feature_dim if d == "F" else d for d in dims]
-            for _, _, dims in _BLOCK_INPUTS.values()]
+    args = [xr.DataArray(np.nan) if sparse and var == "transitions" else sources[src][var]
+            for src, var, _ in _BLOCK_INPUTS.values()]
+    core = [[] if sparse and name == "transitions" else
+            [feature_dim if d == "F" else d for d in dims]
+            for name, (_, _, dims) in _BLOCK_INPUTS.items()]
     out_core = [[_REPORTED_DIM] if m.per_grouping else list(m.dims) for m in metrics]
     results = xr.apply_ufunc(
         _evaluate, *args, kwargs={"names": names, "metrics": metrics, "core": core},
@@ -165,8 +177,11 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
     results = results if isinstance(results, tuple) else (results,)
     ds = xr.Dataset({m.key: r for m, r in zip(metrics, results, strict=True)})
     ds = ds.rename({_REPORTED_DIM: schema.GROUPING}) if _REPORTED_DIM in ds.dims else ds
-    ds = ds.assign_coords({schema.GROUPING: list(REPORTED), schema.CLASS: np.arange(c),
-                           schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
+    if sparse:
+        ds["transitions"] = within["transitions"]
+    ds = ds.assign_coords({schema.GROUPING: list(REPORTED), schema.CLASS: np.arange(c)})
+    if not sparse:
+        ds = ds.assign_coords({schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
     return ds.assign(means=stats["mean"].sel({schema.GROUPING: list(REPORTED)}))
 
 

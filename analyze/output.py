@@ -71,8 +71,13 @@ def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
 
     first = per_layer[(splits[0], layers[0])]
     summary = group(schema.SUMMARY_GROUP)
+    sparse = "transitions" in first and first["transitions"].dtype == object
     nodes = {f"/{g}": objects(group(g) if g != schema.SUMMARY_GROUP else summary)
-             for g in (schema.SUMMARY_GROUP, schema.PER_CLASS_GROUP, schema.TRANSITIONS_GROUP)}
+             for g in (schema.SUMMARY_GROUP, schema.PER_CLASS_GROUP, schema.TRANSITIONS_GROUP)
+             if not (sparse and g == schema.TRANSITIONS_GROUP)}
+    if sparse:
+        nodes[f"/{schema.TRANSITIONS_GROUP}"] = objects(sparse_transitions(
+            stacked(["transitions"])["transitions"], int(first.sizes[schema.CLASS])))
     if "fuzziness" in summary:
         # the law of data separation: across layers, so fitted once the layers are stacked
         nodes[f"/{schema.SEPARATION_GROUP}"] = objects(separation_law(summary["fuzziness"]))
@@ -87,6 +92,25 @@ def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
                                  created=_dt.datetime.now(_dt.UTC).isoformat()))
     nodes["/"] = root
     return xr.DataTree.from_dict(nodes)
+
+
+def sparse_transitions(stacked: xr.DataArray, n_classes: int) -> xr.Dataset:
+    """The coordinate form of sparse transitions, readable with plain xarray: ``label``,
+    ``vertex`` and ``count`` (..., entry), the pairs that occur in each block, padded with
+    label = vertex = -1 and count = 0 to the longest block (docs/metrics.md)."""
+    blocks = stacked.values
+    size = max((b.codes.size for b in blocks.ravel()), default=0)
+    label = np.full(blocks.shape + (size,), -1, np.int64)
+    vertex = np.full(blocks.shape + (size,), -1, np.int64)
+    count = np.zeros(blocks.shape + (size,), np.int64)
+    for i in np.ndindex(*blocks.shape):
+        b = blocks[i]
+        label[i][: b.codes.size], vertex[i][: b.codes.size] = np.divmod(b.codes, n_classes)
+        count[i][: b.codes.size] = b.counts
+    dims = (*stacked.dims, "entry")
+    return xr.Dataset({"label": (dims, label), "vertex": (dims, vertex),
+                       "count": (dims, count)}, coords=stacked.coords).assign_attrs(
+        form="sparse", n_classes=n_classes)
 
 
 def csv_path(out) -> str:

@@ -208,19 +208,37 @@ def _builtin():
                          "E = I - 11ᵀ/C: 0 for an exact simplex ETF", "ETF distance"),
     }
     for key, (formula, label) in texts.items():
-        register(Metric(key, collapse.nc2_part(key), ("nc2",) + _G_NEEDS, formula,
+        simplex_only = key in collapse.SIMPLEX_ONLY
+        register(Metric(key, collapse.nc2_part(key),
+                        ("nc2", "simplex_exists") + _G_NEEDS if simplex_only else
+                        ("nc2",) + _G_NEEDS,
+                        formula + ("; NaN when C > D + 1 (no simplex of C vertices fits in D "
+                                   "dimensions)" if simplex_only else ""),
                         f"{_PAPYAN}, NC2", groupings=_G, label=label))
     register(Metric("nc4", collapse.nc4, ("mismatch", "n_total", "pred_known") + _G_NEEDS,
                     "fraction of samples whose nearest class mean (this grouping's own means) "
                     "differs from the network's prediction", f"{_PAPYAN}, NC4", groupings=_G))
-    register(Metric("ncc_acc_self", collapse.ncc_acc_self, ("conf_own", "n_total") + _G_NEEDS,
+    register(Metric("ncc_acc_self", collapse.ncc_acc_self, ("own_hits", "n_total") + _G_NEEDS,
                     "accuracy (true label) of the nearest-class-centre classifier with this "
                     "grouping's own class means", groupings=_G))
+    register(Metric("uniformity", collapse.uniformity, ("uniformity",) + _G_NEEDS,
+                    "mean over pairs c < c' of log(1 / ‖u_c - u_c'‖), u_c = (mu_c - mu_bar) / "
+                    "‖mu_c - mu_bar‖: hyperspherical uniformity, defined for any C (lower is "
+                    "more uniform)", "Liu et al. 2023, hyperspherical uniformity",
+                    groupings=_G, label="log-energy uniformity"))
+    register(Metric("uniformity_var", collapse.uniformity_var, ("uniformity",) + _G_NEEDS,
+                    "variance (ddof 0) over pairs of the same log(1 / ‖u_c - u_c'‖): 0 when "
+                    "every pair is equally far apart", "Liu et al. 2023", groupings=_G))
+    register(Metric("hull_margin", collapse.hull_margin, ("hull_margins",) + _G_NEEDS,
+                    "min over classes of the distance from u_c to the convex hull of the other "
+                    "u_c' (one-vs-rest distance; C/(C-1) for a simplex ETF); costs about C³ D "
+                    "per set, so NaN beyond 256 classes", "Jiang et al. 2023, generalised NC2",
+                    groupings=_G, label="one-vs-rest hull margin"))
     register(Metric("nc1_shuffled", collapse.nc1, ("projected", "n") + _G_NEEDS,
                     "`nc1` after a fixed random permutation of the labels: the value with no "
                     "class structure (about (C-1) n_c / D for D ≫ n_c)", groupings="shuffled",
                     label="NC1, shuffled labels"))
-    register(Metric("ncc_acc", collapse.ncc_acc, ("conf_ref",),
+    register(Metric("ncc_acc", collapse.ncc_acc, ("ref_hits", "ref_counted"),
                     "accuracy (true label) of the nearest-class-centre classifier whose centres "
                     "are the clean class means of the reference split (train by default; each "
                     "split's own when absent)", "Su et al. 2024, layer-wise NCC",
@@ -236,7 +254,9 @@ def _builtin():
                     "condition and of clean (true labels, same split)",
                     "Su et al. 2024, aligned simplices", label="alignment angle (degrees)"))
     for key in NC2_KEYS:
-        register(Metric(f"{key}_w", collapse.nc2_w_part(key), ("nc2_w",),
+        simplex_only = key in collapse.SIMPLEX_ONLY
+        register(Metric(f"{key}_w", collapse.nc2_w_part(key),
+                        ("nc2_w", "w_simplex_exists") if simplex_only else ("nc2_w",),
                         f"`{key}` of the classifier rows w_c (not centred, as Papyan et al.'s "
                         "code); only for the layer that feeds the classifier",
                         f"{_PAPYAN}, NC2"))
@@ -259,10 +279,13 @@ def _builtin():
     register(Metric("align_angle", collapse.class_align_angle, ("align",),
                     "angle (degrees) between mu_c - mu_bar of this condition and of clean",
                     "Su et al. 2024, aligned simplices", dims=(schema.CLASS,)))
-    register(Metric("ncc_recall", collapse.ncc_recall, ("conf_ref", "label_counts"),
+    register(Metric("ncc_recall", collapse.ncc_recall, ("ref_hits", "label_counts"),
                     "recall of class c under the nearest-clean-centre classifier",
                     dims=(schema.CLASS,)))
-    register(Metric("transitions", collapse.transitions, ("conf_ref",),
+    register(Metric("hull_margin", collapse.class_hull_margin, ("label",),
+                    "distance from u_c to the convex hull of the other classes' u_c' (true "
+                    "labels; up to 256 classes)", "Jiang et al. 2023", dims=(schema.CLASS,)))
+    register(Metric("transitions", collapse.transitions, ("transitions",),
                     "counts [true label, nearest clean reference centre]: the vertex-leap matrix "
                     "(`count` in `/transitions`)",
                     "Su et al. 2024", dims=(schema.LABEL, schema.VERTEX), stored_as="count",

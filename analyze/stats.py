@@ -118,10 +118,12 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
 
 
 def _coef_block(means, counts, weighted):
-    """(..., C, C) projection coefficients of the between-class basis of each block."""
-    out = np.zeros(counts.shape + counts.shape[-1:])
+    """(..., C, R) projection coefficients of the between-class basis of each block, R =
+    min(C, D) (the rank of C centred means in D dimensions is at most both)."""
+    rank = min(means.shape[-2], means.shape[-1])
+    out = np.zeros(counts.shape + (rank,))
     for i in np.ndindex(*counts.shape[:-1]):
-        out[i] = projection_coefs(np.nan_to_num(means[i]), counts[i], counts.shape[-1],
+        out[i] = projection_coefs(np.nan_to_num(means[i]), counts[i], rank,
                                   weighted=weighted)
     return out
 
@@ -136,7 +138,8 @@ def between_coefficients(stats: xr.Dataset, weighted: bool = False) -> xr.DataAr
         _coef_block, mean, count, kwargs={"weighted": weighted},
         input_core_dims=[[schema.CLASS, feature_dim], [schema.CLASS]],
         output_core_dims=[[schema.CLASS, "rank"]], dask="parallelized", output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {"rank": count.sizes[schema.CLASS]}})
+        dask_gufunc_kwargs={"output_sizes": {
+            "rank": min(count.sizes[schema.CLASS], mean.sizes[feature_dim])}})
 
 
 def _pass2_block(h, groups, labels, pred, means, coefs, coefs_w, ref, ref_valid, own_valid,
@@ -175,10 +178,14 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     = sum(projected) / N exactly (docs/metrics.md), with no D x D matrix;
     ``projected_w`` (class), true labels only: the same on the count-weighted basis, so the
     separation fuzziness Tr(SS_W SS_B^+) = sum(projected_w) / N (He and Su 2023);
-    ``conf_own`` (label, vertex): true label vs nearest own class mean;
+    ``own_hits`` (): nearest own class mean is the true label;
     ``nc4_mismatch`` (): nearest own mean differs from ``pred``;
-    and, per block only, ``conf_ref`` (label, vertex): true label vs nearest ``reference``
-    centre, ``flipped``: pred != label, ``leapt``: flipped with nearest reference = pred.
+    and, per block only, ``ref_hits`` (class): samples whose nearest ``reference`` centre is
+    their class, ``ref_counted``: samples with a nearest reference centre,
+    ``transitions`` (label, vertex): true label vs nearest reference centre (beyond
+    :data:`~ncprobe.analyze.kernels.passes.DENSE_TRANSITIONS` classes an object array of
+    :class:`~ncprobe.analyze.kernels.passes.SparseCounts`, one per block),
+    ``flipped``: pred != label, ``leapt``: flipped with nearest reference = pred.
     """
     lead = lead_dims(features, sample_dim, feature_dim)
     f = features.transpose(*lead, sample_dim, feature_dim)
@@ -214,10 +221,12 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
                           [means, coefs, coefs_w, ref, ref_valid, counts > 0, origin],
                           passes.pass2_shapes(n_g, c, d, dense))
     pair = (schema.LABEL, schema.VERTEX)
-    dims = {"within": (schema.GROUPING, schema.CLASS), "projected": (schema.GROUPING, schema.CLASS),
-            "projected_w": (schema.CLASS,), "conf_ref": pair, "conf_own": (schema.GROUPING, *pair),
-            "nc4_mismatch": (schema.GROUPING,),
-            "flipped": (), "leapt": (), "scatter": (feature_dim, schema.FEATURE2)}
+    per_grouping = (schema.GROUPING, schema.CLASS)
+    dims = {"within": per_grouping, "projected": per_grouping, "projected_w": (schema.CLASS,),
+            "own_hits": (schema.GROUPING,), "nc4_mismatch": (schema.GROUPING,),
+            "ref_hits": (schema.CLASS,), "ref_counted": (), "flipped": (), "leapt": (),
+            "transitions": () if c > passes.DENSE_TRANSITIONS else pair,
+            "scatter": (feature_dim, schema.FEATURE2)}
     ds = xr.Dataset({k: ((*lead, *dims[k]), v) for k, v in parts.items()},
                     coords={**lead_coords(f, lead), schema.CLASS: np.arange(c),
                             schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})

@@ -16,6 +16,11 @@ parser.add_argument("--device", default="cuda", help="gpu check: cuda (default) 
 parser.add_argument("--small", action="store_true",
                     help="gpu check: a few images (with --device cpu: the CI smoke run)")
 parser.add_argument("--out", help="gpu check: also write its table to this file")
+parser.add_argument("--classes", nargs="*", type=int,
+                    help="analysis: time and memory for these class counts instead (default "
+                         "10 100 1000) at --samples and --dim")
+parser.add_argument("--samples", type=int, default=50_000, help="analysis --classes: N")
+parser.add_argument("--dim", type=int, default=512, help="analysis --classes: D")
 parser.add_argument("--rev", default="HEAD",
                     help="compare: the git revision to time the working tree against")
 parser.add_argument("--stores", nargs="*",
@@ -25,8 +30,13 @@ if args.which in ("extraction", "all"):
     print("== extraction")
     bench_extraction.main(args.quick)
 if args.which in ("analysis", "all"):
-    print("== analysis")
-    bench_analysis.main(args.quick)
+    if args.classes is not None:
+        print("== analysis by class count")
+        bench_analysis.by_classes(tuple(args.classes) or (10, 100, 1_000), args.samples,
+                                  args.dim, args.quick)
+    else:
+        print("== analysis")
+        bench_analysis.main(args.quick)
 if args.which == "compare":
     print(f"== analysis, working tree vs {args.rev}")
     bench_revisions.main(args.rev, args.stores, args.quick)

@@ -138,3 +138,31 @@ def main(quick: bool = False) -> dict:
                 "wide_peak_gib": w_mem, "speedup_2_workers": one_t / two_t}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def by_classes(classes=(10, 100, 1_000), n=50_000, d=512, quick=False) -> list[dict]:
+    """Time and peak memory of ``nc-analyze`` (one process, whole run) for several class counts
+    at the same N and D, side by side, with the ratio to the first."""
+    from ._measure import in_child
+
+    if quick:
+        classes, n, d = tuple(c for c in classes if c <= 100) or (10,), 5_000, 64
+    tmp = Path(tempfile.mkdtemp(prefix="ncprobe-bench-classes-"))
+    rows = []
+    try:
+        for c in classes:
+            path = tmp / f"c{c}.zarr"
+            write_store(path, n, d, c=c)
+            wall, peak, got = in_child(run_analysis, str(path))
+            rows.append({"classes": c, "wall": wall, "peak": peak, "nc1": got["nc1"]})
+            shutil.rmtree(path)
+        base = rows[0]
+        print(f"N={n:,} D={d:,}, two conditions, nc-analyze as a whole process:")
+        print("| C | wall time | ratio | peak memory | ratio |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['classes']:,} | {r['wall']:.1f} s | {r['wall'] / base['wall']:.2f} | "
+                  f"{r['peak']:.2f} GiB | {r['peak'] / base['peak']:.2f} |")
+        return rows
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -31,22 +31,23 @@ class Grouping:
 
     Parameters
     ----------
-    sums : (..., C, D); counts, within, projected : (..., C); conf_own : (..., C, C) [true
-    label, nearest own mean]; mismatch : (...) samples whose nearest own mean is not the
-    network's prediction; n_total : (...) samples in the block (ncc_acc_self and nc4 cover
+    sums : (..., C, D); counts, within, projected : (..., C); own_hits : (...) samples whose
+    nearest own mean is their true label; mismatch : (...) samples whose nearest own mean is
+    not the network's prediction; n_total : (...) samples in the block (ncc_acc_self and nc4 cover
     every sample); pred_known : (...) whether the network's predictions were given.
     """
 
     #: what a metric's kernel may read (its ``needs``): the inputs and what is derived
-    STATISTICS = frozenset({"sums", "counts", "within", "projected", "conf_own", "mismatch",
+    STATISTICS = frozenset({"sums", "counts", "within", "projected", "own_hits", "mismatch",
                             "n_total", "pred_known", "means", "global_mean", "present", "n",
                             "n_present", "valid", "centred", "simplex", "singular", "variance",
-                            "nc2", "where_valid"})
+                            "nc2", "simplex_exists", "uniformity", "hull_margins",
+                            "where_valid"})
 
-    def __init__(self, sums, counts, within, projected, conf_own, mismatch, n_total,
+    def __init__(self, sums, counts, within, projected, own_hits, mismatch, n_total,
                  pred_known):
         self.sums, self.counts, self.within, self.projected = sums, counts, within, projected
-        self.conf_own, self.mismatch = conf_own, mismatch
+        self.own_hits, self.mismatch = own_hits, mismatch
         self.n_total, self.pred_known = n_total, pred_known
 
     @cached_property
@@ -109,6 +110,21 @@ class Grouping:
         """NC2 quantities of the simplex (:func:`~.geometry.nc2`)."""
         return geometry.nc2(self.simplex, self.present)
 
+    @cached_property
+    def simplex_exists(self):
+        """(...) C' <= D + 1: only then can C' class means form a simplex ETF."""
+        return self.n_present <= self.sums.shape[-1] + 1
+
+    @cached_property
+    def uniformity(self):
+        """Hyperspherical uniformity of the simplex (:func:`~.geometry.uniformity`)."""
+        return geometry.uniformity(self.simplex, self.present)
+
+    @cached_property
+    def hull_margins(self):
+        """(..., C) one-vs-rest distances (:func:`~.geometry.hull_margins`)."""
+        return geometry.hull_margins(self.simplex, self.present)
+
     def where_valid(self, x):
         return np.where(self.valid, x, np.nan)
 
@@ -119,8 +135,11 @@ class Block:
     Parameters
     ----------
     sums : (..., 4, C, D); counts, within, projected : (..., 4, C); conf_own : (..., 4, C, C);
-        mismatch : (..., 4): per grouping, in the order of :data:`GROUPINGS`.
-    conf_ref : (..., C, C) [true label, nearest reference centre]; flipped, leapt : (...).
+        mismatch, own_hits : (..., 4): per grouping, in the order of :data:`GROUPINGS`.
+    ref_hits : (..., C) samples of each class whose nearest reference centre is their class;
+    ref_counted : (...) samples with a nearest reference centre; transitions : (..., C, C)
+    [true label, nearest reference centre], dense (sparse ones stay outside the kernels);
+    flipped, leapt : (...).
     projected_w : (..., C) projections on the count-weighted between basis (true labels).
     clean_centred : (..., C, D) clean class means (true labels) centred on their centroid,
         NaN without a clean condition.
@@ -129,14 +148,16 @@ class Block:
 
     #: what a metric's kernel may read (its ``needs``); a grouping's statistics come through
     #: ``label``, ``grouping`` and ``groupings``
-    STATISTICS = frozenset({"conf_ref", "flipped", "leapt", "projected_w", "clean_centred",
-                            "weight", "label", "label_counts", "pred_known", "n_total",
-                            "align", "weight_ok", "nc2_w", "grouping", "groupings"})
+    STATISTICS = frozenset({"ref_hits", "ref_counted", "transitions", "flipped", "leapt",
+                            "projected_w", "clean_centred", "weight", "label", "label_counts",
+                            "pred_known", "n_total", "align", "weight_ok", "nc2_w",
+                            "w_simplex_exists", "grouping", "groupings"})
 
-    def __init__(self, *, sums, counts, within, projected, conf_own, mismatch, conf_ref,
-                 flipped, leapt, projected_w, clean_centred, weight):
-        self._per_grouping = (sums, counts, within, projected, conf_own, mismatch)
-        self.conf_ref, self.flipped, self.leapt = conf_ref, flipped, leapt
+    def __init__(self, *, sums, counts, within, projected, own_hits, mismatch, ref_hits,
+                 ref_counted, transitions, flipped, leapt, projected_w, clean_centred, weight):
+        self._per_grouping = (sums, counts, within, projected, own_hits, mismatch)
+        self.ref_hits, self.ref_counted, self.transitions = ref_hits, ref_counted, transitions
+        self.flipped, self.leapt = flipped, leapt
         self.projected_w = projected_w
         self.clean_centred, self.weight = clean_centred, weight
         self._cache = {}
@@ -155,7 +176,7 @@ class Block:
             idx = [GROUPINGS.index(n) for n in names]
             # (..., G, rest) with the grouping axis at position -ndim(rest) - 1
             take = [np.take(a, idx[0] if squeeze else idx, axis=a.ndim - nd - 1)
-                    for a, nd in zip(self._per_grouping, (2, 1, 1, 1, 2, 0), strict=True)]
+                    for a, nd in zip(self._per_grouping, (2, 1, 1, 1, 0, 0), strict=True)]
             n_total = self.label_counts.sum(axis=-1)
             pred_known = self.pred_known
             if not squeeze:
@@ -196,6 +217,11 @@ class Block:
         w = np.where(self.weight_ok[..., None, None], self.weight, np.nan)
         return geometry.nc2(w, self.label.present)
 
+    @cached_property
+    def w_simplex_exists(self):
+        """(...) the classifier's C' rows fit a simplex ETF: C' <= D + 1."""
+        return self.label.present.sum(axis=-1) <= self.weight.shape[-1] + 1
+
 
 # metrics of one grouping: (...) arrays, NaN where the grouping is not valid
 
@@ -224,8 +250,14 @@ def cond_b(g: Grouping):
     return g.where_valid(_divide(last**2, s[..., 0] ** 2))
 
 
+#: NC2 quantities that describe a simplex ETF, meaningless when C' > D + 1
+SIMPLEX_ONLY = ("equiangular", "max_angle", "etf_distance")
+
+
 def nc2_part(key):
     def kernel(g: Grouping):
+        if key in SIMPLEX_ONLY:
+            return g.where_valid(np.where(g.simplex_exists, g.nc2[key], np.nan))
         return g.where_valid(g.nc2[key])
     kernel.__name__ = key
     kernel.__doc__ = f"NC2 {key} of the simplex-centred class means (:func:`~.geometry.nc2`)."
@@ -238,13 +270,30 @@ def nc4(g: Grouping):
 
 
 def ncc_acc_self(g: Grouping):
-    return g.where_valid(_divide(np.trace(g.conf_own, axis1=-2, axis2=-1), g.n_total))
+    return g.where_valid(_divide(g.own_hits, g.n_total))
+
+
+def uniformity(g: Grouping):
+    """Mean of log 1/||u_c - u_c'|| over pairs of unit simplex-centred means (Liu et al.)."""
+    return g.where_valid(g.uniformity["mean"])
+
+
+def uniformity_var(g: Grouping):
+    return g.where_valid(g.uniformity["var"])
+
+
+def hull_margin(g: Grouping):
+    """The smallest one-vs-rest distance over the classes (Jiang et al. 2023)."""
+    m = g.hull_margins
+    finite = np.isfinite(m)
+    return g.where_valid(np.where(finite.any(axis=-1),
+                                  np.where(finite, m, np.inf).min(axis=-1), np.nan))
 
 
 # metrics of a block: (...) arrays
 
 def ncc_acc(b: Block):
-    return _divide(np.trace(b.conf_ref, axis1=-2, axis2=-1), b.conf_ref.sum(axis=(-2, -1)))
+    return _divide(b.ref_hits.sum(axis=-1), b.ref_counted)
 
 
 def net_acc(b: Block):
@@ -263,6 +312,8 @@ def align_angle(b: Block):
 
 def nc2_w_part(key):
     def kernel(b: Block):
+        if key in SIMPLEX_ONLY:
+            return np.where(b.w_simplex_exists, b.nc2_w[key], np.nan)
         return b.nc2_w[key]
     kernel.__name__ = f"{key}_w"
     kernel.__doc__ = f"NC2 {key} of the classifier rows (:func:`~.geometry.nc2`)."
@@ -300,10 +351,14 @@ def class_align_angle(b: Block):
 
 
 def ncc_recall(b: Block):
-    return _divide(np.diagonal(b.conf_ref, axis1=-2, axis2=-1), b.label_counts)
+    return _divide(b.ref_hits, b.label_counts)
+
+
+def class_hull_margin(b: Block):
+    return b.label.hull_margins
 
 
 # class x class: (..., C, C)
 
 def transitions(b: Block):
-    return b.conf_ref
+    return b.transitions

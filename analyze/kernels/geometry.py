@@ -88,10 +88,11 @@ def between_basis(centred: np.ndarray, tol: float | None = None):
     return u[:, keep], s[keep], tol
 
 
-def projection_coefs(means: np.ndarray, counts: np.ndarray, n_classes: int,
+def projection_coefs(means: np.ndarray, counts: np.ndarray, rank: int,
                      weighted: bool = False) -> np.ndarray:
-    """Coefficients A (C, n_classes) with B^T r = A^T [mu_c . r]_c for the padded basis
-    B = U S^-1 of one block (zero rows for absent classes, zero unused columns).
+    """Coefficients A (C, rank) with B^T r = A^T [mu_c . r]_c for the padded basis
+    B = U S^-1 of one block (zero rows for absent classes, zero unused columns; ``rank`` at
+    least min(C, D), the most directions C centred means can span).
 
     With M = U S V^T (M the centred means of the classes present), B = U S^-1 = M V S^-2 and
     M^T r = (I - 1 w^T) [mu_c . r]_c with w = n_c / N (mu_G = sum_c w_c mu_c), so
@@ -103,7 +104,7 @@ def projection_coefs(means: np.ndarray, counts: np.ndarray, n_classes: int,
     A = (I - w 1^T) diag(sqrt w) V S^-2.
     """
     present = counts > 0
-    q = np.zeros((means.shape[0], n_classes))
+    q = np.zeros((means.shape[0], rank))
     if present.sum() < 2:
         return q
     w = np.where(present, counts, 0) / counts.sum()
@@ -116,19 +117,22 @@ def projection_coefs(means: np.ndarray, counts: np.ndarray, n_classes: int,
     return q - np.outer(w, q.sum(axis=0))
 
 
-def pair_masks(present: np.ndarray):
-    """Masks (..., C, C) of the ordered pairs c != c' and of the pairs c < c', both present."""
-    c = present.shape[-1]
-    both = present[..., :, None] & present[..., None, :]
-    return both & ~np.eye(c, dtype=bool), both & np.triu(np.ones((c, c), bool), 1)
+#: class rows per block of a pairwise computation: memory O(PAIR_BLOCK x C) per set of
+#: vectors, never C x C, so the pairwise metrics hold at C = 10,000
+PAIR_BLOCK = 512
 
 
-def _masked_std(x, mask, axis):
-    """Standard deviation (ddof 1) of ``x`` where ``mask``, over ``axis``; NaN for < 2."""
-    k = mask.sum(axis=axis)
-    mean = _divide(np.where(mask, x, 0.0).sum(axis=axis), k)
-    dev = np.where(mask, x - np.expand_dims(mean, axis), 0.0)
-    return np.sqrt(_divide((dev**2).sum(axis=axis), np.where(k > 1, k - 1, 0)))
+def pair_blocks(v: np.ndarray, present: np.ndarray):
+    """Yield ``(a, b, gram, both, upper)`` for the class rows a:b of ``v`` (..., C, D):
+    ``gram`` (..., b-a, C) = v_i . v_j, ``both`` the pairs whose classes are both present,
+    ``upper`` those with j > i."""
+    c = v.shape[-2]
+    idx = np.arange(c)
+    vt = np.swapaxes(v, -1, -2)
+    for a in range(0, c, PAIR_BLOCK):
+        b = min(a + PAIR_BLOCK, c)
+        both = present[..., a:b, None] & present[..., None, :]
+        yield a, b, v[..., a:b, :] @ vt, both, both & (idx[None, :] > idx[a:b, None])
 
 
 def nc2(vectors: np.ndarray, present: np.ndarray | None = None) -> dict:
@@ -143,7 +147,8 @@ def nc2(vectors: np.ndarray, present: np.ndarray | None = None) -> dict:
     ``max_angle`` = mean over c != c' of |cos(v_c, v_c') + 1 / (C - 1)|;
     ``etf_distance`` = || G / ||G||_F - E / ||E||_F ||_F with G = V V^T, E = I - 11^T / C.
     Over the C rows ``present`` (default: all); NaN for fewer than 2 or non-finite rows.
-    (Papyan, Han, Donoho 2020, NC2; standard deviations with ddof = 1.)
+    (Papyan, Han, Donoho 2020, NC2; standard deviations with ddof = 1.) Two passes over
+    blocks of class pairs (:func:`pair_blocks`): mean, then spread; O(C^2 D) time.
 
     Examples
     --------
@@ -157,26 +162,115 @@ def nc2(vectors: np.ndarray, present: np.ndarray | None = None) -> dict:
     v = np.where(present[..., None] & ok[..., None, None], v, 0.0)
     c = present.sum(axis=-1)
     norms = np.linalg.norm(v, axis=-1)
-    gram = v @ np.swapaxes(v, -1, -2)
+    lead = v.shape[:-2]
+    cos_sum, n_upper, off_sum, n_off, g2 = (np.zeros(lead) for _ in range(5))
+    shift = _divide(1.0, c - 1)[..., None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = gram / (norms[..., :, None] * norms[..., None, :])
-    off, upper = pair_masks(present)
-    eye = np.eye(present.shape[-1], dtype=bool)
-    both = present[..., :, None] & present[..., None, :]
-    e = np.where(both, eye - _divide(1.0, c)[..., None, None], 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        diff = (gram / np.linalg.norm(gram, axis=(-2, -1))[..., None, None]
-                - e / np.sqrt(np.maximum(c - 1, 1))[..., None, None])
+        for a, b, gram, both, upper in pair_blocks(v, present):
+            cos = gram / (norms[..., a:b, None] * norms[..., None, :])
+            off = both & (np.arange(a, b)[:, None] != np.arange(v.shape[-2])[None, :])
+            cos_sum += np.where(upper, cos, 0.0).sum(axis=(-2, -1))
+            n_upper += upper.sum(axis=(-2, -1))
+            off_sum += np.where(off, np.abs(cos + shift), 0.0).sum(axis=(-2, -1))
+            n_off += off.sum(axis=(-2, -1))
+            g2 += (np.where(both, gram, 0.0) ** 2).sum(axis=(-2, -1))
+        cos_mean = _divide(cos_sum, n_upper)[..., None, None]
+        g_norm = np.sqrt(g2)[..., None, None]
+        e_norm = np.sqrt(np.maximum(c - 1, 1))[..., None, None]
+        spread, etf = np.zeros(lead), np.zeros(lead)
+        for a, b, gram, both, upper in pair_blocks(v, present):
+            cos = gram / (norms[..., a:b, None] * norms[..., None, :])
+            spread += np.where(upper, (cos - cos_mean) ** 2, 0.0).sum(axis=(-2, -1))
+            eye = np.arange(a, b)[:, None] == np.arange(v.shape[-2])[None, :]
+            e = eye - _divide(1.0, c)[..., None, None]
+            etf += np.where(both, (gram / g_norm - e / e_norm) ** 2, 0.0).sum(axis=(-2, -1))
         out = {
             "equinorm": _masked_std(norms, present, -1)
             / _divide(np.where(present, norms, 0).sum(-1), c),
-            "equiangular": _masked_std(cos, upper, (-2, -1)),
-            "max_angle": _divide(np.where(off, np.abs(cos + _divide(1.0, c - 1)[..., None, None]),
-                                          0.0).sum(axis=(-2, -1)), off.sum(axis=(-2, -1))),
-            "etf_distance": np.linalg.norm(np.where(both, diff, 0.0), axis=(-2, -1)),
+            "equiangular": np.sqrt(_divide(spread, np.where(n_upper > 1, n_upper - 1, 0))),
+            "max_angle": _divide(off_sum, n_off),
+            "etf_distance": np.sqrt(etf),
         }
     valid = ok & (c >= 2)
     return {k: np.where(valid, x, np.nan) for k, x in out.items()}
+
+
+def _masked_std(x, mask, axis):
+    """Standard deviation (ddof 1) of ``x`` where ``mask``, over ``axis``; NaN for < 2."""
+    k = mask.sum(axis=axis)
+    mean = _divide(np.where(mask, x, 0.0).sum(axis=axis), k)
+    dev = np.where(mask, x - np.expand_dims(mean, axis), 0.0)
+    return np.sqrt(_divide((dev**2).sum(axis=axis), np.where(k > 1, k - 1, 0)))
+
+
+def unit_rows(v: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Rows of ``v`` (..., C, D) scaled to unit length; absent or zero rows become 0."""
+    norms = np.linalg.norm(np.where(present[..., None], v, 0.0), axis=-1, keepdims=True)
+    return np.where(present[..., None] & (norms > 0), v / np.where(norms > 0, norms, 1), 0.0)
+
+
+def uniformity(vectors: np.ndarray, present: np.ndarray) -> dict:
+    """Hyperspherical uniformity of the rows (Liu et al., ICLR 2023): with u_c = v_c / ||v_c||,
+    the mean and the variance over pairs c < c' of log(1 / ||u_c - u_c'||).
+
+    (..., C, D) -> dict of (...) ``mean`` and ``var`` (ddof 0). Lower mean is more uniform; a
+    simplex ETF minimises it for C <= D + 1, with variance 0. Two passes over class-pair
+    blocks, O(C^2 D) time, O(PAIR_BLOCK C) memory per set.
+    """
+    u = unit_rows(np.asarray(vectors, np.float64), present)
+    lead = u.shape[:-2]
+    total, k = np.zeros(lead), np.zeros(lead)
+
+    def energies(gram):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -0.5 * np.log(np.maximum(2.0 - 2.0 * gram, 0.0))
+
+    for _, _, gram, _, upper in pair_blocks(u, present):
+        total += np.where(upper, energies(gram), 0.0).sum(axis=(-2, -1))
+        k += upper.sum(axis=(-2, -1))
+    mean = _divide(total, k)
+    dev = np.zeros(lead)
+    for _, _, gram, _, upper in pair_blocks(u, present):
+        with np.errstate(invalid="ignore"):
+            dev += np.where(upper, (energies(gram) - mean[..., None, None]) ** 2, 0.0).sum(
+                axis=(-2, -1))
+    return {"mean": mean, "var": _divide(dev, k)}
+
+
+#: the convex-hull margins cost C non-negative least-squares problems of size (D + 1) x C
+#: per set, about O(C^3 D): computed up to this many classes, NaN beyond
+HULL_MAX_CLASSES = 256
+
+
+def hull_margins(vectors: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Distance of each unit row u_c to the convex hull of the other rows present (Jiang et
+    al. 2023, the one-vs-rest distance of generalised NC2): (..., C, D) -> (..., C).
+
+    min over lambda >= 0, sum lambda = 1 of ||u_c - sum_{j != c} lambda_j u_j||, solved as a
+    non-negative least-squares problem with the sum constraint as a heavily weighted row and
+    the distance then measured at the normalised lambda (an upper bound within 1e-9 of the
+    minimum for unit rows). For a simplex ETF it is C / (C - 1). NaN for absent classes,
+    fewer than 2 classes and more than :data:`HULL_MAX_CLASSES`.
+    """
+    from scipy.optimize import nnls
+
+    u = unit_rows(np.asarray(vectors, np.float64), present)
+    out = np.full(present.shape, np.nan)
+    if present.shape[-1] > HULL_MAX_CLASSES:
+        return out
+    weight = 1e6
+    for i in np.ndindex(*present.shape[:-1]):
+        idx = np.flatnonzero(present[i])
+        if idx.size < 2:
+            continue
+        for c in idx:
+            others = u[i][idx[idx != c]]                       # (k, D)
+            a = np.vstack([others.T, np.full((1, others.shape[0]), weight)])
+            b = np.concatenate([u[i][c], [weight]])
+            lam, _ = nnls(a, b, maxiter=50 * others.shape[0])
+            lam = lam / lam.sum() if lam.sum() > 0 else lam
+            out[i + (c,)] = np.linalg.norm(u[i][c] - lam @ others)
+    return out
 
 
 def nc3(weight: np.ndarray, centred: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -214,18 +308,22 @@ def cdnv(means: np.ndarray, variances: np.ndarray, present: np.ndarray) -> np.nd
 
     ``variances`` are mean squared distances to the class mean: 0 for a class of one sample
     (docs/metrics.md). Pairs with an absent class, or at distance 0, are left out. Distances
-    come from the Gram matrix of the means centred on their centroid, O(C^2 D) time and
-    O(C^2) memory per block; centring keeps the expansion at the scale of the class structure.
+    come from Gram blocks of the means centred on their centroid (:func:`pair_blocks`),
+    O(C^2 D) time and O(PAIR_BLOCK C) memory per set; centring keeps the expansion at the
+    scale of the class structure.
     """
     m = np.where(present[..., None], means, 0.0)
     m = m - _divide(m.sum(axis=-2), present.sum(axis=-1)[..., None])[..., None, :]
     m = np.where(present[..., None], m, 0.0)
     sq = (m * m).sum(axis=-1)
-    d2 = np.maximum(sq[..., :, None] + sq[..., None, :] - 2.0 * (m @ np.swapaxes(m, -1, -2)),
-                    0.0)
     var = np.where(present, variances, 0.0)
-    _, upper = pair_masks(present)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        terms = (var[..., :, None] + var[..., None, :]) / (2.0 * d2)
-    use = upper & np.isfinite(terms)
-    return _divide(np.where(use, terms, 0.0).sum(axis=(-2, -1)), use.sum(axis=(-2, -1)))
+    lead = m.shape[:-2]
+    total, k = np.zeros(lead), np.zeros(lead)
+    for a, b, gram, _, upper in pair_blocks(m, present):
+        d2 = np.maximum(sq[..., a:b, None] + sq[..., None, :] - 2.0 * gram, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            terms = (var[..., a:b, None] + var[..., None, :]) / (2.0 * d2)
+        use = upper & np.isfinite(terms)
+        total += np.where(use, terms, 0.0).sum(axis=(-2, -1))
+        k += use.sum(axis=(-2, -1))
+    return _divide(total, k)

@@ -15,16 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def onehot(g: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n, C) float64 indicator of ``g``; rows of out-of-range labels are all zero."""
-    g = np.asarray(g)
-    out = np.zeros((g.shape[0], n_classes))
-    ok = (g >= 0) & (g < n_classes)
-    out[np.flatnonzero(ok), g[ok].astype(np.intp)] = 1.0
-    return out
-
-
 #: rows converted to float64 at a time: a few MB that stay in cache and are reused, rather than
 #: a fresh chunk-sized float64 copy per step (page faults cost more than the arithmetic)
 ROW_BLOCK = 128
@@ -53,37 +43,105 @@ def pass1_shapes(n_groupings: int, n_classes: int, dim: int) -> dict:
             "n_nonfinite": ()}
 
 
-def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
+#: up to this many indicator columns (groupings x classes), class sums are one BLAS product
+#: of the indicators with each row block (fastest for few classes); beyond, a sorted segment
+#: sum per grouping, whose cost does not grow with the class count
+DENSE_INDICATORS = 256
+
+
+def _add_class_sums(out, x, groups, n_classes):
+    """out (G, C, D) += the sums of the rows of ``x`` (n, D) by class, for each grouping."""
+    n_g = groups.shape[1]
+    if n_g * n_classes <= DENSE_INDICATORS:
+        ind = np.zeros((x.shape[0], n_g * n_classes))
+        for k in range(n_g):
+            g = groups[:, k]
+            ok = (g >= 0) & (g < n_classes)
+            ind[np.flatnonzero(ok), k * n_classes + g[ok]] = 1.0
+        out += (ind.T @ x).reshape(out.shape)
+        return
+    for k in range(n_g):
+        g = groups[:, k]
+        ok = np.flatnonzero((g >= 0) & (g < n_classes))
+        if ok.size == 0:
+            continue
+        order = ok[np.argsort(g[ok], kind="stable")]
+        gs = g[order]
+        starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+        out[k, gs[starts]] += np.add.reduceat(x[order], starts, axis=0)
+
+
+def _class_counts(groups, n_classes):
+    return np.stack([np.bincount(g[(g >= 0) & (g < n_classes)], minlength=n_classes)
+                     for g in groups.T]).astype(np.float64)
+
+
+def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
     """Class sums and counts for every grouping, and the count of non-finite values.
 
     Returns ``{"sum": (G, C, D), "count": (G, C), "n_nonfinite": ()}``
-    (:func:`pass1_shapes`). One BLAS product with the stacked indicators.
+    (:func:`pass1_shapes`). Row block by row block: memory O(G C D) beyond the chunk, time
+    O(n D G) (a BLAS product with the indicators when G C is small).
     """
-    n_g = groups.shape[1]
-    # indicators of every grouping side by side, plus a column of ones whose sum is finite
-    # exactly when every value is (a NaN or inf propagates): the full check only when not
-    oh = np.concatenate([onehot(groups[:, j], n_classes) for j in range(n_g)]
-                        + [np.ones((h.shape[0], 1))], axis=1)
-    sums = np.zeros((oh.shape[1], h.shape[1]))
+    n, d = h.shape
+    groups = np.asarray(groups).astype(np.intp, copy=False)
+    sums = np.zeros((groups.shape[1], n_classes, d))
+    total = np.zeros(d)  # finite exactly when every value is: the full check only when not
     with np.errstate(invalid="ignore", over="ignore"):
         for i, j, x in row_blocks(h):
-            sums += oh[i:j].T @ x
+            total += x.sum(axis=0)
+            _add_class_sums(sums, x, groups[i:j], n_classes)
     bad = 0
-    if not np.isfinite(sums[-1]).all():
+    if not np.isfinite(total).all():
         x = np.asarray(h, dtype=np.float64)
         finite = np.isfinite(x)
         bad = x.size - np.count_nonzero(finite)
-        sums = oh.T @ np.where(finite, x, 0.0)  # counted and reported; kept out of the sums
-    counts = oh[:, :-1].sum(axis=0)
-    return {"sum": sums[:-1].reshape(n_g, n_classes, h.shape[1]),
-            "count": counts.reshape(n_g, n_classes), "n_nonfinite": np.float64(bad)}
+        sums[...] = 0.0  # counted and reported; kept out of the sums
+        _add_class_sums(sums, np.where(finite, x, 0.0), groups, n_classes)
+    return {"sum": sums, "count": _class_counts(groups, n_classes),
+            "n_nonfinite": np.float64(bad)}
+
+
+#: up to this many classes the transitions are a dense C x C matrix per block; beyond, the
+#: (label, vertex) pairs that occur and their counts (:class:`SparseCounts`)
+DENSE_TRANSITIONS = 1024
+
+
+class SparseCounts:
+    """Counts of int64 codes ``label * C + vertex``: the transitions when C x C is too large.
+
+    Additive like the dense statistics (``a + b`` merges), so chunks reduce the same way.
+    """
+
+    __slots__ = ("codes", "counts")
+
+    def __init__(self, codes, counts):
+        self.codes, self.counts = codes, counts
+
+    @classmethod
+    def of(cls, codes: np.ndarray) -> SparseCounts:
+        u, c = np.unique(codes, return_counts=True)
+        return cls(u.astype(np.int64), c.astype(np.int64))
+
+    def __add__(self, other: SparseCounts) -> SparseCounts:
+        u, inv = np.unique(np.concatenate([self.codes, other.codes]), return_inverse=True)
+        counts = np.bincount(inv, weights=np.concatenate([self.counts, other.counts]))
+        return SparseCounts(u.astype(np.int64), counts.astype(np.int64))
+
+    def __eq__(self, other):
+        return (isinstance(other, SparseCounts) and np.array_equal(self.codes, other.codes)
+                and np.array_equal(self.counts, other.counts))
+
+    def __repr__(self):
+        return f"SparseCounts({self.codes.size} pairs, {int(self.counts.sum())} samples)"
 
 
 def pass2_shapes(n_groupings: int, n_classes: int, dim: int, dense: bool) -> dict:
-    """Name -> shape of each :func:`pass2` statistic."""
+    """Name -> shape of each :func:`pass2` statistic (None: a :class:`SparseCounts`)."""
     g, c = n_groupings, n_classes
-    shapes = {"within": (g, c), "projected": (g, c), "projected_w": (c,), "conf_ref": (c, c),
-              "conf_own": (g, c, c), "nc4_mismatch": (g,), "flipped": (), "leapt": ()}
+    shapes = {"within": (g, c), "projected": (g, c), "projected_w": (c,), "own_hits": (g,),
+              "nc4_mismatch": (g,), "ref_hits": (c,), "ref_counted": (), "flipped": (),
+              "leapt": (), "transitions": (c, c) if c <= DENSE_TRANSITIONS else None}
     if dense:
         shapes["scatter"] = (dim, dim)
     return shapes
@@ -115,73 +173,86 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     ``within[g, c] = sum_{i: g_i = c} ||h_i - mu_c||^2``;
     ``projected[g, c] = sum_{i: g_i = c} ||B_g^T (h_i - mu_c)||^2`` (so nc1 = sum / N);
     ``projected_w[c]`` the same on the count-weighted basis of grouping 0 (fuzziness = sum / N);
-    ``conf_ref[y, v]`` counts true label y, nearest reference centre v;
-    ``conf_own[g, y, v]`` the same with grouping g's own means;
-    ``nc4_mismatch[g]`` counts nearest own mean != network prediction;
+    ``own_hits[g]`` samples whose nearest mean of grouping g is their true label;
+    ``nc4_mismatch[g]`` samples whose nearest mean of grouping g is not the prediction;
+    ``ref_hits[c]`` samples of class c whose nearest reference centre is c, ``ref_counted``
+    those with a nearest reference centre at all;
+    ``transitions[y, v]`` counts true label y, nearest reference centre v (a
+    :class:`SparseCounts` beyond :data:`DENSE_TRANSITIONS` classes);
     ``flipped`` counts pred != label; ``leapt`` those whose nearest reference centre is pred.
 
     Notes
     -----
-    Everything comes from one BLAS product of the centred chunk with the class means of the
-    groupings in use and the reference centres: the chunk is read from memory twice (centre,
-    multiply) whatever the number of groupings, and the projections need no basis product.
+    Row block by row block (:data:`ROW_BLOCK` rows), one BLAS product of the centred rows with
+    the class means of the groupings in use and the reference centres gives everything: the
+    distances to every centre (argmin in float64, ties to the lowest index as scikit-learn)
+    and, through the coefficients, the projections. Nothing of size n x C outlives a row
+    block, and every sum by class is a bincount: memory O(ROW_BLOCK C + G C R) beyond the
+    chunk, time O(n C (D + R)) whatever the class count.
     """
     c = n_classes
     n, n_g = groups.shape
+    groups = np.asarray(groups).astype(np.intp, copy=False)
+    labels = np.asarray(labels).astype(np.intp, copy=False)
+    pred = np.asarray(pred)
     o = np.zeros(h.shape[1]) if origin is None else np.asarray(origin, np.float64)
     m = means - o  # (G, C, D)
     ref = ref_centres - o
     used = [j for j in range(n_g) if own_valid[j].any()]  # e.g. no "target" when untargeted
     stacked = np.concatenate([m[used].reshape(len(used) * c, -1), ref], axis=0).T
-    prod = np.empty((n, stacked.shape[1]))
-    sq = np.empty(n)
-    for i, j, xc in row_blocks(h, o):
-        prod[i:j] = xc @ stacked
-        sq[i:j] = np.einsum("nd,nd->n", xc, xc)
-    ref_dots = prod[:, len(used) * c:]
-    y_oh = onehot(labels, c)
-    within = np.zeros((n_g, c))
-    projected = np.zeros((n_g, c))
-    projected_w = np.zeros(c)
-    conf_own = np.zeros((n_g, c, c))
-    mismatch = np.zeros(n_g)
-    rows = np.arange(n)
-    for slot, j in enumerate(used):
-        dots = prod[:, slot * c: (slot + 1) * c]               # x . m_{g,c}
-        gram = m[j] @ m[j].T                                    # m_c . m_c'
-        m_sq = np.diag(gram)
-        g = groups[:, j]
-        ok = (g >= 0) & (g < c)
-        gi = np.where(ok, g, 0)
-        oh = onehot(g, c)
-        r2 = sq - 2.0 * dots[rows, gi] + m_sq[gi]
-        # a class whose samples all sit on its mean can round to a tiny negative sum
-        within[j] = np.maximum(oh.T @ r2, 0.0)
+    r_cols = coefs.shape[-1]
+    prep = []  # per grouping in use: squared norms of its means, coefficients, gram @ coefs
+    for j in used:
+        both = np.concatenate([coefs[j], coefs_w], axis=1) if j == 0 else coefs[j]
         # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c: dot products with the means suffice;
         # coefs^T 1 = 0, so the constant that the origin shift adds to every m_c . r cancels
-        both = np.concatenate([coefs[j], coefs_w], axis=1) if j == 0 else coefs[j]
-        p = dots @ both - gram[gi] @ both
-        sq_p = p * p
-        projected[j] = oh.T @ sq_p[:, : coefs.shape[-1]].sum(axis=1)
-        if j == 0:
-            projected_w = oh.T @ sq_p[:, coefs.shape[-1]:].sum(axis=1)
-        d = m_sq[None, :] - 2.0 * dots
-        d[:, ~own_valid[j]] = np.inf
-        near = d.argmin(axis=1)
-        conf_own[j] = y_oh.T @ onehot(near, c)
-        mismatch[j] = np.count_nonzero(near != pred)
-    if ref_valid.any():
-        d = (ref * ref).sum(axis=1)[None, :] - 2.0 * ref_dots
-        d[:, ~ref_valid] = np.inf
-        near_ref = d.argmin(axis=1)
-    else:
-        near_ref = np.full(n, -1)
-    conf_ref = y_oh.T @ onehot(near_ref, c)
+        prep.append((j, (m[j] * m[j]).sum(axis=1), both, (m[j] @ m[j].T) @ both))
+    ref_sq = np.where(ref_valid, (ref * ref).sum(axis=1), np.inf)
+    within, projected = np.zeros((n_g, c)), np.zeros((n_g, c))
+    projected_w = np.zeros(c)
+    own_hits, mismatch = np.zeros(n_g), np.zeros(n_g)
+    near_ref = np.full(n, -1, dtype=np.intp)
+    for i, k, xc in row_blocks(h, o):
+        prod = xc @ stacked
+        sq = np.einsum("nd,nd->n", xc, xc)
+        rows = np.arange(k - i)
+        y, p_ = labels[i:k], pred[i:k]
+        for slot, (j, m_sq, both, gram_both) in enumerate(prep):
+            dots = prod[:, slot * c: (slot + 1) * c]               # x . m_{g,c}
+            g = groups[i:k, j]
+            ok = (g >= 0) & (g < c)
+            gi = np.where(ok, g, 0)
+            r2 = sq - 2.0 * dots[rows, gi] + m_sq[gi]
+            within[j] += np.bincount(gi[ok], weights=r2[ok], minlength=c)
+            pr = dots @ both - gram_both[gi]
+            pr *= pr
+            projected[j] += np.bincount(gi[ok], weights=pr[ok, :r_cols].sum(axis=1),
+                                        minlength=c)
+            if j == 0:
+                projected_w += np.bincount(gi[ok], weights=pr[ok, r_cols:].sum(axis=1),
+                                           minlength=c)
+            d = m_sq[None, :] - 2.0 * dots
+            d[:, ~own_valid[j]] = np.inf
+            near = d.argmin(axis=1)
+            own_hits[j] += np.count_nonzero(near == y)
+            mismatch[j] += np.count_nonzero(near != p_)
+        if ref_valid.any():
+            near_ref[i:k] = (ref_sq[None, :] - 2.0 * prod[:, len(used) * c:]).argmin(axis=1)
+    # a class whose samples all sit on its mean can round to a tiny negative sum
+    np.maximum(within, 0.0, out=within)
+    valid_y = (labels >= 0) & (labels < c)
+    counted = valid_y & (near_ref >= 0)
+    hit = counted & (near_ref == labels)
+    codes = labels[counted] * c + near_ref[counted]
     flipped = pred != labels
-    leapt = np.count_nonzero(flipped & (near_ref == pred))
     out = {"within": within, "projected": projected, "projected_w": projected_w,
-           "conf_ref": conf_ref, "conf_own": conf_own, "nc4_mismatch": mismatch,
-           "flipped": np.float64(np.count_nonzero(flipped)), "leapt": np.float64(leapt)}
+           "own_hits": own_hits, "nc4_mismatch": mismatch,
+           "ref_hits": np.bincount(labels[hit], minlength=c).astype(np.float64),
+           "ref_counted": np.float64(np.count_nonzero(counted)),
+           "transitions": (np.bincount(codes, minlength=c * c).reshape(c, c).astype(np.float64)
+                           if c <= DENSE_TRANSITIONS else SparseCounts.of(codes)),
+           "flipped": np.float64(np.count_nonzero(flipped)),
+           "leapt": np.float64(np.count_nonzero(flipped & (near_ref == pred)))}
     if dense:
         g = groups[:, 0]
         ok = (g >= 0) & (g < c)
