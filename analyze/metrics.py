@@ -121,7 +121,7 @@ def _classifier_rows(weight, stats, feature_dim):
 def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
                      weight: xr.DataArray | None = None, clean: str = schema.CLEAN,
                      condition_dim: str = schema.CONDITION, feature_dim: str = schema.FEATURE,
-                     only=None) -> xr.Dataset:
+                     only=None, warn_no_simplex: bool = True) -> xr.Dataset:
     """Every registered metric (docs/metrics.md) from the statistics of the two passes.
 
     Parameters
@@ -133,6 +133,7 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
         Classifier rows, when these features feed the final linear map (nc3, NC2 on W).
     clean : the condition whose class means the alignment angles compare with.
     only : keys of :data:`ncprobe.analyze.registry.METRICS` to compute (default: all).
+    warn_no_simplex : warn when C > D + 1 (:func:`no_simplex_warning`).
 
     Returns
     -------
@@ -153,6 +154,8 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
                             "along 'grouping', as grouping_labels builds them")
     metrics = [registry.METRICS[k] for k in (only or registry.METRICS)]
     c = stats.sizes[schema.CLASS]
+    if warn_no_simplex and c > stats.sizes[feature_dim] + 1:
+        warnings.warn(no_simplex_warning(c, [stats.sizes[feature_dim]]), stacklevel=2)
     # beyond DENSE_TRANSITIONS classes pass 2 keeps the transitions sparse (an object array of
     # SparseCounts): they bypass the kernels and are returned as they are
     sparse = within["transitions"].dtype == object
@@ -183,6 +186,15 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
     if not sparse:
         ds = ds.assign_coords({schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
     return ds.assign(means=stats["mean"].sel({schema.GROUPING: list(REPORTED)}))
+
+
+def no_simplex_warning(n_classes: int, dims) -> str:
+    """One line: why the simplex metrics are NaN for features of these widths."""
+    more = " (or more)" if len(set(dims)) > 1 else ""
+    return (f"{n_classes} classes in {min(dims)} dimensions{more}: "
+            f"no simplex ETF of {n_classes} vertices fits in fewer than {n_classes - 1} "
+            "dimensions, so equiangular, max_angle and etf_distance (and their _w) are NaN; "
+            "uniformity and hull_margin describe the geometry instead (docs/metrics.md)")
 
 
 def _evaluate(*arrays, names, metrics, core):

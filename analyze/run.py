@@ -28,7 +28,13 @@ from ncprobe.data.store import splits as store_splits
 
 from .blocks import AnalysisError
 from .cluster import connect, parse_scheduler
-from .metrics import clean_reference, collapse_metrics, covariances, grouping_labels
+from .metrics import (
+    clean_reference,
+    collapse_metrics,
+    covariances,
+    grouping_labels,
+    no_simplex_warning,
+)
 from .output import assemble, check_target, write_metrics
 from .progress import compute_all, make_bar
 from .stats import class_stats, within_stats
@@ -156,10 +162,14 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
                           strict=True))
     bar.close()
 
+    narrow = sorted({int(feats[key].sizes[schema.FEATURE]) for key in out_keys
+                     if feats[key].sizes[schema.FEATURE] + 1 < n_classes})
+    if narrow:  # once per run, not once per layer
+        warnings.warn(no_simplex_warning(n_classes, narrow), stacklevel=2)
     per_layer = {}
     for key in out_keys:
         w = weight if key[1] == cls_layer else None
-        m = collapse_metrics(stats[key], within[key], weight=w)
+        m = collapse_metrics(stats[key], within[key], weight=w, warn_no_simplex=False)
         per_layer[key] = m.merge(covariances(stats[key], within[key])) if dense[key] else m
     depth = {la: i for i, la in enumerate(store_layers(tree))}
     attrs = {"schema": schema.METRICS_SCHEMA, "source": str(store),

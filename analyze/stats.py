@@ -143,10 +143,10 @@ def between_coefficients(stats: xr.Dataset, weighted: bool = False) -> xr.DataAr
 
 
 def _pass2_block(h, groups, labels, pred, means, coefs, coefs_w, ref, ref_valid, own_valid,
-                 origin, n_classes, dense):
+                 origin, n_classes, dense, nearest_own):
     return passes.pass2(h, groups, labels, pred, np.nan_to_num(means), coefs, coefs_w, ref,
                         ref_valid.astype(bool), own_valid.astype(bool), n_classes, dense=dense,
-                        origin=np.nan_to_num(origin))
+                        origin=np.nan_to_num(origin), nearest_own=nearest_own)
 
 
 def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset, *,
@@ -216,7 +216,11 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     xp = da if isinstance(ref, da.Array) else np
     ref_valid = xp.isfinite(ref).all(axis=-1)
     ref = xp.where(ref_valid[..., None], ref, 0.0)
-    kernel = functools.partial(_pass2_block, n_classes=c, dense=dense)
+    # the shuffled-label baseline reports nc1 only: no nearest-mean counts for it
+    names = [str(v) for v in st[schema.GROUPING].values] if schema.GROUPING in st.coords \
+        else [""] * n_g
+    kernel = functools.partial(_pass2_block, n_classes=c, dense=dense,
+                               nearest_own=np.array([v != "shuffled" for v in names]))
     parts = reduce_blocks(kernel, f.data, [g.data, y.data, p.data],
                           [means, coefs, coefs_w, ref, ref_valid, counts > 0, origin],
                           passes.pass2_shapes(n_g, c, d, dense))

@@ -149,3 +149,34 @@ def separation_fit(depths, values):
     fit = a + slope * np.asarray(depths, np.float64)
     r2 = 1 - np.sum((y - fit) ** 2) / np.sum((y - y.mean()) ** 2)
     return np.exp(slope), a, r2
+
+
+def _units(h, g, n_classes):
+    m = simplex_matrix(h, g, n_classes).T
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def uniformity(h, g, n_classes):
+    """(mean, variance) over pairs c < c' of log(1 / ||u_c - u_c'||), u the unit simplex rows."""
+    u = _units(h, g, n_classes)
+    e = [np.log(1 / np.linalg.norm(u[a] - u[b]))
+         for a, b in itertools.combinations(range(len(u)), 2)]
+    return np.mean(e), np.var(e)
+
+
+def hull_margins(h, g, n_classes):
+    """Distance of each unit row to the convex hull of the others, by SLSQP on the simplex."""
+    from scipy.optimize import minimize
+
+    u = _units(h, g, n_classes)
+    out = []
+    for c in range(len(u)):
+        q = np.delete(u, c, axis=0)
+        k = len(q)
+        res = minimize(lambda lam, q=q, c=c: np.sum((u[c] - lam @ q) ** 2), np.full(k, 1 / k),
+                       jac=lambda lam, q=q, c=c: -2 * q @ (u[c] - lam @ q),
+                       bounds=[(0, 1)] * k, method="SLSQP", options={"ftol": 1e-15,
+                                                                      "maxiter": 500},
+                       constraints=[{"type": "eq", "fun": lambda lam: lam.sum() - 1}])
+        out.append(np.sqrt(res.fun))
+    return np.array(out)

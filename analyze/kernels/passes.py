@@ -20,15 +20,15 @@ import numpy as np
 ROW_BLOCK = 128
 
 
-def row_blocks(h: np.ndarray, origin=None):
+def row_blocks(h: np.ndarray, origin=None, rows: int = ROW_BLOCK):
     """Yield ``(i, j, x)``: rows i:j of ``h`` as float64, minus ``origin``, in one reused buffer.
 
     The buffer is overwritten by the next block: consume it before asking for the next.
     """
     n, d = h.shape
-    buf = np.empty((min(ROW_BLOCK, max(n, 1)), d))
-    for i in range(0, n, ROW_BLOCK):
-        j = min(i + ROW_BLOCK, n)
+    buf = np.empty((min(rows, max(n, 1)), d))
+    for i in range(0, n, rows):
+        j = min(i + rows, n)
         x = buf[: j - i]
         if origin is None:
             x[...] = h[i:j]
@@ -148,7 +148,7 @@ def pass2_shapes(n_groupings: int, n_classes: int, dim: int, dense: bool) -> dic
 
 
 def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid, own_valid,
-          n_classes, dense=False, origin=None):
+          n_classes, dense=False, origin=None, nearest_own=None):
     """Second pass: within-class scatter, projections on the between-class basis, NCC counts.
 
     Parameters
@@ -161,6 +161,9 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
         labels), for the separation fuzziness of He and Su (docs/metrics.md).
     ref_centres : (C, D) clean class means of the reference split; ref_valid : (C,) bool.
     own_valid : (G, C) bool, classes with at least one sample in each grouping.
+    nearest_own : (G,) bool, optional
+        The groupings whose nearest own mean is counted (``own_hits``, ``nc4_mismatch``);
+        default all. The others (e.g. shuffled labels) then cost no distances to every mean.
     dense : also accumulate the label-grouping scatter sum_i r_i r_i^T (D, D).
     origin : (D,), optional
         A point near the data (the global mean): everything is computed on h - origin, so the
@@ -199,45 +202,67 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     m = means - o  # (G, C, D)
     ref = ref_centres - o
     used = [j for j in range(n_g) if own_valid[j].any()]  # e.g. no "target" when untargeted
-    stacked = np.concatenate([m[used].reshape(len(used) * c, -1), ref], axis=0).T
     r_cols = coefs.shape[-1]
+    # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c = (m^T coefs)^T x - (m m^T coefs)[g]: by
+    # the dot products with the means when C <= D (they are computed anyway), or by the basis
+    # m^T coefs itself in the same product when D < C (the inner size is then D, not C);
+    # coefs^T 1 = 0, so the constant that the origin shift adds to every m_c . r cancels
+    direct = h.shape[1] < c
+    nearest_own = np.ones(n_g, bool) if nearest_own is None else np.asarray(nearest_own)
+    # distances to every mean of a grouping: for its nearest mean, or for its projections
+    dotted = [j for j in used if nearest_own[j] or not direct]
     prep = []  # per grouping in use: squared norms of its means, coefficients, gram @ coefs
     for j in used:
         both = np.concatenate([coefs[j], coefs_w], axis=1) if j == 0 else coefs[j]
-        # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c: dot products with the means suffice;
-        # coefs^T 1 = 0, so the constant that the origin shift adds to every m_c . r cancels
-        prep.append((j, (m[j] * m[j]).sum(axis=1), both, (m[j] @ m[j].T) @ both))
+        prep.append((j, (m[j] * m[j]).sum(axis=1), m[j].T @ both if direct else both,
+                     (m[j] @ m[j].T) @ both))
+    columns = [m[dotted].reshape(len(dotted) * c, -1).T, ref.T]
+    if direct:
+        columns += [basis for _, _, basis, _ in prep]
+    stacked = np.concatenate(columns, axis=1)
+    offsets = np.cumsum([0] + [b.shape[1] for _, _, b, _ in prep]) + (len(dotted) + 1) * c
     ref_sq = np.where(ref_valid, (ref * ref).sum(axis=1), np.inf)
     within, projected = np.zeros((n_g, c)), np.zeros((n_g, c))
     projected_w = np.zeros(c)
     own_hits, mismatch = np.zeros(n_g), np.zeros(n_g)
     near_ref = np.full(n, -1, dtype=np.intp)
-    for i, k, xc in row_blocks(h, o):
+    # larger row blocks when the product is wide: fewer, larger BLAS calls
+    rows = ROW_BLOCK if stacked.shape[1] <= 512 else 1024
+    for i, k, xc in row_blocks(h, o, rows):
         prod = xc @ stacked
         sq = np.einsum("nd,nd->n", xc, xc)
-        rows = np.arange(k - i)
+        idx = np.arange(k - i)
         y, p_ = labels[i:k], pred[i:k]
         for slot, (j, m_sq, both, gram_both) in enumerate(prep):
-            dots = prod[:, slot * c: (slot + 1) * c]               # x . m_{g,c}
             g = groups[i:k, j]
             ok = (g >= 0) & (g < c)
             gi = np.where(ok, g, 0)
-            r2 = sq - 2.0 * dots[rows, gi] + m_sq[gi]
-            within[j] += np.bincount(gi[ok], weights=r2[ok], minlength=c)
-            pr = dots @ both - gram_both[gi]
-            pr *= pr
-            projected[j] += np.bincount(gi[ok], weights=pr[ok, :r_cols].sum(axis=1),
-                                        minlength=c)
+            if j in dotted:
+                at = dotted.index(j) * c
+                dots = prod[:, at: at + c]                         # x . m_{g,c}
+                own_dot = dots[idx, gi]
+            else:
+                own_dot = np.einsum("nd,nd->n", xc, m[j][gi])
+            r2 = sq - 2.0 * own_dot + m_sq[gi]
+            within[j] += np.bincount(gi, weights=np.where(ok, r2, 0.0), minlength=c)
+            pr = prod[:, offsets[slot]:offsets[slot + 1]] if direct else dots @ both
+            pr = pr - gram_both[gi]
+            w = np.where(ok, np.einsum("nr,nr->n", pr[:, :r_cols], pr[:, :r_cols]), 0.0)
+            projected[j] += np.bincount(gi, weights=w, minlength=c)
             if j == 0:
-                projected_w += np.bincount(gi[ok], weights=pr[ok, r_cols:].sum(axis=1),
-                                           minlength=c)
+                w = np.einsum("nr,nr->n", pr[:, r_cols:], pr[:, r_cols:])
+                projected_w += np.bincount(gi, weights=np.where(ok, w, 0.0), minlength=c)
+            if not nearest_own[j]:
+                continue
             d = m_sq[None, :] - 2.0 * dots
-            d[:, ~own_valid[j]] = np.inf
+            if not own_valid[j].all():
+                d[:, ~own_valid[j]] = np.inf
             near = d.argmin(axis=1)
             own_hits[j] += np.count_nonzero(near == y)
             mismatch[j] += np.count_nonzero(near != p_)
         if ref_valid.any():
-            near_ref[i:k] = (ref_sq[None, :] - 2.0 * prod[:, len(used) * c:]).argmin(axis=1)
+            ref_dots = prod[:, len(dotted) * c: (len(dotted) + 1) * c]
+            near_ref[i:k] = (ref_sq[None, :] - 2.0 * ref_dots).argmin(axis=1)
     # a class whose samples all sit on its mean can round to a tiny negative sum
     np.maximum(within, 0.0, out=within)
     valid_y = (labels >= 0) & (labels < c)
