@@ -80,3 +80,29 @@ def separation(tree: xr.DataTree) -> xr.Dataset | None:
     if schema.SEPARATION_GROUP not in tree.children:
         return None
     return tree[schema.SEPARATION_GROUP].to_dataset()
+
+
+def transition_pairs(tree: xr.DataTree, *, split, layer, condition,
+                     checkpoint=-1) -> pd.DataFrame:
+    """The (true label, nearest clean centre) pairs that occur and their counts, from either
+    form of ``/transitions`` (dense (label, vertex) or sparse coordinates, docs/metrics.md)."""
+    t = tree[schema.TRANSITIONS_GROUP].to_dataset()
+    block = t.sel({schema.SPLIT: split, schema.LAYER: layer, schema.CONDITION: condition}).isel(
+        {schema.CHECKPOINT: checkpoint})
+    if "entry" in block.dims:
+        keep = block["count"].values > 0
+        return pd.DataFrame({"label": block["label"].values[keep],
+                             "vertex": block["vertex"].values[keep],
+                             "count": block["count"].values[keep]})
+    counts = block["count"].values
+    label, vertex = np.nonzero(counts)
+    return pd.DataFrame({"label": label, "vertex": vertex, "count": counts[label, vertex]})
+
+
+def top_leaps(pairs: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """The ``k`` most frequent off-diagonal transitions (label != vertex), with ``share``: the
+    fraction of that label's samples that land on that vertex."""
+    per_label = pairs.groupby("label")["count"].sum()
+    off = pairs[pairs.label != pairs.vertex].nlargest(k, "count").copy()
+    off["share"] = off["count"].to_numpy() / per_label.loc[off.label].to_numpy()
+    return off.reset_index(drop=True)

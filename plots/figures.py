@@ -18,7 +18,14 @@ import pandas as pd
 import seaborn as sns
 import xarray as xr
 
-from ncprobe.analyze.metrics_reader import feature_layer, separation, tidy_summary, training_mode
+from ncprobe.analyze.metrics_reader import (
+    feature_layer,
+    separation,
+    tidy_summary,
+    top_leaps,
+    training_mode,
+    transition_pairs,
+)
 from ncprobe.analyze.registry import METRICS
 from ncprobe.data import schema
 from ncprobe.data.errors import NcprobeError
@@ -141,23 +148,47 @@ def ncc_per_layer(models, split="test", ax=None):
                    legend_title="dashed: network")
 
 
-def _row_normalised(tree, split, layer, condition):
-    t = tree[schema.TRANSITIONS_GROUP]["count"].sel(
-        {schema.SPLIT: split, schema.LAYER: layer, schema.CONDITION: condition}).isel(
-        {schema.CHECKPOINT: -1})
-    m = t.values.astype(float)
+#: up to this many classes a transition matrix is drawn as a heatmap; beyond, its most
+#: frequent off-diagonal leaps as bars (a 1,000 x 1,000 heatmap has no readable cell)
+HEATMAP_MAX_CLASSES = 40
+
+
+def _row_normalised(tree, split, layer, condition, n_classes):
+    pairs = transition_pairs(tree, split=split, layer=layer, condition=condition)
+    m = np.zeros((n_classes, n_classes))
+    np.add.at(m, (pairs.label.to_numpy(), pairs.vertex.to_numpy()), pairs["count"].to_numpy())
     with np.errstate(invalid="ignore", divide="ignore"):
         return m / m.sum(axis=1, keepdims=True)
 
 
+def _n_classes(tree) -> int:
+    return int(tree[schema.PER_CLASS_GROUP].sizes[schema.CLASS])
+
+
 def transition_matrix(tree, condition, split="test", layer=None, ax=None, cbar=True,
-                      ticks=True):
+                      ticks=True, top=10):
     """Row-normalised [true label, nearest clean centre] of one condition and layer (default:
-    the layer feeding the classifier) at the last checkpoint; returns the Axes."""
+    the layer feeding the classifier) at the last checkpoint; beyond
+    :data:`HEATMAP_MAX_CLASSES` classes, the ``top`` most frequent leaps (label -> vertex)
+    as bars of the share of that label's samples. Returns the Axes."""
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2, 2.9))
     layer = layer or feature_layer(tree)
-    sns.heatmap(_row_normalised(tree, split, layer, condition), vmin=0, vmax=1,
+    c = _n_classes(tree)
+    if c > HEATMAP_MAX_CLASSES:
+        leaps = top_leaps(transition_pairs(tree, split=split, layer=layer,
+                                           condition=condition), top)
+        names = [f"{a} → {b}" for a, b in zip(leaps.label, leaps.vertex, strict=True)]
+        ax.barh(range(len(leaps)), leaps.share.to_numpy(), color="0.35")
+        ax.set_yticks(range(len(leaps)))
+        ax.set_yticklabels(names if ticks else [""] * len(names), fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of the label's samples", fontsize=7)
+        ax.set_title(f"{condition} ({layer}): top {len(leaps)} of {c} classes' leaps",
+                     fontsize=8)
+        return ax
+    sns.heatmap(_row_normalised(tree, split, layer, condition, c), vmin=0, vmax=1,
                 cmap="viridis", ax=ax, cbar=cbar, square=True,
                 xticklabels="auto" if ticks else False, yticklabels="auto" if ticks else False,
                 rasterized=True)  # C^2 cells: an image in the PDF, not C^2 vector patches
@@ -178,8 +209,9 @@ def transition_heatmaps(models, split="test"):
         for c, cond in enumerate(conds):
             ax = transition_matrix(tree, cond, split, ax=axes[r, c], cbar=c == len(conds) - 1)
             ax.set_title(f"{name}: {cond}", fontsize=8)
-            ax.set_xlabel("nearest clean centre")
-            ax.set_ylabel("true label" if c == 0 else "")
+            if _n_classes(tree) <= HEATMAP_MAX_CLASSES:
+                ax.set_xlabel("nearest clean centre")
+                ax.set_ylabel("true label" if c == 0 else "")
     fig.suptitle(f"Vertex transitions ({split}, layer feeding the classifier)")
     fig.tight_layout()
     return fig
@@ -189,10 +221,12 @@ def transitions_across_layers(tree, condition, split="test", name="model"):
     """Small multiples of the transition matrix for every layer; returns the Figure."""
     layers = [str(v) for v in tree[schema.SUMMARY_GROUP][schema.LAYER].values]
     fig, axes = plt.subplots(1, len(layers), figsize=(2.4 * len(layers), 2.6), squeeze=False)
+    bars = _n_classes(tree) > HEATMAP_MAX_CLASSES  # bars keep their leap names
     for ax, layer in zip(axes[0], layers, strict=True):
-        transition_matrix(tree, condition, split, layer, ax=ax, cbar=False, ticks=False)
+        transition_matrix(tree, condition, split, layer, ax=ax, cbar=False, ticks=bars)
         ax.set_title(layer, fontsize=8)
-    axes[0, 0].set_ylabel("true label")
+    if not bars:
+        axes[0, 0].set_ylabel("true label")
     fig.suptitle(f"{name}: transitions under {condition} by layer ({split})")
     return fig
 

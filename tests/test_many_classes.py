@@ -170,3 +170,25 @@ def test_ncc_ties_go_to_the_lowest_class_as_scikit_learn():
     np.testing.assert_array_equal(got, [0, 0, 0, 0, 1, 2])
     near = passes.nearest(h[:, None, :], centres[None])
     np.testing.assert_array_equal(near.ravel(), got)
+
+
+def test_the_report_stays_readable_with_many_classes(tmp_path):
+    """60 classes: leaps as named bars instead of a heatmap of unreadable cells, every other
+    figure drawn, per-class values summarised."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import QuadMesh
+
+    from ncprobe.plots import figures
+    from ncprobe.plots.cli import main as plot
+
+    path, *_ = wide_store(tmp_path / "acts.zarr", c=60, d=12, per=4)
+    m = analyze_store(path, tmp_path / "m.zarr", progress=False)
+    ax = figures.transition_matrix(m, "pgd")
+    assert not any(isinstance(a, QuadMesh) for a in ax.get_children())
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 10 and all("→" in s for s in labels)
+    plt.close("all")
+    assert plot([str(tmp_path / "m.zarr"), "--out", str(tmp_path / "fig"), "--names", "wide",
+                 "--no-progress"]) == 0
+    drawn = {p.stem for p in (tmp_path / "fig").glob("*.png")}
+    assert {"transitions", "alignment", "nc2_per_layer", "collapse_per_layer"} <= drawn

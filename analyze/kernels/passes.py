@@ -214,8 +214,9 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     prep = []  # per grouping in use: squared norms of its means, coefficients, gram @ coefs
     for j in used:
         both = np.concatenate([coefs[j], coefs_w], axis=1) if j == 0 else coefs[j]
+        gram_both = m[j] @ (m[j].T @ both)  # (m m^T) coefs without a C x C matrix
         prep.append((j, (m[j] * m[j]).sum(axis=1), m[j].T @ both if direct else both,
-                     (m[j] @ m[j].T) @ both))
+                     gram_both))
     columns = [m[dotted].reshape(len(dotted) * c, -1).T, ref.T]
     if direct:
         columns += [basis for _, _, basis, _ in prep]
@@ -227,7 +228,7 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     own_hits, mismatch = np.zeros(n_g), np.zeros(n_g)
     near_ref = np.full(n, -1, dtype=np.intp)
     # larger row blocks when the product is wide: fewer, larger BLAS calls
-    rows = ROW_BLOCK if stacked.shape[1] <= 512 else 1024
+    rows = ROW_BLOCK if stacked.shape[1] <= 512 else 512
     for i, k, xc in row_blocks(h, o, rows):
         prod = xc @ stacked
         sq = np.einsum("nd,nd->n", xc, xc)
