@@ -87,8 +87,10 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
     groups = np.asarray(groups).astype(np.intp, copy=False)
     sums = np.zeros((groups.shape[1], n_classes, d))
     total = np.zeros(d)  # finite exactly when every value is: the full check only when not
+    # sorted segment sums pay per call: larger row blocks when the indicators are not used
+    rows = ROW_BLOCK if groups.shape[1] * n_classes <= DENSE_INDICATORS else 1024
     with np.errstate(invalid="ignore", over="ignore"):
-        for i, j, x in row_blocks(h):
+        for i, j, x in row_blocks(h, rows=rows):
             total += x.sum(axis=0)
             _add_class_sums(sums, x, groups[i:j], n_classes)
     bad = 0
@@ -217,11 +219,17 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
         gram_both = m[j] @ (m[j].T @ both)  # (m m^T) coefs without a C x C matrix
         prep.append((j, (m[j] * m[j]).sum(axis=1), m[j].T @ both if direct else both,
                      gram_both))
-    columns = [m[dotted].reshape(len(dotted) * c, -1).T, ref.T]
+    # the reference centres are often this grouping's own means (the clean condition of the
+    # reference split): then their distances are the label grouping's, computed once
+    ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
+                    and np.array_equal(ref[ref_valid], m[0][ref_valid]))
+    columns = [m[dotted].reshape(len(dotted) * c, -1).T] + ([] if ref_is_label else [ref.T])
     if direct:
         columns += [basis for _, _, basis, _ in prep]
     stacked = np.concatenate(columns, axis=1)
-    offsets = np.cumsum([0] + [b.shape[1] for _, _, b, _ in prep]) + (len(dotted) + 1) * c
+    ref_at = dotted.index(0) * c if ref_is_label else len(dotted) * c
+    offsets = (np.cumsum([0] + [b.shape[1] for _, _, b, _ in prep])
+               + (len(dotted) + (0 if ref_is_label else 1)) * c)
     ref_sq = np.where(ref_valid, (ref * ref).sum(axis=1), np.inf)
     within, projected = np.zeros((n_g, c)), np.zeros((n_g, c))
     projected_w = np.zeros(c)
@@ -262,7 +270,7 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
             own_hits[j] += np.count_nonzero(near == y)
             mismatch[j] += np.count_nonzero(near != p_)
         if ref_valid.any():
-            ref_dots = prod[:, len(dotted) * c: (len(dotted) + 1) * c]
+            ref_dots = prod[:, ref_at: ref_at + c]
             near_ref[i:k] = (ref_sq[None, :] - 2.0 * ref_dots).argmin(axis=1)
     # a class whose samples all sit on its mean can round to a tiny negative sum
     np.maximum(within, 0.0, out=within)
