@@ -44,8 +44,8 @@ def pass1_shapes(n_groupings: int, n_classes: int, dim: int) -> dict:
 
 
 #: up to this many indicator columns (groupings x classes), class sums are one BLAS product
-#: of the indicators with each row block (fastest for few classes); beyond, a sorted segment
-#: sum per grouping, whose cost does not grow with the class count
+#: of the dense indicators with each row block (fastest for few classes); beyond, a sparse
+#: indicator per grouping, whose cost does not grow with the class count
 DENSE_INDICATORS = 256
 
 
@@ -60,15 +60,15 @@ def _add_class_sums(out, x, groups, n_classes):
             ind[np.flatnonzero(ok), k * n_classes + g[ok]] = 1.0
         out += (ind.T @ x).reshape(out.shape)
         return
+    from scipy import sparse
+
     for k in range(n_g):
         g = groups[:, k]
         ok = np.flatnonzero((g >= 0) & (g < n_classes))
-        if ok.size == 0:
-            continue
-        order = ok[np.argsort(g[ok], kind="stable")]
-        gs = g[order]
-        starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
-        out[k, gs[starts]] += np.add.reduceat(x[order], starts, axis=0)
+        if ok.size:  # a sparse indicator: O(n D) whatever C
+            ind = sparse.csr_matrix((np.ones(ok.size), (g[ok], ok)),
+                                    shape=(n_classes, x.shape[0]))
+            out[k] += ind @ x
 
 
 def _class_counts(groups, n_classes):
@@ -81,13 +81,13 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
 
     Returns ``{"sum": (G, C, D), "count": (G, C), "n_nonfinite": ()}``
     (:func:`pass1_shapes`). Row block by row block: memory O(G C D) beyond the chunk, time
-    O(n D G) (a BLAS product with the indicators when G C is small).
+    O(n D G) (dense indicators when G C is small, sparse ones beyond).
     """
     n, d = h.shape
     groups = np.asarray(groups).astype(np.intp, copy=False)
     sums = np.zeros((groups.shape[1], n_classes, d))
     total = np.zeros(d)  # finite exactly when every value is: the full check only when not
-    # sorted segment sums pay per call: larger row blocks when the indicators are not used
+    # sparse products pay per call: larger row blocks when the dense indicators are not used
     rows = ROW_BLOCK if groups.shape[1] * n_classes <= DENSE_INDICATORS else 1024
     with np.errstate(invalid="ignore", over="ignore"):
         for i, j, x in row_blocks(h, rows=rows):
