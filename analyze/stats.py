@@ -22,6 +22,7 @@ from ncprobe.data import schema
 from .blocks import (
     AnalysisError,
     broadcast_to_lead,
+    is_dask,
     lead_coords,
     lead_dims,
     reduce_blocks,
@@ -202,9 +203,16 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
 
     means = lead_data(st["mean"], (schema.GROUPING, schema.CLASS, feature_dim))
     counts = lead_data(st["count"], (schema.GROUPING, schema.CLASS))
-    coefs = lead_data(between_coefficients(st), (schema.GROUPING, schema.CLASS, "rank"))
-    coefs_w = lead_data(between_coefficients(st.isel({schema.GROUPING: 0}), weighted=True),
-                        (schema.CLASS, "rank"))
+    # one SVD per block and grouping: lazy tasks that run in parallel with the pass, rather
+    # than one after another before it, when the pass itself is lazy
+    basis_src = st[["mean", "count"]]
+    if is_dask(f) and not is_dask(basis_src["mean"]):
+        basis_src = basis_src.chunk({d: 1 for d in (*lead, schema.GROUPING)
+                                     if d in basis_src.dims})
+    coefs = lead_data(between_coefficients(basis_src),
+                      (schema.GROUPING, schema.CLASS, "rank"))
+    coefs_w = lead_data(between_coefficients(basis_src.isel({schema.GROUPING: 0}),
+                                             weighted=True), (schema.CLASS, "rank"))
     origin = lead_data(st["global_mean"].isel({schema.GROUPING: 0}), (feature_dim,))
     y = g.isel({schema.GROUPING: 0}) if labels is None else broadcast_to_lead(labels, f, lead,
                                                                         (sample_dim,))

@@ -263,15 +263,21 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
                 projected_w += np.bincount(gi, weights=np.where(ok, w, 0.0), minlength=c)
             if not nearest_own[j]:
                 continue
-            d = m_sq[None, :] - 2.0 * dots
+            d = dots  # ||m_c||^2 - 2 x . m_c in place: the dots are not needed after this
+            d *= -2.0
+            d += m_sq
             if not own_valid[j].all():
                 d[:, ~own_valid[j]] = np.inf
             near = d.argmin(axis=1)
             own_hits[j] += np.count_nonzero(near == y)
             mismatch[j] += np.count_nonzero(near != p_)
-        if ref_valid.any():
-            ref_dots = prod[:, ref_at: ref_at + c]
-            near_ref[i:k] = (ref_sq[None, :] - 2.0 * ref_dots).argmin(axis=1)
+            if j == 0 and ref_is_label:  # the same distances, the same masks
+                near_ref[i:k] = near
+        if ref_valid.any() and not (ref_is_label and nearest_own[0]):
+            d = prod[:, ref_at: ref_at + c]
+            d *= -2.0
+            d += ref_sq
+            near_ref[i:k] = d.argmin(axis=1)
     # a class whose samples all sit on its mean can round to a tiny negative sum
     np.maximum(within, 0.0, out=within)
     valid_y = (labels >= 0) & (labels < c)
