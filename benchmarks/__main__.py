@@ -19,7 +19,8 @@ parser.add_argument("--out", help="gpu check: also write its table to this file"
 parser.add_argument("--classes", nargs="*", type=int,
                     help="analysis: time and memory for these class counts instead (default "
                          "10 100 1000) at --samples and --dim")
-parser.add_argument("--samples", type=int, default=50_000, help="analysis --classes: N")
+parser.add_argument("--samples", type=int, nargs="*", default=[50_000],
+                    help="analysis --classes: N (several: memory against N)")
 parser.add_argument("--dim", type=int, default=512, help="analysis --classes: D")
 parser.add_argument("--rev", default="HEAD",
                     help="compare: the git revision to time the working tree against")
@@ -32,8 +33,8 @@ if args.which in ("extraction", "all"):
 if args.which in ("analysis", "all"):
     if args.classes is not None:
         print("== analysis by class count")
-        bench_analysis.by_classes(tuple(args.classes) or (10, 100, 1_000), args.samples,
-                                  args.dim, args.quick)
+        bench_analysis.by_classes(tuple(args.classes) or (10, 100, 1_000),
+                                  tuple(args.samples), args.dim, args.quick)
     else:
         print("== analysis")
         bench_analysis.main(args.quick)

@@ -160,31 +160,32 @@ def whole_process(store, out) -> tuple[float, float]:
     return time.perf_counter() - t0, float(done.stdout.strip().splitlines()[-1])
 
 
-def by_classes(classes=(10, 100, 1_000), n=50_000, d=512, quick=False) -> list[dict]:
-    """Time and peak memory of ``nc-analyze`` (one process, whole run) for several class counts
-    at the same N and D, side by side, with the ratio to the first."""
+def by_classes(classes=(10, 100, 1_000), samples=(50_000,), d=512, quick=False) -> list[dict]:
+    """Time and peak memory of the analysis for several class counts (and sample counts) at
+    the same D, side by side, with the ratio to the first row."""
     from ._measure import in_child
 
     if quick:
-        classes, n, d = tuple(c for c in classes if c <= 100) or (10,), 5_000, 64
+        classes, samples, d = tuple(c for c in classes if c <= 100) or (10,), (5_000,), 64
     tmp = Path(tempfile.mkdtemp(prefix="ncprobe-bench-classes-"))
     rows = []
     try:
-        for c in classes:
+        for c, n in [(c, n) for c in classes for n in samples]:
             path = tmp / f"c{c}.zarr"
             write_store(path, n, d, c=c)
             wall, peak, _ = in_child(run_analysis, str(path))
             cli_wall, cli_peak = whole_process(path, tmp / f"c{c}-metrics.zarr")
-            rows.append({"classes": c, "wall": wall, "peak": peak, "cli_wall": cli_wall,
-                         "cli_peak": cli_peak})
+            rows.append({"classes": c, "n": n, "wall": wall, "peak": peak,
+                         "cli_wall": cli_wall, "cli_peak": cli_peak})
             shutil.rmtree(path)
         base = rows[0]
-        print(f"N={n:,} D={d:,}, two conditions; analyze_store in a child, and nc-analyze as a "
-              "whole process (start, imports, writing the metrics store):")
-        print("| C | analyze_store | ratio | peak | nc-analyze | ratio | peak | ratio |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"D={d:,}, two conditions; analyze_store in a child, and nc-analyze as a whole "
+              "process (start, imports, writing the metrics store):")
+        print("| C | N | analyze_store | ratio | peak | nc-analyze | ratio | peak | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['classes']:,} | {r['wall']:.1f} s | {r['wall'] / base['wall']:.2f} | "
+            print(f"| {r['classes']:,} | {r['n']:,} | {r['wall']:.1f} s | "
+                  f"{r['wall'] / base['wall']:.2f} | "
                   f"{r['peak']:.2f} GiB | {r['cli_wall']:.1f} s | "
                   f"{r['cli_wall'] / base['cli_wall']:.2f} | {r['cli_peak']:.2f} GiB | "
                   f"{r['cli_peak'] / base['cli_peak']:.2f} |")

@@ -108,7 +108,7 @@ class Grouping:
     @cached_property
     def nc2(self):
         """NC2 quantities of the simplex (:func:`~.geometry.nc2`)."""
-        return geometry.nc2(self.simplex, self.present)
+        return geometry.nc2(self.simplex, self.present, pairs=bool(self.simplex_exists.any()))
 
     @cached_property
     def simplex_exists(self):
@@ -215,7 +215,7 @@ class Block:
         """NC2 of the classifier rows of the classes present (not centred, as Papyan et
         al.'s code)."""
         w = np.where(self.weight_ok[..., None, None], self.weight, np.nan)
-        return geometry.nc2(w, self.label.present)
+        return geometry.nc2(w, self.label.present, pairs=bool(self.w_simplex_exists.any()))
 
     @cached_property
     def w_simplex_exists(self):

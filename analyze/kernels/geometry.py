@@ -135,7 +135,7 @@ def pair_blocks(v: np.ndarray, present: np.ndarray):
         yield a, b, v[..., a:b, :] @ vt, both, both & (idx[None, :] > idx[a:b, None])
 
 
-def nc2(vectors: np.ndarray, present: np.ndarray | None = None) -> dict:
+def nc2(vectors: np.ndarray, present: np.ndarray | None = None, pairs: bool = True) -> dict:
     """NC2 quantities of the vectors (rows) of each set, e.g. centred class means or classifier
     rows: (..., C, D) -> dict of (...) arrays.
 
@@ -147,6 +147,7 @@ def nc2(vectors: np.ndarray, present: np.ndarray | None = None) -> dict:
     ``max_angle`` = mean over c != c' of |cos(v_c, v_c') + 1 / (C - 1)|;
     ``etf_distance`` = || G / ||G||_F - E / ||E||_F ||_F with G = V V^T, E = I - 11^T / C.
     Over the C rows ``present`` (default: all); NaN for fewer than 2 or non-finite rows.
+    ``pairs`` False skips the three pairwise quantities (NaN), e.g. when no simplex can exist.
     (Papyan, Han, Donoho 2020, NC2; standard deviations with ddof = 1.) Two passes over
     blocks of class pairs (:func:`pair_blocks`): mean, then spread; O(C^2 D) time.
 
@@ -163,6 +164,12 @@ def nc2(vectors: np.ndarray, present: np.ndarray | None = None) -> dict:
     c = present.sum(axis=-1)
     norms = np.linalg.norm(v, axis=-1)
     lead = v.shape[:-2]
+    if not pairs:
+        out = dict.fromkeys(NC2_KEYS[1:], np.full(lead, np.nan))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["equinorm"] = (_masked_std(norms, present, -1)
+                               / _divide(np.where(present, norms, 0).sum(-1), c))
+        return {k: np.where(ok & (c >= 2), out[k], np.nan) for k in NC2_KEYS}
     cos_sum, n_upper, off_sum, n_off, g2 = (np.zeros(lead) for _ in range(5))
     shift = _divide(1.0, c - 1)[..., None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
