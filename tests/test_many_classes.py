@@ -81,6 +81,21 @@ def test_every_statistic_above_d_plus_one_matches_the_references(analysed, q):
     np.testing.assert_array_equal(t.values, confusion_matrix(y, near, labels=range(C)))
     np.testing.assert_allclose(pc["ncc_recall"].values,
                                [np.mean(near[y == c] == c) for c in range(C)], rtol=1e-12)
+    pred = outputs["test"]["pred"][0, q]
+    own = reference.nearest_centre(h, reference.class_means(h, y, C))
+    close(float(lab["ncc_acc_self"]), np.mean(own == y))
+    close(float(lab["nc4"]), np.mean(own != pred))
+    close(float(s["net_acc"]), np.mean(pred == y))
+    ref = reference.class_means(feats["train"]["l1"][0, 0], labels["train"], C)
+    lr = reference.leap_rate(h, y, pred, ref)
+    assert np.isnan(float(s["leap_rate"])) if np.isnan(lr) else \
+        float(s["leap_rate"]) == pytest.approx(lr, rel=1e-12)
+    angles = reference.align_angles(h, feats["test"]["l1"][0, 0], y, C)
+    np.testing.assert_allclose(pc["align_angle"].values, angles, rtol=1e-6, atol=1e-5)
+    close(pc["within_var"].values, [np.mean(np.sum((h[y == c] - h[y == c].mean(0)) ** 2, 1))
+                                    for c in range(C)])
+    close(pc["mean_norm"].values,
+          np.linalg.norm(reference.simplex_matrix(h, y, C), axis=0))
 
 
 def test_one_warning_says_why_the_simplex_metrics_are_nan(analysed):

@@ -134,8 +134,8 @@ class Block:
 
     Parameters
     ----------
-    sums : (..., 4, C, D); counts, within, projected : (..., 4, C); conf_own : (..., 4, C, C);
-        mismatch, own_hits : (..., 4): per grouping, in the order of :data:`GROUPINGS`.
+    sums : (..., 4, C, D); counts, within, projected : (..., 4, C); own_hits, mismatch :
+        (..., 4): per grouping, in the order of :data:`GROUPINGS`.
     ref_hits : (..., C) samples of each class whose nearest reference centre is their class;
     ref_counted : (...) samples with a nearest reference centre; transitions : (..., C, C)
     [true label, nearest reference centre], dense (sparse ones stay outside the kernels);
