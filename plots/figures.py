@@ -180,6 +180,9 @@ def transition_matrix(tree, condition, split="test", layer=None, ax=None, cbar=T
                                            condition=condition), top)
         names = [f"{a} → {b}" for a, b in zip(leaps.label, leaps.vertex, strict=True)]
         ax.barh(range(len(leaps)), leaps.share.to_numpy(), color="0.35")
+        if leaps.empty:
+            ax.text(0.5, 0.5, "no sample leaps to another vertex", ha="center",
+                    va="center", transform=ax.transAxes, fontsize=7)
         ax.set_yticks(range(len(leaps)))
         ax.set_yticklabels(names if ticks else [""] * len(names), fontsize=6)
         ax.invert_yaxis()
