@@ -229,11 +229,7 @@ def _builtin():
     register(Metric("uniformity_var", collapse.uniformity_var, ("uniformity",) + _G_NEEDS,
                     "variance (ddof 0) over pairs of the same log(1 / ‖u_c - u_c'‖): 0 when "
                     "every pair is equally far apart", "Liu et al. 2023", groupings=_G))
-    register(Metric("hull_margin", collapse.hull_margin, ("hull_margins",) + _G_NEEDS,
-                    "min over classes of the distance from u_c to the convex hull of the other "
-                    "u_c' (one-vs-rest distance; C/(C-1) for a simplex ETF); costs about C³ D "
-                    "per set, so NaN beyond 256 classes", "Jiang et al. 2023, generalised NC2",
-                    groupings=_G, label="one-vs-rest hull margin"))
+
     register(Metric("nc1_shuffled", collapse.nc1, ("projected", "n") + _G_NEEDS,
                     "`nc1` after a fixed random permutation of the labels: the value with no "
                     "class structure (about (C-1) n_c / D for D ≫ n_c)", groupings="shuffled",
@@ -268,6 +264,11 @@ def _builtin():
                     "(mu_c - mu_G)ᵀ (count-weighted; C·`nc1` for balanced classes); the law of "
                     "data separation fits log D_l = a + l log rho over the layers",
                     "He and Su 2023, separation fuzziness", label="fuzziness D = Tr(SS_W SS_B⁺)"))
+    register(Metric("hull_margin", collapse.hull_margin, ("label",),
+                    "min over classes of the distance from u_c to the convex hull of the other "
+                    "u_c' (true labels; one-vs-rest distance, C/(C-1) for a simplex ETF); costs "
+                    "about C³ D, so NaN beyond 256 classes", "Jiang et al. 2023, generalised NC2",
+                    label="one-vs-rest hull margin"))
     register(Metric("count", collapse.class_count, ("label_counts",),
                     "samples per class (true labels)",
                     dims=(schema.CLASS,)))

@@ -206,7 +206,8 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     # one SVD per block and grouping: lazy tasks that run in parallel with the pass, rather
     # than one after another before it, when the pass itself is lazy
     basis_src = st[["mean", "count"]]
-    if is_dask(f) and not is_dask(basis_src["mean"]):
+    # (only where they are large: thousands of tiny tasks would cost more than they save)
+    if is_dask(f) and not is_dask(basis_src["mean"]) and c * min(c, d) >= 2**16:
         basis_src = basis_src.chunk({d: 1 for d in (*lead, schema.GROUPING)
                                      if d in basis_src.dims})
     coefs = lead_data(between_coefficients(basis_src),

@@ -73,7 +73,7 @@ def test_every_statistic_above_d_plus_one_matches_the_references(analysed, q):
     pc = m["per_class"].to_dataset().isel(checkpoint=0, condition=q).sel(split="test",
                                                                          layer="l1")
     np.testing.assert_allclose(pc["hull_margin"].values, margins, rtol=1e-6, atol=1e-7)
-    close(float(lab["hull_margin"]), margins.min(), rtol=1e-6)
+    close(float(s["hull_margin"]), margins.min(), rtol=1e-6)
     clf = NearestCentroid().fit(feats["train"]["l1"][0, 0], labels["train"])
     near = clf.predict(h)
     close(float(s["ncc_acc"]), np.mean(near == y))

@@ -282,12 +282,7 @@ def uniformity_var(g: Grouping):
     return g.where_valid(g.uniformity["var"])
 
 
-def hull_margin(g: Grouping):
-    """The smallest one-vs-rest distance over the classes (Jiang et al. 2023)."""
-    m = g.hull_margins
-    finite = np.isfinite(m)
-    return g.where_valid(np.where(finite.any(axis=-1),
-                                  np.where(finite, m, np.inf).min(axis=-1), np.nan))
+
 
 
 # metrics of a block: (...) arrays
@@ -352,6 +347,14 @@ def class_align_angle(b: Block):
 
 def ncc_recall(b: Block):
     return _divide(b.ref_hits, b.label_counts)
+
+
+def hull_margin(b: Block):
+    """The smallest one-vs-rest distance over the classes, true labels (Jiang et al. 2023)."""
+    m = b.label.hull_margins
+    finite = np.isfinite(m)
+    return b.label.where_valid(np.where(finite.any(axis=-1),
+                                        np.where(finite, m, np.inf).min(axis=-1), np.nan))
 
 
 def class_hull_margin(b: Block):
