@@ -20,7 +20,7 @@ from functools import cached_property
 import numpy as np
 
 from . import geometry
-from .geometry import _divide
+from .geometry import divide_or_nan
 
 #: the groupings of a block, in the order their statistics are stacked along one axis
 GROUPINGS = ("label", "pred", "target", "shuffled")
@@ -103,7 +103,7 @@ class Grouping:
     @cached_property
     def variance(self):
         """(..., C) mean squared distance to the class mean; NaN for empty classes."""
-        return np.where(self.counts >= 1, _divide(self.within, self.counts), np.nan)
+        return np.where(self.counts >= 1, divide_or_nan(self.within, self.counts), np.nan)
 
     @cached_property
     def nc2(self):
@@ -227,13 +227,13 @@ class Block:
 
 def nc1(g: Grouping):
     """(1/C) Tr(Sigma_W Sigma_B^+) = (1/N) sum_i ||S^-1 U^T (h_i - mu_{g_i})||^2."""
-    return g.where_valid(_divide(g.projected.sum(axis=-1), g.n))
+    return g.where_valid(divide_or_nan(g.projected.sum(axis=-1), g.n))
 
 
 def nc1_trace(g: Grouping):
-    tr_w = _divide(g.within.sum(axis=-1), g.n)
-    tr_b = _divide((g.centred**2).sum(axis=(-2, -1)), g.n_present)
-    return g.where_valid(_divide(tr_w, tr_b))
+    tr_w = divide_or_nan(g.within.sum(axis=-1), g.n)
+    tr_b = divide_or_nan((g.centred**2).sum(axis=(-2, -1)), g.n_present)
+    return g.where_valid(divide_or_nan(tr_w, tr_b))
 
 
 def cdnv(g: Grouping):
@@ -247,7 +247,7 @@ def rank_b(g: Grouping):
 def cond_b(g: Grouping):
     s, keep = g.singular
     last = np.where(keep, s, np.inf).min(axis=-1)
-    return g.where_valid(_divide(last**2, s[..., 0] ** 2))
+    return g.where_valid(divide_or_nan(last**2, s[..., 0] ** 2))
 
 
 #: NC2 quantities that describe a simplex ETF, meaningless when C' > D + 1
@@ -265,12 +265,12 @@ def nc2_part(key):
 
 
 def nc4(g: Grouping):
-    out = g.where_valid(_divide(g.mismatch, g.n_total))
+    out = g.where_valid(divide_or_nan(g.mismatch, g.n_total))
     return np.where(g.pred_known, out, np.nan)
 
 
 def ncc_acc_self(g: Grouping):
-    return g.where_valid(_divide(g.own_hits, g.n_total))
+    return g.where_valid(divide_or_nan(g.own_hits, g.n_total))
 
 
 def uniformity(g: Grouping):
@@ -288,21 +288,21 @@ def uniformity_var(g: Grouping):
 # metrics of a block: (...) arrays
 
 def ncc_acc(b: Block):
-    return _divide(b.ref_hits.sum(axis=-1), b.ref_counted)
+    return divide_or_nan(b.ref_hits.sum(axis=-1), b.ref_counted)
 
 
 def net_acc(b: Block):
-    return np.where(b.pred_known, _divide(b.n_total - b.flipped, b.n_total), np.nan)
+    return np.where(b.pred_known, divide_or_nan(b.n_total - b.flipped, b.n_total), np.nan)
 
 
 def leap_rate(b: Block):
-    return np.where(b.pred_known & (b.flipped > 0), _divide(b.leapt, b.flipped), np.nan)
+    return np.where(b.pred_known & (b.flipped > 0), divide_or_nan(b.leapt, b.flipped), np.nan)
 
 
 def align_angle(b: Block):
     a = b.align
     finite = np.isfinite(a)
-    return _divide(np.where(finite, a, 0.0).sum(axis=-1), finite.sum(axis=-1))
+    return divide_or_nan(np.where(finite, a, 0.0).sum(axis=-1), finite.sum(axis=-1))
 
 
 def nc2_w_part(key):
@@ -324,7 +324,7 @@ def fuzziness(b: Block):
     """Tr(SS_W SS_B^+) = (1/N) sum_i ||S_w^-1 U_w^T (h_i - mu_{y_i})||^2 on the count-weighted
     between basis (He and Su 2023)."""
     g = b.label
-    return g.where_valid(_divide(b.projected_w.sum(axis=-1), g.n))
+    return g.where_valid(divide_or_nan(b.projected_w.sum(axis=-1), g.n))
 
 
 # per-class metrics of a block: (..., C)
@@ -346,7 +346,7 @@ def class_align_angle(b: Block):
 
 
 def ncc_recall(b: Block):
-    return _divide(b.ref_hits, b.label_counts)
+    return divide_or_nan(b.ref_hits, b.label_counts)
 
 
 def hull_margin(b: Block):

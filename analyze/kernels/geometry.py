@@ -17,7 +17,7 @@ EPS64 = np.finfo(np.float64).eps
 NC2_KEYS = ("equinorm", "equiangular", "max_angle", "etf_distance")
 
 
-def _divide(a, b):
+def divide_or_nan(a, b):
     """a / b with NaN where b is 0 (no warnings: the caller decides what NaN means)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(b != 0, a / np.where(b != 0, b, 1), np.nan)
@@ -32,7 +32,7 @@ def means_from_sums(sums: np.ndarray, counts: np.ndarray):
     present = counts > 0
     means = np.where(present[..., None], sums / np.maximum(counts, 1)[..., None], np.nan)
     n = counts.sum(axis=-1)
-    mu_g = _divide(sums.sum(axis=-2), n[..., None])
+    mu_g = divide_or_nan(sums.sum(axis=-2), n[..., None])
     return means, mu_g, present
 
 
@@ -44,7 +44,7 @@ def simplex_centred(means: np.ndarray, present: np.ndarray) -> np.ndarray:
     when one class has more samples, so an exact ETF reads as one for any class counts.
     """
     rows = np.where(present[..., None], means, 0.0)
-    centre = _divide(rows.sum(axis=-2), present.sum(axis=-1)[..., None])
+    centre = divide_or_nan(rows.sum(axis=-2), present.sum(axis=-1)[..., None])
     return np.where(present[..., None], means - centre[..., None, :], np.nan)
 
 
@@ -168,10 +168,10 @@ def nc2(vectors: np.ndarray, present: np.ndarray | None = None, pairs: bool = Tr
         out = dict.fromkeys(NC2_KEYS[1:], np.full(lead, np.nan))
         with np.errstate(invalid="ignore", divide="ignore"):
             out["equinorm"] = (_masked_std(norms, present, -1)
-                               / _divide(np.where(present, norms, 0).sum(-1), c))
+                               / divide_or_nan(np.where(present, norms, 0).sum(-1), c))
         return {k: np.where(ok & (c >= 2), out[k], np.nan) for k in NC2_KEYS}
     cos_sum, n_upper, off_sum, n_off, g2 = (np.zeros(lead) for _ in range(5))
-    shift = _divide(1.0, c - 1)[..., None, None]
+    shift = divide_or_nan(1.0, c - 1)[..., None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         for a, b, gram, both, upper in pair_blocks(v, present):
             cos = gram / (norms[..., a:b, None] * norms[..., None, :])
@@ -181,7 +181,7 @@ def nc2(vectors: np.ndarray, present: np.ndarray | None = None, pairs: bool = Tr
             off_sum += np.where(off, np.abs(cos + shift), 0.0).sum(axis=(-2, -1))
             n_off += off.sum(axis=(-2, -1))
             g2 += (np.where(both, gram, 0.0) ** 2).sum(axis=(-2, -1))
-        cos_mean = _divide(cos_sum, n_upper)[..., None, None]
+        cos_mean = divide_or_nan(cos_sum, n_upper)[..., None, None]
         g_norm = np.sqrt(g2)[..., None, None]
         e_norm = np.sqrt(np.maximum(c - 1, 1))[..., None, None]
         spread, etf = np.zeros(lead), np.zeros(lead)
@@ -189,13 +189,13 @@ def nc2(vectors: np.ndarray, present: np.ndarray | None = None, pairs: bool = Tr
             cos = gram / (norms[..., a:b, None] * norms[..., None, :])
             spread += np.where(upper, (cos - cos_mean) ** 2, 0.0).sum(axis=(-2, -1))
             eye = np.arange(a, b)[:, None] == np.arange(v.shape[-2])[None, :]
-            e = eye - _divide(1.0, c)[..., None, None]
+            e = eye - divide_or_nan(1.0, c)[..., None, None]
             etf += np.where(both, (gram / g_norm - e / e_norm) ** 2, 0.0).sum(axis=(-2, -1))
         out = {
             "equinorm": _masked_std(norms, present, -1)
-            / _divide(np.where(present, norms, 0).sum(-1), c),
-            "equiangular": np.sqrt(_divide(spread, np.where(n_upper > 1, n_upper - 1, 0))),
-            "max_angle": _divide(off_sum, n_off),
+            / divide_or_nan(np.where(present, norms, 0).sum(-1), c),
+            "equiangular": np.sqrt(divide_or_nan(spread, np.where(n_upper > 1, n_upper - 1, 0))),
+            "max_angle": divide_or_nan(off_sum, n_off),
             "etf_distance": np.sqrt(etf),
         }
     valid = ok & (c >= 2)
@@ -205,9 +205,9 @@ def nc2(vectors: np.ndarray, present: np.ndarray | None = None, pairs: bool = Tr
 def _masked_std(x, mask, axis):
     """Standard deviation (ddof 1) of ``x`` where ``mask``, over ``axis``; NaN for < 2."""
     k = mask.sum(axis=axis)
-    mean = _divide(np.where(mask, x, 0.0).sum(axis=axis), k)
+    mean = divide_or_nan(np.where(mask, x, 0.0).sum(axis=axis), k)
     dev = np.where(mask, x - np.expand_dims(mean, axis), 0.0)
-    return np.sqrt(_divide((dev**2).sum(axis=axis), np.where(k > 1, k - 1, 0)))
+    return np.sqrt(divide_or_nan((dev**2).sum(axis=axis), np.where(k > 1, k - 1, 0)))
 
 
 def unit_rows(v: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -235,13 +235,13 @@ def uniformity(vectors: np.ndarray, present: np.ndarray) -> dict:
     for _, _, gram, _, upper in pair_blocks(u, present):
         total += np.where(upper, energies(gram), 0.0).sum(axis=(-2, -1))
         k += upper.sum(axis=(-2, -1))
-    mean = _divide(total, k)
+    mean = divide_or_nan(total, k)
     dev = np.zeros(lead)
     for _, _, gram, _, upper in pair_blocks(u, present):
         with np.errstate(invalid="ignore"):
             dev += np.where(upper, (energies(gram) - mean[..., None, None]) ** 2, 0.0).sum(
                 axis=(-2, -1))
-    return {"mean": mean, "var": _divide(dev, k)}
+    return {"mean": mean, "var": divide_or_nan(dev, k)}
 
 
 #: the convex-hull margins cost C non-negative least-squares problems of size (D + 1) x C
@@ -320,7 +320,7 @@ def cdnv(means: np.ndarray, variances: np.ndarray, present: np.ndarray) -> np.nd
     scale of the class structure.
     """
     m = np.where(present[..., None], means, 0.0)
-    m = m - _divide(m.sum(axis=-2), present.sum(axis=-1)[..., None])[..., None, :]
+    m = m - divide_or_nan(m.sum(axis=-2), present.sum(axis=-1)[..., None])[..., None, :]
     m = np.where(present[..., None], m, 0.0)
     sq = (m * m).sum(axis=-1)
     var = np.where(present, variances, 0.0)
@@ -333,4 +333,4 @@ def cdnv(means: np.ndarray, variances: np.ndarray, present: np.ndarray) -> np.nd
         use = upper & np.isfinite(terms)
         total += np.where(use, terms, 0.0).sum(axis=(-2, -1))
         k += use.sum(axis=(-2, -1))
-    return _divide(total, k)
+    return divide_or_nan(total, k)

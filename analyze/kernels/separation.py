@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import _divide
+from .geometry import divide_or_nan
 
 #: fewer layers than this give no fit: two points always lie on a line (R^2 = 1)
 MIN_LAYERS = 3
@@ -41,16 +41,16 @@ def fit_geometric_decay(depth: np.ndarray, fuzziness: np.ndarray) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         y = np.where(use, np.log(np.where(use, d, 1.0)), 0.0)
     k = use.sum(axis=-1)
-    xm = _divide(np.where(use, x, 0.0).sum(axis=-1), k)
-    ym = _divide(y.sum(axis=-1), k)
+    xm = divide_or_nan(np.where(use, x, 0.0).sum(axis=-1), k)
+    ym = divide_or_nan(y.sum(axis=-1), k)
     dx = np.where(use, x - xm[..., None], 0.0)
     dy = np.where(use, y - ym[..., None], 0.0)
-    slope = _divide((dx * dy).sum(axis=-1), (dx * dx).sum(axis=-1))
+    slope = divide_or_nan((dx * dy).sum(axis=-1), (dx * dx).sum(axis=-1))
     a = ym - slope * xm
     resid = np.where(use, y - a[..., None] - slope[..., None] * x, 0.0)
     ss_tot = (dy * dy).sum(axis=-1)
     # a perfect line through equal values (ss_tot 0) is still explained exactly
-    r2 = np.where(ss_tot > 0, 1.0 - _divide((resid**2).sum(axis=-1), ss_tot), 1.0)
+    r2 = np.where(ss_tot > 0, 1.0 - divide_or_nan((resid**2).sum(axis=-1), ss_tot), 1.0)
     ok = (k >= MIN_LAYERS) & np.isfinite(slope)
     return {"rho": np.where(ok, np.exp(slope), np.nan), "a": np.where(ok, a, np.nan),
             "r2": np.where(ok, r2, np.nan), "n_layers": k.astype(np.float64)}
