@@ -152,6 +152,10 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
             [str(g) for g in stats[schema.GROUPING].values] != list(GROUPINGS):
         raise AnalysisError(f"stats must have groupings {', '.join(GROUPINGS)} in this order "
                             "along 'grouping', as grouping_labels builds them")
+    unknown = sorted(set(only or ()) - set(registry.METRICS))
+    if unknown:
+        raise AnalysisError(f"unknown metrics {unknown}; registered: "
+                            f"{', '.join(registry.METRICS)}")
     metrics = [registry.METRICS[k] for k in (only or registry.METRICS)]
     c = stats.sizes[schema.CLASS]
     if warn_no_simplex and c > stats.sizes[feature_dim] + 1:

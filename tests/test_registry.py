@@ -125,3 +125,22 @@ def test_every_declared_statistic_exists():
     for source, cls in ((block, Block), (block.label, Grouping)):
         for name in cls.STATISTICS:
             assert getattr(source, name) is not None, name
+
+
+def test_only_names_registered_metrics():
+    from ncprobe.analyze import (
+        AnalysisError,
+        class_stats,
+        collapse_metrics,
+        grouping_labels,
+        within_stats,
+    )
+
+    x, y, _ = make_synthetic_arrays(n_classes=3, dim=4, n_per_class=10)
+    h = xr.DataArray(x, dims=("sample", "feature"))
+    g = grouping_labels(xr.DataArray(y, dims="sample"))
+    st = class_stats(h, g, 3)
+    w = within_stats(h, g, st)
+    assert list(collapse_metrics(st, w, only=["nc1"]).data_vars) == ["nc1", "means"]
+    with pytest.raises(AnalysisError, match=r"unknown metrics \['nc9'\]"):
+        collapse_metrics(st, w, only=["nc9"])
