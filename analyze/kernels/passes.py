@@ -216,9 +216,9 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     prep = []  # per grouping in use: squared norms of its means, coefficients, gram @ coefs
     for j in used:
         both = np.concatenate([coefs[j], coefs_w], axis=1) if j == 0 else coefs[j]
-        gram_both = m[j] @ (m[j].T @ both)  # (m m^T) coefs without a C x C matrix
-        prep.append((j, (m[j] * m[j]).sum(axis=1), m[j].T @ both if direct else both,
-                     gram_both))
+        basis = m[j].T @ both  # (D, R): B = m^T coefs
+        # m m^T coefs = m B, without a C x C matrix
+        prep.append((j, (m[j] * m[j]).sum(axis=1), basis if direct else both, m[j] @ basis))
     # the reference centres are often this grouping's own means (the clean condition of the
     # reference split): then their distances are the label grouping's, computed once
     ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
