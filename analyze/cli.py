@@ -13,6 +13,7 @@ from ncprobe.data.cli_support import (
 )
 
 from .cluster import SCHEDULER_HELP
+from .memory import MEMORY_HELP
 from .output import csv_path
 from .run import AnalysisOptions, analyze_store
 
@@ -20,6 +21,7 @@ EXAMPLES = """examples:
   nc-analyze runs/digits-st/acts.zarr --out runs/digits-st/metrics.zarr
   nc-analyze acts.zarr --out metrics.zarr --scheduler tcp://10.0.0.5:8786
   nc-analyze acts.zarr --out metrics.zarr --layers block3,block4 --dense
+  nc-analyze acts.zarr --out metrics.zarr --memory 0     (stream every layer twice)
   nc-analyze acts.zarr --out metrics.zarr --allow-partial     (a store still being written)
 """
 
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="metrics store to write (e.g. metrics.zarr); "
                    "metrics.csv is written beside it")
     p.add_argument("--scheduler", default="local", help=SCHEDULER_HELP)
+    p.add_argument("--memory", default="auto", help=MEMORY_HELP)
     p.add_argument("--reference-split", default="train",
                    help="split whose clean class means are the NCC centres (default: train; "
                         "each split's own when absent)")
@@ -56,7 +59,7 @@ def _run(args) -> int:
     opts = AnalysisOptions(reference_split=args.reference_split, layers=csv_list(args.layers),
                            splits=csv_list(args.splits), dense=args.dense,
                            dense_limit=args.dense_limit, allow_partial=args.allow_partial)
-    analyze_store(args.store, args.out, opts, scheduler=args.scheduler,
+    analyze_store(args.store, args.out, opts, scheduler=args.scheduler, memory=args.memory,
                   progress=not args.no_progress, overwrite=args.overwrite)
     print(f"wrote {args.out} and {csv_path(args.out)}")
     return 0

@@ -25,6 +25,19 @@ def make_bar(enabled: bool, desc: str = "nc-analyze"):
     return tqdm(total=0, desc=desc, unit="task", disable=not enabled, leave=False)
 
 
+def persist_all(collections, bar, client=None):
+    """Persist ``collections`` together (shared reads done once): the same collections, their
+    chunks now held in memory (this process's, or the dask workers')."""
+    if client is None:
+        with _TaskCounter(bar), threadpool_limits(1, user_api="blas"):
+            return list(dask.persist(*collections))
+    from distributed import wait
+
+    held = client.persist(list(collections))
+    wait(held)
+    return held
+
+
 def compute_all(collections, bar, client=None):
     """Compute ``collections`` together (shared reads done once), advancing ``bar``.
 

@@ -1,9 +1,10 @@
 """Analyse a whole activation store: two passes over the features, then every metric.
 
 Pass 1 (class sums and counts for the label, pred, target and shuffled groupings) and pass 2
-(within-class scatter, projections on the between-class basis, nearest-centre counts) are each
-one dask computation over every split, layer, checkpoint and condition, so every feature chunk
-is read exactly twice and memory stays at a few chunks per worker.
+(within-class scatter, projections on the between-class basis, nearest-centre counts) run as
+dask computations over every split, layer, checkpoint and condition. A layer that fits the
+memory budget (:mod:`ncprobe.analyze.memory`) is read once and kept for both passes; the
+others are streamed twice, with memory at a few chunks per worker.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ncprobe.data.store import splits as store_splits
 
 from .blocks import AnalysisError
 from .cluster import connect, parse_scheduler
+from .memory import available_memory, parse_memory, plan_reads
 from .metrics import (
     clean_reference,
     collapse_metrics,
@@ -36,7 +38,7 @@ from .metrics import (
     no_simplex_warning,
 )
 from .output import assemble, check_target, write_metrics
-from .progress import compute_all, make_bar
+from .progress import compute_all, make_bar, persist_all
 from .stats import class_stats, within_stats
 
 log = logging.getLogger("ncprobe.analyze")
@@ -91,29 +93,32 @@ def _classifier(tree):
     return node.attrs.get("layer"), weight
 
 
-def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, scheduler=None,
-                  progress: bool = True, overwrite: bool = False):
-    """Compute every metric of docs/metrics.md for an activation store; write it to ``out``.
+@dataclass
+class _Job:
+    """An activation store opened for analysis: what to read, keyed by (split, layer)."""
 
-    Parameters
-    ----------
-    store : str or Path
-        An ``ncprobe-activations/1`` store.
-    out : str or Path, optional
-        Where to write the ``ncprobe-metrics/1`` store (and ``metrics.csv`` beside it).
-    options : AnalysisOptions
-    scheduler : str, optional
-        See :func:`ncprobe.analyze.cluster.connect`.
+    store: object
+    tree: object
+    opts: AnalysisOptions
+    n_classes: int
+    splits: list
+    layers: list
+    ref_split: str | None
+    classifier_layer: str | None
+    weight: object
+    inputs: dict  # split -> (labels, pred, groups)
+    feats: dict  # (split, layer) -> lazy features (checkpoint, condition, sample, feature)
 
-    Returns
-    -------
-    xarray.DataTree
-        The metrics tree (also written when ``out`` is given).
-    """
-    opts = options or AnalysisOptions()
-    if out is not None:
-        check_target(out, store, asdict(opts), overwrite)
-    parse_scheduler(scheduler)  # a bad value fails before any reading
+    @property
+    def out_keys(self):
+        return [key for key in self.feats if key[0] in self.splits]
+
+    def nbytes(self, key) -> int:
+        return int(self.feats[key].size * self.feats[key].dtype.itemsize)
+
+
+def _open_job(store, opts: AnalysisOptions) -> _Job:
+    """Open the store, check its class count and choose the splits and layers to read."""
     tree = open_activations(store, allow_partial=opts.allow_partial)
     n_classes = int(tree.attrs["n_classes"])
     if n_classes < 2:
@@ -128,61 +133,137 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
     work_splits = splits + ([ref_split] if ref_split and ref_split not in splits else [])
     cls_layer, weight = _classifier(tree)
     first = layer_dataset(tree, work_splits[0], layers[0])
-    conditions = [str(c) for c in first[schema.CONDITION].values]
-    if schema.CLEAN not in conditions:
+    if schema.CLEAN not in [str(c) for c in first[schema.CONDITION].values]:
         warnings.warn("store has no 'clean' condition: ncc_acc, leap_rate, align_angle and the "
                       "transition matrices are NaN (they are defined against clean centres)",
-                      stacklevel=2)
-
+                      stacklevel=3)
     inputs = {s: _split_inputs(tree, s, layers[0], n_classes, opts.shuffle_seed)
               for s in work_splits}
     feats = {(s, la): layer_dataset(tree, s, la)[schema.FEATURES].reset_coords(drop=True)
              for s in work_splits for la in layers}
+    return _Job(store, tree, opts, n_classes, splits, layers, ref_split, cls_layer, weight,
+                inputs, feats)
 
+
+def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, scheduler=None,
+                  memory="auto", progress: bool = True, overwrite: bool = False):
+    """Compute every metric of docs/metrics.md for an activation store; write it to ``out``.
+
+    Parameters
+    ----------
+    store : str or Path
+        An ``ncprobe-activations/1`` store.
+    out : str or Path, optional
+        Where to write the ``ncprobe-metrics/1`` store (and ``metrics.csv`` beside it).
+    options : AnalysisOptions
+    scheduler : str, optional
+        See :func:`ncprobe.analyze.cluster.connect`.
+    memory : 'auto', int or str
+        Bytes the analysis may hold so that a layer is read once rather than twice
+        (:mod:`ncprobe.analyze.memory`); the results are the same bitwise.
+
+    Returns
+    -------
+    xarray.DataTree
+        The metrics tree (also written when ``out`` is given).
+    """
+    opts = options or AnalysisOptions()
+    if out is not None:
+        check_target(out, store, asdict(opts), overwrite)
+    parse_scheduler(scheduler)  # bad values fail before any reading
+    budget = parse_memory(memory)
+    job = _open_job(store, opts)
     with connect(scheduler) as client:
+        source = "given"
+        if budget is None:
+            budget, source = available_memory(client)
+        plan = plan_reads({key: job.nbytes(key) for key in job.feats}, budget, source,
+                          job.ref_split)
+        log.info("%s", plan.describe())
         bar = make_bar(progress)
-        # pass 1 for every split and layer in one computation, then pass 2 likewise: each
-        # chunk is read twice in all, and pass 2 needs pass 1's means of the reference split
-        lazy = [class_stats(f, inputs[s][2], n_classes) for (s, _), f in feats.items()]
-        stats = dict(zip(feats, _checked(compute_all, lazy, bar, client, store=store),
-                         strict=True))
-        for (s, la), st in stats.items():
-            _check_finite(st, s, la)
-        _warn_small_classes(stats)
-        out_keys = [key for key in feats if key[0] in splits]
-        dense = {key: opts.dense and feats[key].sizes[schema.FEATURE] <= opts.dense_limit
-                 for key in out_keys}
-        lazy = []
-        for s, la in out_keys:
-            labels, pred, groups = inputs[s]
-            reference = clean_reference(stats[(ref_split or s, la)])
-            lazy.append(within_stats(feats[(s, la)], groups, stats[(s, la)], labels=labels,
-                                     pred=pred, reference=reference, dense=dense[(s, la)]))
-        within = dict(zip(out_keys, _checked(compute_all, lazy, bar, client, store=store),
-                          strict=True))
-    bar.close()
-
-    narrow = sorted({int(feats[key].sizes[schema.FEATURE]) for key in out_keys
-                     if feats[key].sizes[schema.FEATURE] + 1 < n_classes})
-    if narrow:  # once per run, not once per layer
-        warnings.warn(no_simplex_warning(n_classes, narrow), stacklevel=2)
-    per_layer = {}
-    for key in out_keys:
-        w = weight if key[1] == cls_layer else None
-        m = collapse_metrics(stats[key], within[key], weight=w, warn_no_simplex=False)
-        per_layer[key] = m.merge(covariances(stats[key], within[key])) if dense[key] else m
-    depth = {la: i for i, la in enumerate(store_layers(tree))}
-    attrs = {"schema": schema.METRICS_SCHEMA, "source": str(store),
-             "source_attrs": {k: tree.attrs.get(k) for k in ("schema", "dataset", "model",
-                                                             "conditions", "created",
-                                                             "class_names")},
-             "options": asdict(opts), "classifier_layer": cls_layer,
-             "conventions": "nc1 = (1/C) Tr(Sigma_W Sigma_B^+), Sigma_B = (1/C) M M^T, "
-                            "mu_G sample-weighted; basis keeps s_k^2 > C eps64 s_1^2"}
-    metrics = assemble(per_layer, splits=splits, layers=layers, depth=depth, attrs=attrs)
+        stats, within = _run_passes(job, plan, bar, client)
+        bar.close()
+    metrics = _collapse(job, stats, within)
     if out is not None:
         write_metrics(metrics, out, overwrite=overwrite)
     return metrics
+
+
+def _run_passes(job: _Job, plan, bar, client):
+    """Both passes for every (split, layer): the streamed keys' first passes in one
+    computation, then each batch held in memory (read once: kept while its first pass runs,
+    second pass from memory), then the streamed keys' second passes in one computation."""
+    stats, within = {}, {}
+    stats.update(_first_pass(job, plan.streamed, bar, client))
+    for batch in plan.batches:
+        held = _first_pass(job, batch, bar, client, hold=True)
+        stats.update({key: st for key, (st, _) in held.items()})
+        within.update(_second_pass(job, [k for k in batch if k in job.out_keys], stats,
+                                   {key: f for key, (_, f) in held.items()}, bar, client))
+    within.update(_second_pass(job, [k for k in plan.streamed if k in job.out_keys], stats,
+                               job.feats, bar, client))
+    _warn_small_classes(stats)
+    return stats, within
+
+
+def _first_pass(job: _Job, keys, bar, client, hold=False) -> dict:
+    """Pass 1 (:func:`class_stats`) of ``keys``; with ``hold``, each key's (stats, features
+    held in memory), the chunks read once for both."""
+    if not keys:
+        return {}
+    lazy = [class_stats(job.feats[key], job.inputs[key[0]][2], job.n_classes) for key in keys]
+    if hold:
+        done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client,
+                        store=job.store)
+        feats, lazy = done[:len(keys)], done[len(keys):]
+    stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
+                     strict=True))
+    for (s, la), st in stats.items():
+        _check_finite(st, s, la)
+    return {k: (stats[k], f) for k, f in zip(keys, feats, strict=True)} if hold else stats
+
+
+def _dense(job: _Job, key) -> bool:
+    return job.opts.dense and job.feats[key].sizes[schema.FEATURE] <= job.opts.dense_limit
+
+
+def _second_pass(job: _Job, keys, stats, feats, bar, client) -> dict:
+    """Pass 2 (:func:`within_stats`) of ``keys`` on ``feats``, against the clean class means
+    of the reference split (each split's own without one)."""
+    lazy = []
+    for s, la in keys:
+        labels, pred, groups = job.inputs[s]
+        reference = clean_reference(stats[(job.ref_split or s, la)])
+        lazy.append(within_stats(feats[(s, la)], groups, stats[(s, la)], labels=labels,
+                                 pred=pred, reference=reference, dense=_dense(job, (s, la))))
+    if not lazy:
+        return {}
+    return dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
+                    strict=True))
+
+
+def _collapse(job: _Job, stats, within):
+    """The metrics tree from both passes' statistics, one layer at a time."""
+    narrow = sorted({int(job.feats[key].sizes[schema.FEATURE]) for key in job.out_keys
+                     if job.feats[key].sizes[schema.FEATURE] + 1 < job.n_classes})
+    if narrow:  # once per run, not once per layer
+        warnings.warn(no_simplex_warning(job.n_classes, narrow), stacklevel=3)
+    per_layer = {}
+    for key in job.out_keys:
+        w = job.weight if key[1] == job.classifier_layer else None
+        m = collapse_metrics(stats[key], within[key], weight=w, warn_no_simplex=False)
+        per_layer[key] = m.merge(covariances(stats[key], within[key])) if _dense(job, key) \
+            else m
+    tree = job.tree
+    depth = {la: i for i, la in enumerate(store_layers(tree))}
+    attrs = {"schema": schema.METRICS_SCHEMA, "source": str(job.store),
+             "source_attrs": {k: tree.attrs.get(k) for k in ("schema", "dataset", "model",
+                                                             "conditions", "created",
+                                                             "class_names")},
+             "options": asdict(job.opts), "classifier_layer": job.classifier_layer,
+             "conventions": "nc1 = (1/C) Tr(Sigma_W Sigma_B^+), Sigma_B = (1/C) M M^T, "
+                            "mu_G sample-weighted; basis keeps s_k^2 > C eps64 s_1^2"}
+    return assemble(per_layer, splits=job.splits, layers=job.layers, depth=depth, attrs=attrs)
 
 
 def _checked(compute, *args, store):
@@ -228,7 +309,7 @@ def _warn_small_classes(stats):
                     single.append(f"{s}/{la}/{q}/{name}")
     if empty:
         warnings.warn(f"empty classes excluded from the metrics in {len(empty)} cases, e.g. "
-                      f"{empty[0]}", stacklevel=3)
+                      f"{empty[0]}", stacklevel=4)
     if single:
         warnings.warn(f"classes with a single sample (within-class variance 0 by definition) "
-                      f"in {len(single)} cases, e.g. {single[0]}", stacklevel=3)
+                      f"in {len(single)} cases, e.g. {single[0]}", stacklevel=4)

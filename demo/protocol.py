@@ -58,6 +58,7 @@ class Protocol:
     train_limit: int | None = None  # samples per split to train and evaluate on
     noise_samples: int = 1000  # test images whose attack sets the matched noise's l_2 norm
     layers: tuple | None = None  # capture points to extract; None: all
+    seed: int = 0  # training's initialisation and batch order, and the attacks' random starts
 
     def shortened(self, epochs: int | None = None, limit: int | None = None) -> Protocol:
         """The same protocol with fewer epochs (checkpoint epochs kept where they fit) or a
@@ -108,7 +109,7 @@ def train_all(out: Path, p: Protocol, arch: str, *, data_root, device, progress)
                           epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                           schedule=p.schedule, eps=p.eps, steps=p.train_steps,
                           step_size=p.train_step_size, beta=p.beta,
-                          save_epochs=list(p.save_epochs), seed=0, train_limit=p.train_limit)
+                          save_epochs=list(p.save_epochs), seed=p.seed, train_limit=p.train_limit)
         t0 = time.perf_counter()
         train(cfg, out / mode, resume=True, device=device, progress=progress,
               command=f"nc-demo --preset {p.name} ({arch}, {mode})")
@@ -157,7 +158,7 @@ def run_protocol(p: Protocol, out, *, data_root=None, device: str = "auto",
         t1 = time.perf_counter()
         for mode in MODES:
             cfg = ExtractConfig(checkpoints=[str(folder / mode / "checkpoints" / "epoch-*.pt")],
-                                attacks=attacks, limit=p.limit, batch_size=512,
+                                attacks=attacks, limit=p.limit, batch_size=512, seed=p.seed,
                                 layers=list(p.layers) if p.layers else None)
             extract_store(cfg, folder / mode / "acts.zarr", overwrite=True, progress=progress,
                           device=dev, command=f"nc-demo --preset {p.name}")

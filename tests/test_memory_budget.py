@@ -1,0 +1,76 @@
+"""The memory budget: which layers are read once, and results bitwise equal to streaming."""
+
+import logging
+
+import pytest
+import xarray as xr
+
+from ncprobe.analyze import AnalysisError
+from ncprobe.analyze.cli import main
+from ncprobe.analyze.memory import AUTO_FRACTION, available_memory, parse_memory, plan_reads
+from ncprobe.analyze.run import analyze_store
+from tests.helpers import synthetic_store
+
+
+@pytest.mark.parametrize("given, want", [("auto", None), (None, None), (0, 0), ("0", 0),
+                                         (123, 123), ("512MiB", 512 * 2**20), ("8GB", 8e9)])
+def test_parse_memory(given, want):
+    assert parse_memory(given) == want
+
+
+@pytest.mark.parametrize("given", ["lots", -1, "-5MB", True, "5 foos"])
+def test_parse_memory_refuses_what_is_not_a_size(given):
+    with pytest.raises(AnalysisError, match="memory"):
+        parse_memory(given)
+
+
+def test_auto_is_a_fraction_of_what_is_available():
+    budget, source = available_memory()
+    assert 0 < budget
+    assert f"{AUTO_FRACTION:g} of the" in source
+
+
+def test_plan_keeps_a_layer_together_reference_split_first_and_streams_what_cannot_fit():
+    sizes = {("test", "a"): 40, ("train", "a"): 50, ("test", "b"): 300, ("train", "b"): 30,
+             ("test", "c"): 60, ("train", "c"): 70}
+    plan = plan_reads(sizes, 100, "given", "train")
+    assert plan.streamed == [("test", "b")]
+    assert plan.batches == [[("train", "a"), ("test", "a")], [("train", "b"), ("train", "c")],
+                            [("test", "c")]]
+    assert all(sum(sizes[k] for k in b) <= 100 for b in plan.batches)
+    assert "5 of 6 split/layer arrays read once" in plan.describe()
+    assert plan_reads(sizes, 0, "given", "train").batches == []
+
+
+def _identical(a, b):
+    for group in a.groups:
+        if group != "/":
+            xr.testing.assert_identical(a[group].to_dataset(), b[group].to_dataset())
+
+
+def test_held_and_streamed_results_are_bitwise_identical(tmp_path, caplog):
+    path, stored, _, _, _ = synthetic_store(tmp_path / "a.zarr", dims=(12, 6, 9),
+                                            chunk_samples=11, checkpoints=(0, 1))
+    one_layer = max(a.size for f in stored.values() for a in f.values()) * 4
+    with caplog.at_level(logging.INFO, logger="ncprobe.analyze"):
+        streamed = analyze_store(path, progress=False, memory=0)
+        held = analyze_store(path, progress=False, memory="1GiB")
+        # a budget for about one array: several batches, and the largest arrays streamed
+        mixed = analyze_store(path, progress=False, memory=one_layer - 1)
+    logs = [r.getMessage() for r in caplog.records if "memory budget" in r.getMessage()]
+    assert "0 of 6 split/layer arrays read once" in logs[0]
+    assert "6 of 6 split/layer arrays read once and kept, 0 streamed" in logs[1]
+    assert " 0 streamed" not in logs[2] and "0 of 6" not in logs[2]
+    _identical(streamed, held)
+    _identical(streamed, mixed)
+
+
+def test_cli_memory_flag(tmp_path, capsys):
+    path = synthetic_store(tmp_path / "a.zarr")[0]
+    assert main([str(path), "--out", str(tmp_path / "m.zarr"), "--memory", "lots",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'lots' is not a size" in err
+    assert not (tmp_path / "m.zarr").exists()
+    assert main([str(path), "--out", str(tmp_path / "m.zarr"), "--memory", "0",
+                 "--no-progress"]) == 0
