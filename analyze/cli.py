@@ -29,6 +29,7 @@ EXAMPLES = """examples:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="nc-analyze", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        aliases={"repair": "nc-extract --repair"},
         description="Compute NC1-NC4, simplex-ETF deviation, nearest-class-centre accuracy and "
                     "vertex-leap transitions for every split, layer, checkpoint and condition "
                     "of an activation store. Writes a metrics store (zarr) and a tidy CSV.")

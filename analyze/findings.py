@@ -89,7 +89,7 @@ def evaluate_findings(models: dict, **thresholds) -> list[Finding]:
     layer = feature_layer(st, fallback=False)
     if layer is None:
         return [Finding(k, t, None, "n/a: the layer feeding the classifier was not extracted "
-                        "(extract it, e.g. --layers all, to check the findings)")
+                        "(extract every layer to check the findings)")
                 for k, t in (("F1", "the simplex breaks under attack"),
                              ("F2", "attacked points leap to another vertex"),
                              ("F3", "robust networks collapse on attacked data too"),

@@ -278,7 +278,7 @@ def _checked(compute, *args, store):
             raise
         raise StoreError(f"store {str(store)!r} has unreadable chunks: {'; '.join(bad[:3])}"
                          f"{f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''}; rerun "
-                         "nc-extract with the same command and --repair to rewrite them") \
+                         "the extraction with the same settings and `repair` to rewrite them") \
             from None
 
 

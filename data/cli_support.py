@@ -2,7 +2,8 @@
 
 Exit status 2: the user's input (an :class:`~ncprobe.data.errors.NcprobeError` or a bad flag),
 one line. Status 1: a bug in ncprobe, one line that says so and where the traceback was
-written (``--debug`` shows it instead). 130: interrupted.
+written (``--debug`` shows it instead). 130: interrupted. Warnings: ``prog: warning:
+<message>``, one line each, parameters named as flags.
 """
 
 from __future__ import annotations
@@ -63,8 +64,6 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         datefmt="%H:%M:%S", force=True)
-    logging.captureWarnings(True)
-    warnings.simplefilter("default")
 
 
 def _crash_log(prog: str, args) -> Path:
@@ -90,8 +89,16 @@ def run_command(prog: str, parser: argparse.ArgumentParser, body, argv=None) -> 
     except SystemExit as e:  # --help, or a bad flag already reported in one line
         return int(e.code or 0)
     _setup_logging(getattr(args, "verbose", 0))
+    flags = getattr(parser, "flags", None)
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {for_cli(str(message), flags)}", file=sys.stderr)
+
     try:
-        return int(body(args) or 0)
+        with warnings.catch_warnings():  # restored on return: the caller's filters stand
+            warnings.simplefilter("default")
+            warnings.showwarning = one_line
+            return int(body(args) or 0)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -99,8 +106,7 @@ def run_command(prog: str, parser: argparse.ArgumentParser, body, argv=None) -> 
         if getattr(args, "debug", False):
             raise
         msg = str(e.args[0]) if e.args else str(e)
-        print(f"{prog}: error: {for_cli(msg, getattr(parser, 'flags', None))}",
-              file=sys.stderr)
+        print(f"{prog}: error: {for_cli(msg, flags)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - everything else is a bug and must say so
         if getattr(args, "debug", False):

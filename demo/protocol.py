@@ -66,12 +66,12 @@ class Protocol:
         out = self
         if epochs is not None:
             if epochs < 1:
-                raise UserError(f"--epochs must be >= 1, got {epochs}")
+                raise UserError(f"`epochs` must be >= 1, got {epochs}")
             keep = tuple(e for e in self.save_epochs if e < epochs) + (epochs,)
             out = dataclasses.replace(out, epochs=epochs, save_epochs=keep)
         if limit is not None:
             if limit < 1:
-                raise UserError(f"--limit must be >= 1, got {limit}")
+                raise UserError(f"`limit` must be >= 1, got {limit}")
             out = dataclasses.replace(out, limit=limit, train_limit=limit,
                                       noise_samples=min(limit, 1000))
         return out

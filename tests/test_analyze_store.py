@@ -135,6 +135,19 @@ def test_empty_and_singleton_classes_warn_and_are_handled(tmp_path):
     assert np.isfinite(float(s["cdnv"]))
 
 
+def test_cli_warnings_are_one_line_each_and_leave_the_callers_filters(tmp_path, capsys):
+    y = np.array([0] * 6 + [1] * 6 + [3])
+    path = small_store(tmp_path / "s.zarr", y=y, n_classes=4)
+    before = (warnings.filters[:], warnings.showwarning)
+    assert main([str(path), "--out", str(tmp_path / "m.zarr"), "--no-progress"]) == 0
+    assert (warnings.filters, warnings.showwarning) == before
+    err = capsys.readouterr().err.splitlines()
+    said = [line for line in err if "warning" in line.lower()]
+    assert any(line.startswith("nc-analyze: warning: empty classes excluded") for line in said)
+    assert all(line.startswith("nc-analyze: warning: ") for line in said), said
+    assert not any(line.startswith(" ") or "UserWarning" in line for line in err), err
+
+
 def test_root_attrs_record_source_and_options(tmp_path):
     path = synthetic_store(tmp_path / "a.zarr")[0]
     m = analyze_store(path, tmp_path / "m.zarr", AnalysisOptions(layers=["l1"]), progress=False)
