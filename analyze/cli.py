@@ -6,7 +6,6 @@ import argparse
 
 from ncprobe.data.cli_support import (
     OneLineParser,
-    UserError,
     add_common_flags,
     csv_list,
     run_command,
@@ -55,8 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    if args.dense_limit < 1:
-        raise UserError(f"--dense-limit must be >= 1, got {args.dense_limit}")
     opts = AnalysisOptions(reference_split=args.reference_split, layers=csv_list(args.layers),
                            splits=csv_list(args.splits), dense=args.dense,
                            dense_limit=args.dense_limit, allow_partial=args.allow_partial)

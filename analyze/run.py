@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ncprobe.data import schema
+from ncprobe.data.params import Instance, Interval, Optional, StrList, check_params
 from ncprobe.data.store import (
     NotInStoreError,
     StoreError,
@@ -46,15 +47,25 @@ log = logging.getLogger("ncprobe.analyze")
 
 @dataclass
 class AnalysisOptions:
-    """What to analyse and how; stored in the metrics store's root attributes."""
+    """What to analyse and how; stored in the metrics store's root attributes. Checked when
+    built: a bad value raises :class:`~ncprobe.data.params.ParameterError` naming it."""
 
-    reference_split: str = "train"
+    reference_split: str | None = "train"
     layers: list | None = None
     splits: list | None = None
     dense: bool = False
     dense_limit: int = 4096
     allow_partial: bool = False
     shuffle_seed: int = 0
+
+    _constraints = {"reference_split": Optional(Instance(str, "a split name")),
+                    "layers": Optional(StrList()), "splits": Optional(StrList()),
+                    "dense": Instance(bool, "True or False"), "dense_limit": Interval(int, 1),
+                    "allow_partial": Instance(bool, "True or False"),
+                    "shuffle_seed": Interval(int, 0)}
+
+    def __post_init__(self):
+        check_params(self, self._constraints)
 
 
 def _select(kind, asked, available):
@@ -179,10 +190,10 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
             budget, source = available_memory(client)
         plan = plan_reads({key: job.nbytes(key) for key in job.feats}, budget, source,
                           job.ref_split)
-        log.info("%s", plan.describe())
         bar = make_bar(progress)
         stats, within = _run_passes(job, plan, bar, client)
         bar.close()
+    log.info("%s", plan.describe())  # after the passes: a failed run says only why it failed
     metrics = _collapse(job, stats, within)
     if out is not None:
         write_metrics(metrics, out, overwrite=overwrite)

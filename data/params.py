@@ -1,0 +1,112 @@
+"""Options objects that check themselves when built: declarative constraints, one message.
+
+In the style of scikit-learn's parameter validation: each options dataclass declares
+``_constraints = {"name": constraint, ...}`` and calls :func:`check_params` from
+``__post_init__``, so a Python caller and a command-line user get the same one-line error,
+``\\`dense_limit\\` must be an int >= 1; got 0`` (the CLI writes the parameter as its flag).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import NcprobeError
+
+
+class ParameterError(NcprobeError):
+    """An options object was given a value outside what its parameter accepts."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number of ``kind`` (int or float) in [low, high] (None: unbounded)."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+
+    def accepts(self, value) -> bool:
+        if isinstance(value, bool):
+            return False
+        if self.kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, self.kind) or (isinstance(value, float) and
+                                                 math.isnan(value)):
+            return False
+        return ((self.low is None or value >= self.low)
+                and (self.high is None or value <= self.high))
+
+    def __str__(self) -> str:
+        name = {int: "an int", float: "a number"}[self.kind]
+        if self.low is not None and self.high is not None:
+            return f"{name} in [{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"{name} >= {self.low:g}"
+        return f"{name} <= {self.high:g}" if self.high is not None else name
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of the given values."""
+
+    values: tuple
+
+    def accepts(self, value) -> bool:
+        return any(value == v and type(value) is type(v) for v in self.values)
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An instance of ``kind`` (bool is not an int here)."""
+
+    kind: type | tuple
+    description: str
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, self.kind) and not (isinstance(value, bool) and
+                                                     self.kind is not bool)
+
+    def __str__(self) -> str:
+        return self.description
+
+
+@dataclass(frozen=True)
+class StrList:
+    """A list (or tuple) of strings."""
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+
+    def __str__(self) -> str:
+        return "a list of names"
+
+
+@dataclass(frozen=True)
+class Optional:
+    """None, or what ``inner`` accepts."""
+
+    inner: object
+
+    def accepts(self, value) -> bool:
+        return value is None or self.inner.accepts(value)
+
+    def __str__(self) -> str:
+        return f"None or {self.inner}"
+
+
+def check_params(obj, constraints: dict) -> None:
+    """Raise :class:`ParameterError` for the first field of ``obj`` its constraint refuses.
+
+    >>> check_params(type("O", (), {"n": 0})(), {"n": Interval(int, 1)})
+    Traceback (most recent call last):
+    ...
+    ncprobe.data.params.ParameterError: `n` must be an int >= 1; got 0
+    """
+    for name, constraint in constraints.items():
+        value = getattr(obj, name)
+        if not constraint.accepts(value):
+            raise ParameterError(f"`{name}` must be {constraint}; got {value!r}")
