@@ -38,19 +38,21 @@ def persist_all(collections, bar, client=None):
     return held
 
 
-def compute_all(collections, bar, client=None):
+def compute_all(collections, bar, client=None, optimize=True):
     """Compute ``collections`` together (shared reads done once), advancing ``bar``.
 
     With dask's threads the parallelism is one kernel per core, so BLAS is held to one
     thread per kernel: nested BLAS threads only oversubscribe the cores (measured here: a
-    N = 50,000, D = 4,096 analysis went from 6.3-6.9 s to 5.2-5.6 s).
+    N = 50,000, D = 4,096 analysis went from 6.3-6.9 s to 5.2-5.6 s). ``optimize=False`` for
+    collections whose chunks are already in memory: there is no read left to fuse, and
+    optimising the graph cost 5-12 % of a digits demo store's analysis.
     """
     if client is None:
         with _TaskCounter(bar), threadpool_limits(1, user_api="blas"):
-            return list(dask.compute(*collections))
+            return list(dask.compute(*collections, optimize_graph=optimize))
     from distributed import as_completed
 
-    futures = client.compute(list(collections))
+    futures = client.compute(list(collections), optimize_graph=optimize)
     bar.total = (bar.total or 0) + len(futures)
     for _ in as_completed(futures):
         bar.update(1)

@@ -210,7 +210,8 @@ def _run_passes(job: _Job, plan, bar, client):
         held = _first_pass(job, batch, bar, client, hold=True)
         stats.update({key: st for key, (st, _) in held.items()})
         within.update(_second_pass(job, [k for k in batch if k in job.out_keys], stats,
-                                   {key: f for key, (_, f) in held.items()}, bar, client))
+                                   {key: f for key, (_, f) in held.items()}, bar, client,
+                                   held=True))
     within.update(_second_pass(job, [k for k in plan.streamed if k in job.out_keys], stats,
                                job.feats, bar, client))
     _warn_small_classes(stats)
@@ -227,8 +228,8 @@ def _first_pass(job: _Job, keys, bar, client, hold=False) -> dict:
         done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client,
                         store=job.store)
         feats, lazy = done[:len(keys)], done[len(keys):]
-    stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
-                     strict=True))
+    stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, not hold,
+                                    store=job.store), strict=True))
     for (s, la), st in stats.items():
         _check_finite(st, s, la)
     return {k: (stats[k], f) for k, f in zip(keys, feats, strict=True)} if hold else stats
@@ -238,7 +239,7 @@ def _dense(job: _Job, key) -> bool:
     return job.opts.dense and job.feats[key].sizes[schema.FEATURE] <= job.opts.dense_limit
 
 
-def _second_pass(job: _Job, keys, stats, feats, bar, client) -> dict:
+def _second_pass(job: _Job, keys, stats, feats, bar, client, held=False) -> dict:
     """Pass 2 (:func:`within_stats`) of ``keys`` on ``feats``, against the clean class means
     of the reference split (each split's own without one)."""
     lazy = []
@@ -249,8 +250,8 @@ def _second_pass(job: _Job, keys, stats, feats, bar, client) -> dict:
                                  pred=pred, reference=reference, dense=_dense(job, (s, la))))
     if not lazy:
         return {}
-    return dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
-                    strict=True))
+    return dict(zip(keys, _checked(compute_all, lazy, bar, client, not held,
+                                   store=job.store), strict=True))
 
 
 def _collapse(job: _Job, stats, within):
