@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ncprobe.data import schema
+from ncprobe.data.errors import NcprobeError
 
 from .kernels import collapse
 from .kernels.collapse import GROUPINGS
@@ -37,8 +38,9 @@ _GROUPS = {(): schema.SUMMARY_GROUP, (schema.CLASS,): schema.PER_CLASS_GROUP,
 PER_CLASS_PREFIX = "class_"
 
 
-class MetricError(ValueError):
-    """A metric declaration that the registry cannot take (a programming error)."""
+class MetricError(NcprobeError):
+    """A metric declaration that the registry cannot take, or a kernel that reads what its
+    declaration did not name: the registering user's to fix, so one line in the CLI."""
 
 
 @dataclass(frozen=True)

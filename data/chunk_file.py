@@ -71,7 +71,7 @@ def chunk_file_writer(array: zarr.Array, root) -> ChunkFileWriter | None:
     optional ``blosc``, ``crc32c``.
 
     Only public zarr API: ``Array.path``, ``Array.metadata.to_dict()`` and
-    ``Array.metadata.encode_chunk_key``; tests/test_chunk_file.py compares the files byte for
+    ``Array.metadata.encode_chunk_key``; tests/store/test_chunk_file.py compares the files byte for
     byte with zarr's own, so a zarr that changes its encoding fails there, not silently.
     """
     if not fs.is_local(root):

@@ -15,7 +15,7 @@ import xarray as xr
 
 from ncprobe.analyze.cli import main as analyze
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "your-model.md").read_text()
 
 
@@ -67,7 +67,7 @@ def _zoo_inputs(folder):
                             "ignore:classes with a single sample:UserWarning")
 def test_every_recipe_runs_as_written(tmp_path):
     from ncprobe.data.datasets import write_cifar_binary
-    from tests.test_foreign_models import RefPreActResNet18
+    from tests.torch.test_foreign_models import RefPreActResNet18
 
     python = [_dedent(b) for b in _blocks("python")]
     (tmp_path / "mymodels.py").write_text(python[0])

@@ -12,7 +12,7 @@ from ncprobe.analyze.cli import main as analyze
 from ncprobe.data.store import StoreError, open_activations
 from ncprobe.data.store_writer import consolidate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _docs_example() -> str:

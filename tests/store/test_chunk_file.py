@@ -65,7 +65,7 @@ def test_only_public_zarr_api_is_used():
     import re
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     offenders = [str(p.relative_to(root)) for folder in ("data", "extract", "analyze", "plots")
                  for p in (root / folder).rglob("*.py")
                  if re.search(r"(from|import) zarr\.core|store_path", p.read_text())]

@@ -14,7 +14,7 @@ import zarr
 from ncprobe.analyze.run import analyze_store
 from tests.helpers import store_arrays
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=5", "noise:kind=gaussian,eps=0.5"]
 

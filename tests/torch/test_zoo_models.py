@@ -18,7 +18,7 @@ import xarray as xr
 from ncprobe.analyze.cli import main as analyze
 from ncprobe.extract.cli_extract import main as extract
 from tests import zoo_models as zm
-from tests.test_foreign_models import _randomised  # random BatchNorm statistics
+from tests.torch.test_foreign_models import _randomised  # random BatchNorm statistics
 
 pytestmark = pytest.mark.torch
 

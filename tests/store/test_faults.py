@@ -18,7 +18,7 @@ from ncprobe.data.store import StoreError
 from ncprobe.extract.extraction import ExtractConfig, extract_store
 from tests.helpers import store_arrays
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=10", "pgd:norm=linf,eps=0.1,steps=10,target=next",
            "noise:kind=gaussian,eps=0.5"]
 

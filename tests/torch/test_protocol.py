@@ -1,7 +1,10 @@
 """nc-demo's presets: the paper's CIFAR protocol end to end on CIFAR-shaped synthetic batches
 in the CIFAR binary format (shortened: the full protocol is days on a GPU)."""
 
+import dataclasses
 import json
+from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -9,14 +12,30 @@ from ncprobe.demo.cli import main
 from ncprobe.demo.protocol import PRESETS
 
 
-def test_presets_follow_the_paper():
+def test_docs_protocol_table_states_the_preset():
+    """docs/paper.md's protocol table and the paper-cifar presets must say the same."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "paper.md").read_text()
+    table = {line.split("|")[1].strip(): line.split("|")[2].strip()
+             for line in doc.splitlines() if line.startswith("| ") and line.count("|") == 3}
     p = PRESETS["paper-cifar10"]
-    assert p.archs == ("preactresnet18", "vgg11bn") and p.epochs == 400
-    assert (p.eps, p.train_steps, p.train_step_size, p.beta) == (8 / 255, 10, 2 / 255, 6.0)
-    assert (p.lr, p.batch_size, p.schedule) == (0.1, 128, "piecewise")
-    assert PRESETS["paper-cifar100"].dataset == "cifar100"
-    short = p.shortened(epochs=120, limit=64)
+    assert PRESETS["paper-cifar100"] == dataclasses.replace(p, name="paper-cifar100",
+                                                            dataset="cifar100")
+    train = table["training"]
+    assert f"lr {p.lr:g}" in train and f"batch {p.batch_size}" in train
+    assert f"{p.epochs} epochs" in train and p.schedule in train
+    step = Fraction(p.train_step_size).limit_denominator(1000)
+    eps = Fraction(p.eps).limit_denominator(1000)
+    assert f"PGD-{p.train_steps}, l_inf {eps}, step {step}" in table["modes"]
+    assert f"beta {p.beta:g}" in table["modes"]
+    assert table["checkpoints"] == "epochs " + ", ".join(map(str, p.save_epochs))
+    assert f"PGD-20 l_inf {eps} step {step}" in table["extraction"]
+    assert " and ".join(a for a in ("PreActResNet18", "VGG11-BN")) in table["models"]
+
+
+def test_shortened_keeps_the_checkpoints_that_fit():
+    short = PRESETS["paper-cifar10"].shortened(epochs=120, limit=64)
     assert short.save_epochs == (25, 50, 100, 120) and short.train_limit == 64
+    assert short.noise_samples == 64 and short.limit == 64
 
 
 @pytest.mark.slow

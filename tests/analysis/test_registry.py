@@ -16,7 +16,7 @@ from ncprobe.data.store import open_metrics
 from tests import reference
 from tests.helpers import synthetic_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def trace_sigma_w(g):
