@@ -16,10 +16,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from ncprobe.data import fs, schema
-from ncprobe.data.locking import process_alive
-from ncprobe.data.store import StoreError
-from ncprobe.data.store_writer import consolidate
+from ncprobe.data.store import StoreError, fs, schema
+from ncprobe.data.store.lock import process_alive
+from ncprobe.data.store.writer import consolidate
 
 from . import registry
 from .metrics_reader import tidy_summary

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ncprobe.data.store_layout import LayerSpec
-from ncprobe.data.store_writer import ActivationStoreWriter
+from ncprobe.data.store.layout import LayerSpec
+from ncprobe.data.store.writer import ActivationStoreWriter
 
 
 def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0):

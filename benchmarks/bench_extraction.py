@@ -57,7 +57,7 @@ class _FixedCost:
     """Time the main thread spends opening and finalizing the store (fixed per run)."""
 
     def __init__(self):
-        from ncprobe.data.store_writer import ActivationStoreWriter
+        from ncprobe.data.store.writer import ActivationStoreWriter
 
         self.seconds = 0.0
         for name in ("open", "finalize"):
@@ -132,8 +132,8 @@ def main(quick: bool = False) -> dict:
         ratios = sorted(b / a for a, b in runs)
         median = ratios[len(ratios) // 2] if n % 2 else sum(ratios[n // 2 - 1:n // 2 + 1]) / 2
         half = sorted(b / a for a, b in _pairs(2 if quick else 4, floor, extraction("float16")))
-        # the same float32 runs with every chunk written through zarr (data/chunk_file.py off)
-        import ncprobe.data.store_writer as writer_module
+        # the same float32 runs with every chunk written through zarr (data/store/chunk_file.py off)
+        import ncprobe.data.store.writer as writer_module
 
         direct = writer_module.chunk_file_writer
         writer_module.chunk_file_writer = lambda array, root: None

@@ -1,7 +1,8 @@
-"""ncprobe's data layer: datasets as numpy arrays and the two store schemas. Never imports torch.
-"""
+"""ncprobe's data layer, shared by every stage and never importing torch: ``datasets`` (images
+and labels as numpy arrays), ``store`` (the activation and metrics stores), the error base
+class and the options checks (``errors``, ``params``) and what every command shares
+(``cli_support``)."""
 
-from . import schema
 from .datasets import Dataset, DatasetError, load_dataset
 from .store import (
     IncompleteStoreError,
@@ -10,6 +11,7 @@ from .store import (
     StoreError,
     open_activations,
     open_metrics,
+    schema,
 )
 
 __all__ = ["Dataset", "DatasetError", "IncompleteStoreError", "NotInStoreError", "SchemaError",

@@ -18,8 +18,8 @@ import traceback
 import warnings
 from pathlib import Path
 
-from . import fs
 from .errors import NcprobeError, for_cli
+from .store import fs
 
 #: exit status for bad input (argparse uses 2 for bad flags too)
 EXIT_BAD_INPUT = 2

@@ -101,10 +101,11 @@ class Optional:
 def check_params(obj, constraints: dict) -> None:
     """Raise :class:`ParameterError` for the first field of ``obj`` its constraint refuses.
 
-    >>> check_params(type("O", (), {"n": 0})(), {"n": Interval(int, 1)})
-    Traceback (most recent call last):
-    ...
-    ncprobe.data.params.ParameterError: `n` must be an int >= 1; got 0
+    >>> try:
+    ...     check_params(type("Options", (), {"n": 0})(), {"n": Interval(int, 1)})
+    ... except ParameterError as e:
+    ...     print(e)
+    `n` must be an int >= 1; got 0
     """
     for name, constraint in constraints.items():
         value = getattr(obj, name)

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ncprobe.data import fs
 from ncprobe.data.datasets import Dataset
 from ncprobe.data.datasets._base import make_dataset
 from ncprobe.data.errors import NcprobeError
+from ncprobe.data.store import fs
 
 from .extraction import run
 from .plan import ExtractConfig, plan_module

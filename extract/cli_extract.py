@@ -13,7 +13,7 @@ from ncprobe.data.cli_support import (
     csv_list,
     run_command,
 )
-from ncprobe.data.store_layout import COMPRESSIONS
+from ncprobe.data.store.layout import COMPRESSIONS
 
 from .extraction import ExtractConfig, extract_store, list_layers
 from .models import parse_arch_kwargs

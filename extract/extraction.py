@@ -18,7 +18,7 @@ import torch
 
 from ncprobe.data.errors import NcprobeError
 from ncprobe.data.store import StoreError
-from ncprobe.data.store_writer import ActivationStoreWriter
+from ncprobe.data.store.writer import ActivationStoreWriter
 
 from . import distributed
 from .async_writer import AsyncBlockWriter, BufferPool

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from ncprobe.data.datasets import Dataset, load_dataset
+from ncprobe.data.datasets.subsets import stratified_subset
 from ncprobe.data.errors import NcprobeError
-from ncprobe.data.store_layout import LayerSpec
-from ncprobe.data.subsets import stratified_subset
+from ncprobe.data.store.layout import LayerSpec
 
 from .attacks import parse_attack
 from .attacks.spec import AttackSpecError

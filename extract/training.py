@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ncprobe.data.datasets import load_dataset
+from ncprobe.data.datasets.subsets import stratified_subset
 from ncprobe.data.errors import NcprobeError
-from ncprobe.data.subsets import stratified_subset
 
 from .attacks import ce_objective, pgd
 from .attacks.pgd import NORMS, UNIT_BOX

@@ -25,7 +25,7 @@ def rows() -> list[tuple[int, str, str, str]]:
 
 def make_fixtures(tmp: Path) -> dict:
     """Every path a row refers to, created under ``tmp``."""
-    from ncprobe.data.store_from_arrays import write_activation_store
+    from ncprobe.data.store.from_arrays import write_activation_store
     from ncprobe.extract.extraction import ExtractConfig, extract_store
     from ncprobe.extract.training import TrainConfig, train
 

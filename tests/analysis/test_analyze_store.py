@@ -13,7 +13,7 @@ from ncprobe.analyze import AnalysisError
 from ncprobe.analyze.cli import main
 from ncprobe.analyze.run import AnalysisOptions, analyze_store
 from ncprobe.data.store import IncompleteStoreError, SchemaError, open_metrics
-from ncprobe.data.store_from_arrays import write_activation_store
+from ncprobe.data.store.from_arrays import write_activation_store
 from tests.helpers import synthetic_store
 
 

@@ -12,7 +12,7 @@ from ncprobe.analyze import layer_metrics
 from ncprobe.analyze.kernels import geometry, passes
 from ncprobe.analyze.run import analyze_store
 from ncprobe.data.datasets import simplex_etf
-from ncprobe.data.store_from_arrays import write_activation_store
+from ncprobe.data.store.from_arrays import write_activation_store
 from tests import reference
 
 C, D, PER = 24, 6, 5  # 24 classes in 6 dimensions: no simplex ETF exists

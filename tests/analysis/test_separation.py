@@ -6,7 +6,7 @@ import xarray as xr
 
 from ncprobe.analyze import separation_law
 from ncprobe.analyze.run import analyze_store
-from ncprobe.data.store_from_arrays import write_activation_store
+from ncprobe.data.store.from_arrays import write_activation_store
 from tests import reference
 
 

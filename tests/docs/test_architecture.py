@@ -15,7 +15,7 @@ class Block:
             raise ImportError(f"{name} is forbidden in the analysis stage")
 sys.meta_path.insert(0, Block())
 import ncprobe.data, ncprobe.analyze, ncprobe.plots
-import ncprobe.data.store, ncprobe.data.store_writer, ncprobe.data.datasets
+import ncprobe.data.store, ncprobe.data.store.writer, ncprobe.data.datasets
 import ncprobe.analyze.run, ncprobe.analyze.cli, ncprobe.analyze.stats
 import ncprobe.plots.cli, ncprobe.plots.figures, ncprobe.plots.report
 assert "torch" not in sys.modules

@@ -25,7 +25,7 @@ def test_wheel_installs_everything_under_ncprobe(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = sorted({n.split("/")[0] for n in names})
     assert top == ["ncprobe", wheel.name.split("-py")[0] + ".dist-info"], top
-    for module in ("data/schema.py", "data/datasets/digits.py", "extract/extraction.py",
+    for module in ("data/store/schema.py", "data/datasets/digits.py", "extract/extraction.py",
                    "extract/models/mlp.py", "extract/attacks/pgd.py", "analyze/stats.py",
                    "plots/figures.py", "demo/cli.py"):
         assert f"ncprobe/{module}" in names

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ncprobe.analyze.run import analyze_store
-from ncprobe.data.store_from_arrays import write_activation_store
+from ncprobe.data.store.from_arrays import write_activation_store
 from ncprobe.plots.cli import main as plot
 
 CLEAN = {"name": "clean", "attack": "clean"}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import zarr
 
-from ncprobe.data.chunk_file import chunk_file_writer
-from ncprobe.data.store_layout import CHUNK_KEY_ENCODING, compressors
+from ncprobe.data.store.chunk_file import chunk_file_writer
+from ncprobe.data.store.layout import CHUNK_KEY_ENCODING, compressors
 
 
 def _pair(tmp_path, dtype, compression, chunks=(1, 1, 16, 5), shape=(2, 3, 40, 5)):

@@ -10,7 +10,7 @@ import pytest
 
 from ncprobe.analyze.cli import main as analyze
 from ncprobe.data.store import StoreError, open_activations
-from ncprobe.data.store_writer import consolidate
+from ncprobe.data.store.writer import consolidate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ncprobe.data.locking import StoreLock, StoreLockedError, lock_path
+from ncprobe.data.store.lock import StoreLock, StoreLockedError, lock_path
 
 ROUNDS, PROCESSES = 20, 6
 

@@ -8,7 +8,6 @@ import xarray as xr
 import zarr
 
 from ncprobe.data import schema
-from ncprobe.data.locking import StoreLockedError
 from ncprobe.data.store import (
     IncompleteStoreError,
     NotInStoreError,
@@ -18,9 +17,10 @@ from ncprobe.data.store import (
     open_activations,
     select_conditions,
 )
-from ncprobe.data.store_from_arrays import write_activation_store
-from ncprobe.data.store_layout import LayerSpec
-from ncprobe.data.store_writer import ActivationStoreWriter
+from ncprobe.data.store.from_arrays import write_activation_store
+from ncprobe.data.store.layout import LayerSpec
+from ncprobe.data.store.lock import StoreLockedError
+from ncprobe.data.store.writer import ActivationStoreWriter
 
 
 def _store(path, **kw):

@@ -10,8 +10,8 @@ import xarray as xr
 import zarr
 
 from ncprobe.data.datasets import load_dataset
-from ncprobe.data.store_layout import StoreLayout
-from ncprobe.data.subsets import stratified_subset
+from ncprobe.data.datasets.subsets import stratified_subset
+from ncprobe.data.store.layout import StoreLayout
 from ncprobe.extract import extraction
 from ncprobe.extract.checkpoints import load_state_dict
 from ncprobe.extract.cli_extract import main

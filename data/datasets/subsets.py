@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .datasets import DatasetError
+from ._base import DatasetError
 
 
 def stratified_subset(labels: np.ndarray, limit: int | None = None,

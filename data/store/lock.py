@@ -18,8 +18,8 @@ import os
 import socket
 from pathlib import Path
 
+from ..errors import NcprobeError
 from . import fs
-from .errors import NcprobeError
 
 
 class StoreLockedError(NcprobeError):

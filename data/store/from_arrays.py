@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .store_layout import LayerSpec
-from .store_writer import ActivationStoreWriter
+from .layout import LayerSpec
+from .writer import ActivationStoreWriter
 
 
 def write_activation_store(path, features, labels, *, n_classes, conditions=("clean",),

@@ -4,7 +4,7 @@ The writer is numpy-only so that the analysis stage can build test and benchmark
 torch; ``extract/`` drives it from a background thread. The unit of work is one *block*: one
 split, checkpoint, condition and sample chunk. A block is written as whole chunks, each file
 replaced atomically, so after an interruption a block is either fully present or redone, and
-a rerun writes exactly what is missing. What the store holds is :mod:`ncprobe.data.store_layout`'s.
+a rerun writes exactly what is missing. What the store holds is :mod:`ncprobe.data.store.layout`'s.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import zarr
 
 from . import fs, schema
 from .chunk_file import chunk_file_writer
-from .locking import StoreLock
-from .store import StoreError, bad_chunks, delete_chunks, missing_chunks
-from .store_layout import CHUNK_BYTES, StoreLayout
+from .layout import CHUNK_BYTES, StoreLayout
+from .lock import StoreLock
+from .reader import StoreError, bad_chunks, delete_chunks, missing_chunks
 
 
 def config_fingerprint(config: dict) -> str:

@@ -1,7 +1,7 @@
 """The layout of an activation store: its groups, arrays, shapes, chunks and chunk keys.
 
 :class:`StoreLayout` describes what a store of ``ncprobe-activations/1`` holds (docs/store.md) and
-creates it; writing data into it is :mod:`ncprobe.data.store_writer`'s job. Knowing every array's
+creates it; writing data into it is :mod:`ncprobe.data.store.writer`'s job. Knowing every array's
 chunk grid and chunk keys here lets the writer check which blocks exist, and that a store is
 complete, from one listing of the store instead of opening every array.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 
 from . import fs, schema
-from .store import StoreError
+from .reader import StoreError
 
 #: target size of one feature chunk of the widest layer: large enough to compress and read
 #: efficiently, small enough that a block of every layer stays a few tens of MB in host memory

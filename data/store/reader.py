@@ -11,8 +11,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from ..errors import NcprobeError
 from . import fs, schema
-from .errors import NcprobeError
 
 
 class StoreError(NcprobeError):
