@@ -22,8 +22,7 @@ from ncprobe.data.datasets.subsets import stratified_subset
 from ncprobe.data.errors import NcprobeError
 from ncprobe.data.store.layout import LayerSpec
 
-from .attacks import parse_attack
-from .attacks.spec import AttackSpecError
+from .attacks import AttackSpecError, parse_attack
 from .capture import probe, resolve_layers
 from .checkpoints import epoch_of, expand_checkpoints, load_state_dict, read_sidecar, sha256
 from .models import (

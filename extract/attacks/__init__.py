@@ -1,17 +1,30 @@
-"""In-house attacks, one module per concept: PGD (and FGSM as one step of it), noise, targets."""
+"""Attack conditions as objects, one module per attack, found by name in a registry.
 
-from .noise import noise
+``clean`` and the noise control (:mod:`.noise`), PGD and FGSM (:mod:`.gradient`, on the PGD
+algorithm of :mod:`.pgd` that training shares) and AutoAttack (:mod:`.autoattack`). Adding
+one: subclass :class:`Attack` in a module and ``register_attack(MyAttack)``.
+"""
+
+from .autoattack import AutoAttack
+from .base import Attack, AttackSpecError, Clean
+from .gradient import FGSM, PGD
+from .noise import Noise, noise
 from .pgd import ce_objective, perturbation_norm, pgd, project, random_start
-from .spec import (
-    AttackSpec,
-    AttackSpecError,
+from .registry import (
+    ATTACKS,
     draw_randomness,
     parse_attack,
+    register_attack,
     run_condition,
     slice_randomness,
+    unregister_attack,
 )
 from .targets import choose_targets
 
-__all__ = ["AttackSpec", "AttackSpecError", "ce_objective", "choose_targets",
-           "draw_randomness", "noise", "parse_attack", "perturbation_norm", "pgd", "project",
-           "random_start", "run_condition", "slice_randomness"]
+for _attack in (Clean, PGD, FGSM, Noise, AutoAttack):
+    register_attack(_attack)
+
+__all__ = ["ATTACKS", "Attack", "AttackSpecError", "AutoAttack", "Clean", "FGSM", "Noise",
+           "PGD", "ce_objective", "choose_targets", "draw_randomness", "noise", "parse_attack",
+           "perturbation_norm", "pgd", "project", "random_start", "register_attack",
+           "run_condition", "slice_randomness", "unregister_attack"]
