@@ -254,7 +254,7 @@ def check_torchrun(ckpt, device, sizes, tmp) -> list[Row]:
     for n in ranks:
         out = tmp / f"torchrun-{n}.zarr"
         cmd = [str(torchrun), "--standalone", "--nproc-per-node", str(n), "-m",
-               "ncprobe.extract.cli_extract", "--checkpoint", str(ckpt), "--out", str(out),
+               "ncprobe.extract.cli", "--checkpoint", str(ckpt), "--out", str(out),
                "--splits", "test", "--limit", str(sizes.n_correct), "--batch-size",
                str(sizes.batch), "--device", device, "--no-progress"]
         for a in attacks:

@@ -14,13 +14,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ncprobe.data.datasets import Dataset
-from ncprobe.data.datasets._base import make_dataset
+from ncprobe.data.datasets import Dataset, make_dataset
 from ncprobe.data.errors import NcprobeError
 from ncprobe.data.store import fs
 
 from .extraction import run
-from .plan import ExtractConfig, plan_module
+from .extraction.plan import ExtractConfig, plan_module
 
 
 def _as_numpy(x, what: str) -> np.ndarray:
@@ -76,7 +75,7 @@ def extract_model(model: torch.nn.Module, images, labels=None, out=None, *, laye
         Capture points or module paths (default: all capture points).
     attacks : condition strings, as ``nc-extract --attack`` (default: clean only).
     epoch : the checkpoint coordinate of these weights.
-    settings : more :class:`~ncprobe.extract.plan.ExtractConfig` fields (``reductions``,
+    settings : more :class:`~ncprobe.extract.extraction.plan.ExtractConfig` fields (``reductions``,
         ``limit``, ``batch_size``, ``dtype``, ``normalize`` (default none), ``classifier``,
         ``seed``, ...).
 
@@ -87,7 +86,7 @@ def extract_model(model: torch.nn.Module, images, labels=None, out=None, *, laye
 
     Examples
     --------
-    >>> from ncprobe.extract.api import extract_model          # doctest: +SKIP
+    >>> from ncprobe.extract import extract_model              # doctest: +SKIP
     >>> extract_model(net, x_test, y_test, "acts.zarr",
     ...               attacks=["clean", "pgd:norm=linf,eps=8/255,steps=10"])
     """

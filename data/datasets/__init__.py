@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from ._base import Dataset, DatasetError
+from ._base import Dataset, DatasetError, make_dataset
 from .cifar import load_cifar, write_cifar_binary
 from .digits import load_digits
 from .idx import load_idx
@@ -33,5 +33,5 @@ def load_dataset(name: str, root=None, **options) -> Dataset:
     return LOADERS[name](root=root, **options)
 
 
-__all__ = ["Dataset", "DatasetError", "LOADERS", "load_dataset", "make_synthetic_arrays",
-           "simplex_etf", "write_cifar_binary"]
+__all__ = ["Dataset", "DatasetError", "LOADERS", "load_dataset", "make_dataset",
+           "make_synthetic_arrays", "simplex_etf", "write_cifar_binary"]

@@ -33,12 +33,12 @@ def _args(ckpt, out):
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(ckpt, tmp_path):
     single = tmp_path / "one.zarr"
-    subprocess.run([sys.executable, "-m", "ncprobe.extract.cli_extract", *_args(ckpt, single)],
+    subprocess.run([sys.executable, "-m", "ncprobe.extract.cli", *_args(ckpt, single)],
                    cwd=ROOT, check=True, capture_output=True)
     multi = tmp_path / "two.zarr"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2",
-                          "-m", "ncprobe.extract.cli_extract", *_args(ckpt, multi)], cwd=ROOT,
+                          "-m", "ncprobe.extract.cli", *_args(ckpt, multi)], cwd=ROOT,
                          env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -7,8 +7,8 @@ import pytest
 import zarr
 
 from ncprobe.analyze.cli import main as analyze_main
-from ncprobe.extract.cli_extract import main as extract_main
-from ncprobe.extract.cli_train import main as train_main
+from ncprobe.extract.cli import main as extract_main
+from ncprobe.extract.training.cli import main as train_main
 from ncprobe.plots.cli import main as plot_main
 from tests.bad_inputs import make_fixtures, rows
 

@@ -25,7 +25,8 @@ def test_wheel_installs_everything_under_ncprobe(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = sorted({n.split("/")[0] for n in names})
     assert top == ["ncprobe", wheel.name.split("-py")[0] + ".dist-info"], top
-    for module in ("data/store/schema.py", "data/datasets/digits.py", "extract/extraction.py",
+    for module in ("data/store/schema.py", "data/datasets/digits.py",
+                   "extract/extraction/pipeline.py",
                    "extract/models/mlp.py", "extract/attacks/pgd.py", "analyze/stats.py",
                    "plots/figures.py", "demo/cli.py"):
         assert f"ncprobe/{module}" in names
@@ -33,8 +34,8 @@ def test_wheel_installs_everything_under_ncprobe(tmp_path):
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert sorted(re.findall(r"= (\S+):main", entry_points)) == [
-        "ncprobe.analyze.cli", "ncprobe.demo.cli", "ncprobe.extract.cli_extract",
-        "ncprobe.extract.cli_train", "ncprobe.plots.cli"]
+        "ncprobe.analyze.cli", "ncprobe.demo.cli", "ncprobe.extract.cli",
+        "ncprobe.extract.training.cli", "ncprobe.plots.cli"]
 
 
 def _readme_notebook_code() -> str:

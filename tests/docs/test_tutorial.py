@@ -22,7 +22,7 @@ def test_tutorial_executes_on_a_quick_digits_run(digits_checkpoints, tmp_path, m
     import nbformat
 
     from ncprobe.analyze.run import analyze_store
-    from ncprobe.extract.cli_extract import main as extract
+    from ncprobe.extract.cli import main as extract
 
     run = tmp_path / "run"
     assert extract(["--checkpoint", str(digits_checkpoints / "epoch-0002.pt"), "--out",

@@ -86,7 +86,7 @@ def test_every_recipe_runs_as_written(tmp_path):
         assert argv[0] == "nc-extract"
         # the stand-ins import tests.*; transformers must not see a torchvision stand-in
         path = [str(ROOT)] + ([] if "hf:" in command else [str(tmp_path / "stand-ins")])
-        done = subprocess.run([sys.executable, "-m", "ncprobe.extract.cli_extract", *argv[1:],
+        done = subprocess.run([sys.executable, "-m", "ncprobe.extract.cli", *argv[1:],
                                "--no-progress"], **run,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(path)})
         assert done.returncode == 0, (command, done.stderr[-2000:])

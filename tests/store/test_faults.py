@@ -29,7 +29,7 @@ def ckpt(digits_checkpoints):
 
 
 def extract_args(ckpt, out):
-    return [sys.executable, "-m", "ncprobe.extract.cli_extract", "--checkpoint", str(ckpt), "--out",
+    return [sys.executable, "-m", "ncprobe.extract.cli", "--checkpoint", str(ckpt), "--out",
             str(out), "--limit", "400", "--chunk-samples", "20", "--batch-size", "20",
             "--no-progress", *sum((["--attack", a] for a in ATTACKS), [])]
 
@@ -94,7 +94,7 @@ def test_extract_survives_sigkill_and_resumes_bitwise(ckpt, tmp_path):
 
 @pytest.mark.slow
 def test_second_writer_refuses(ckpt, tmp_path, capsys):
-    from ncprobe.extract.cli_extract import main
+    from ncprobe.extract.cli import main
 
     out = tmp_path / "s.zarr"
     first = subprocess.Popen(extract_args(ckpt, out), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -141,7 +141,7 @@ def test_train_killed_then_resumed_equals_uninterrupted(tmp_path):
 
     from ncprobe.extract.checkpoints import load_state_dict
 
-    base = [sys.executable, "-m", "ncprobe.extract.cli_train", "--mode", "pgd", "--eps", "0.1",
+    base = [sys.executable, "-m", "ncprobe.extract.training.cli", "--mode", "pgd", "--eps", "0.1",
             "--steps", "3", "--epochs", "12", "--save-epochs", "6", "--no-progress"]
     subprocess.run(base + ["--out", str(tmp_path / "ref")], cwd=ROOT, check=True,
                    capture_output=True)

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from ncprobe.extract.async_writer import AsyncBlockWriter
+from ncprobe.extract.extraction.async_writer import AsyncBlockWriter
 
 
 def test_jobs_run_in_order_and_release_after_each():

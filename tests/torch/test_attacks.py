@@ -225,7 +225,7 @@ def test_a_registered_attack_runs_through_nc_extract(tmp_path, digits_checkpoint
 
     from ncprobe.extract.attacks import Attack, register_attack, unregister_attack
     from ncprobe.extract.attacks.base import eps_param
-    from ncprobe.extract.cli_extract import main
+    from ncprobe.extract.cli import main
 
     @dataclass(frozen=True)
     class Jitter(Attack):

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from ncprobe.extract.capture import LayerCapture, LayerError, probe, resolve_layers
-from ncprobe.extract.reduction import Reducer, ReductionError
+from ncprobe.extract.extraction.capture import LayerCapture, LayerError, probe, resolve_layers
+from ncprobe.extract.extraction.reduction import Reducer, ReductionError
 
 
 class Tiny(nn.Module):
@@ -90,7 +90,7 @@ def test_reductions():
 
 
 def test_globs_match_module_paths_component_by_component():
-    from ncprobe.extract.capture import glob_match
+    from ncprobe.extract.extraction.capture import glob_match
 
     assert glob_match("blocks.3", "blocks.*") and not glob_match("blocks.3.norm1", "blocks.*")
     assert glob_match("layer4", "layer?") and not glob_match("layer10", "layer?")

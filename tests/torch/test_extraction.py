@@ -14,7 +14,7 @@ from ncprobe.data.datasets.subsets import stratified_subset
 from ncprobe.data.store.layout import StoreLayout
 from ncprobe.extract import extraction
 from ncprobe.extract.checkpoints import load_state_dict
-from ncprobe.extract.cli_extract import main
+from ncprobe.extract.cli import main
 from ncprobe.extract.models import build_model
 from tests.helpers import store_arrays
 

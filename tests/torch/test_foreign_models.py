@@ -12,7 +12,7 @@ from torch import nn
 
 from ncprobe.analyze.cli import main as analyze
 from ncprobe.extract.checkpoints import load_state_dict
-from ncprobe.extract.cli_extract import main as extract
+from ncprobe.extract.cli import main as extract
 from ncprobe.extract.models import build_model, load_state
 
 pytestmark = pytest.mark.torch
@@ -162,7 +162,7 @@ def test_a_torchvision_style_factory_with_its_own_checkpoint(tmp_path, save_as, 
 def test_a_model_that_normalises_itself_gets_no_second_normalisation(tmp_path):
     """--normalize none leaves the input as pixels: the model's own first op normalises."""
     from ncprobe.data.datasets import load_dataset
-    from ncprobe.extract.plan import ExtractConfig, plan_checkpoints
+    from ncprobe.extract.extraction.plan import ExtractConfig, plan_checkpoints
 
     torch.manual_seed(0)
     torch.save(build_model("mlp", (1, 8, 8), 10, (0.3,), (0.4,)).state_dict(),
@@ -198,7 +198,7 @@ def test_a_classifier_that_is_not_the_last_linear_is_named_and_its_input_capture
 def test_a_classifier_input_that_is_no_modules_output_is_captured_exactly():
     """The classifier receives 2 x body(x), which no module outputs: the pre-hook on the
     classifier records exactly that, so W h + b is the logits."""
-    from ncprobe.extract.capture import LayerCapture
+    from ncprobe.extract.extraction.capture import LayerCapture
 
     torch.manual_seed(0)
     model = build_model("tests.user_models:scaled", (1, 8, 8), 10, (0.0,), (1.0,)).eval()
@@ -216,7 +216,7 @@ def test_the_python_api_writes_the_clis_store_bitwise(digits_checkpoints, tmp_pa
     from ncprobe.data.datasets import load_dataset
     from ncprobe.data.store import store_arrays
     from ncprobe.extract.api import extract_model
-    from ncprobe.extract.plan import ExtractConfig, plan_checkpoints
+    from ncprobe.extract.extraction.plan import ExtractConfig, plan_checkpoints
 
     ck = digits_checkpoints / "epoch-0002.pt"
     attacks = ["clean", "pgd:eps=0.1,steps=3", "noise:kind=gaussian,eps=0.5"]

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from ncprobe.extract import training
 from ncprobe.extract.checkpoints import load_state_dict, sha256
-from ncprobe.extract.cli_train import main
 from ncprobe.extract.models import ModelError, build_model, load_state
+from ncprobe.extract.training import loop as training
+from ncprobe.extract.training.cli import main
 
 ARCH_CASES = [("mlp", (1, 8, 8), ["block1", "block2", "block3", "block4", "logits"], 256),
               ("cnn", (1, 8, 8), ["conv1", "conv2", "conv3", "penultimate", "logits"], 128),

@@ -16,7 +16,7 @@ import torch
 import xarray as xr
 
 from ncprobe.analyze.cli import main as analyze
-from ncprobe.extract.cli_extract import main as extract
+from ncprobe.extract.cli import main as extract
 from tests import zoo_models as zm
 from tests.torch.test_foreign_models import _randomised  # random BatchNorm statistics
 
@@ -156,7 +156,7 @@ def test_timm_create_model_factory_form_and_the_ema_weights(tmp_path, zoo):
 
 
 def test_token_reductions_mean_and_flatten_on_request(tmp_path, zoo):
-    from ncprobe.extract.reduction import Reducer
+    from ncprobe.extract.extraction.reduction import Reducer
 
     x = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
     torch.testing.assert_close(Reducer("cls", (5, 3), "b")(x), x[:, 0])
@@ -181,7 +181,7 @@ def _lightning_checkpoint(net_state, path, prefix="model."):
 
 
 def test_lightning_checkpoint_into_the_network_and_into_the_module(tmp_path, zoo):
-    from ncprobe.extract.cli_extract import main
+    from ncprobe.extract.cli import main
 
     torch.manual_seed(0)
     lit = zm.LitClassifier(num_classes=10)
@@ -290,8 +290,8 @@ def test_the_last_linear_with_the_class_count_is_checked_against_the_logits():
     """A default classifier whose W h + b is not the model's output is refused, a named one
     is taken and the difference recorded."""
     from ncprobe.data.datasets import load_dataset
+    from ncprobe.extract.extraction.plan import ExtractConfig, plan_module
     from ncprobe.extract.models import ModelError
-    from ncprobe.extract.plan import ExtractConfig, plan_module
 
     class Scaled(torch.nn.Module):
         def __init__(self):

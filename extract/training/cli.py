@@ -10,8 +10,8 @@ from fractions import Fraction
 from ncprobe.data.cli_support import OneLineParser, add_common_flags, run_command
 from ncprobe.data.datasets import LOADERS
 
-from .models import ARCHS
-from .training import MODES, SCHEDULES, TrainConfig, train
+from ..models import ARCHS
+from .loop import MODES, SCHEDULES, TrainConfig, train
 
 EXAMPLES = """examples:
   nc-train --dataset digits --arch mlp --mode standard --epochs 120 --out runs/digits-st

@@ -20,11 +20,11 @@ from ncprobe.data.datasets import load_dataset
 from ncprobe.data.datasets.subsets import stratified_subset
 from ncprobe.data.errors import NcprobeError
 
-from .attacks import ce_objective, pgd
-from .attacks.pgd import NORMS, UNIT_BOX
-from .checkpoints import atomic_save, atomic_write_text, save_checkpoint
-from .models import build_model
-from .runtime import pick_device, set_threads, versions
+from ..attacks import ce_objective, pgd
+from ..attacks.pgd import NORMS, UNIT_BOX
+from ..checkpoints import atomic_save, atomic_write_text, save_checkpoint
+from ..models import build_model
+from ..runtime import pick_device, set_threads, versions
 
 log = logging.getLogger("ncprobe.train")
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ncprobe.data.errors import NcprobeError
 
-from .models.base import NCModel
+from ..models.base import NCModel
 
 #: suffix of a capture path whose module's input (not output) is recorded
 INPUT = ":input"

@@ -3,8 +3,9 @@
 The unit of work is a block (split, checkpoint, condition, sample chunk). Its random numbers
 are drawn once from a seed derived from those names, so the store is the same whatever the
 batch size and wherever an interrupted run resumes; a rerun skips the blocks already on disk.
-:func:`run_plan` walks the blocks of an :class:`~ncprobe.extract.plan.ExtractionPlan` in order
-(checkpoint, split, condition, chunk), :func:`compute_block` computes one.
+:func:`run_plan` walks the blocks of an
+:class:`~ncprobe.extract.extraction.plan.ExtractionPlan` in order (checkpoint, split, condition,
+chunk), :func:`compute_block` computes one.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from ncprobe.data.errors import NcprobeError
 from ncprobe.data.store import StoreError
 from ncprobe.data.store.writer import ActivationStoreWriter
 
+from ..attacks import draw_randomness, run_condition, slice_randomness
+from ..models import ModelError
+from ..runtime import pick_device, set_threads
 from . import distributed
 from .async_writer import AsyncBlockWriter, BufferPool
-from .attacks import draw_randomness, run_condition, slice_randomness
 from .capture import LayerCapture, probe
-from .models import ModelError
 from .plan import ExtractConfig, ExtractionPlan, example_inputs, plan_checkpoints
 from .reduction import Reducer, default_reduction, has_class_token
-from .runtime import pick_device, set_threads
 
 log = logging.getLogger("ncprobe.extract")
 #: the namespace of the per-sample outputs among a block's buffers (layers have plain names)
@@ -42,7 +43,7 @@ def _block_seed(*parts) -> int:
 def list_layers(cfg: ExtractConfig, all_modules: bool = False) -> tuple[list[tuple], dict]:
     """(name, module path, output shape, reduction, stored dim) for every capturable layer
     (with ``all_modules``, every module the forward pass runs, at any depth), and the input
-    normalisation the model applies (:func:`~ncprobe.extract.plan.normalization`)."""
+    normalisation the model applies (:func:`~ncprobe.extract.extraction.plan.normalization`)."""
     dev = torch.device("cpu")
     if all_modules:
         cfg = ExtractConfig(**{**cfg.__dict__, "layers": None})

@@ -22,10 +22,9 @@ from ncprobe.data.datasets.subsets import stratified_subset
 from ncprobe.data.errors import NcprobeError
 from ncprobe.data.store.layout import LayerSpec
 
-from .attacks import AttackSpecError, parse_attack
-from .capture import probe, resolve_layers
-from .checkpoints import epoch_of, expand_checkpoints, load_state_dict, read_sidecar, sha256
-from .models import (
+from ..attacks import AttackSpecError, parse_attack
+from ..checkpoints import epoch_of, expand_checkpoints, load_state_dict, read_sidecar, sha256
+from ..models import (
     ModelError,
     NCModel,
     build_model,
@@ -33,10 +32,11 @@ from .models import (
     verify_classifier,
     wrap_module,
 )
-from .models.wrap import LOGITS_RTOL
-from .models.zoo import hf_weights, known_normalization
+from ..models.wrap import LOGITS_RTOL
+from ..models.zoo import hf_weights, known_normalization
+from ..runtime import versions
+from .capture import probe, resolve_layers
 from .reduction import Reducer, default_reduction, has_class_token
-from .runtime import versions
 
 log = logging.getLogger("ncprobe.extract")
 
