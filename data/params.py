@@ -20,11 +20,13 @@ class ParameterError(NcprobeError):
 
 @dataclass(frozen=True)
 class Interval:
-    """A number of ``kind`` (int or float) in [low, high] (None: unbounded)."""
+    """A number of ``kind`` (int or float) in [low, high] (None: unbounded); ``open_low``
+    excludes ``low`` itself (a learning rate > 0)."""
 
     kind: type
     low: float | None = None
     high: float | None = None
+    open_low: bool = False
 
     def accepts(self, value) -> bool:
         if isinstance(value, bool):
@@ -34,15 +36,15 @@ class Interval:
         if not isinstance(value, self.kind) or (isinstance(value, float) and
                                                  math.isnan(value)):
             return False
-        return ((self.low is None or value >= self.low)
-                and (self.high is None or value <= self.high))
+        above = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        return above and (self.high is None or value <= self.high)
 
     def __str__(self) -> str:
         name = {int: "an int", float: "a number"}[self.kind]
         if self.low is not None and self.high is not None:
-            return f"{name} in [{self.low:g}, {self.high:g}]"
+            return f"{name} in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}]"
         if self.low is not None:
-            return f"{name} >= {self.low:g}"
+            return f"{name} {'>' if self.open_low else '>='} {self.low:g}"
         return f"{name} <= {self.high:g}" if self.high is not None else name
 
 
@@ -95,7 +97,7 @@ class Optional:
         return value is None or self.inner.accepts(value)
 
     def __str__(self) -> str:
-        return f"None or {self.inner}"
+        return f"{self.inner}, or unset (None)"
 
 
 def check_params(obj, constraints: dict) -> None:

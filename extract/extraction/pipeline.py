@@ -72,8 +72,6 @@ def extract_store(cfg: ExtractConfig, out, *, overwrite: bool = False, device: s
 
     Under ``torchrun --nproc-per-node N`` the blocks are shared among the N processes.
     """
-    if cfg.batch_size < 1:
-        raise NcprobeError(f"`batch_size` must be >= 1, got {cfg.batch_size}")
     return run(lambda dev: plan_checkpoints(cfg, dev), out, overwrite=overwrite, device=device,
                threads=threads, progress=progress, command=command, queue_depth=queue_depth,
                repair=repair)

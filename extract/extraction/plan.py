@@ -20,7 +20,8 @@ import torch
 from ncprobe.data.datasets import Dataset, load_dataset
 from ncprobe.data.datasets.subsets import stratified_subset
 from ncprobe.data.errors import NcprobeError
-from ncprobe.data.store.layout import LayerSpec
+from ncprobe.data.params import Instance, Interval, OneOf, Optional, StrList, check_params
+from ncprobe.data.store.layout import COMPRESSIONS, LayerSpec
 
 from ..attacks import AttackSpecError, parse_attack
 from ..checkpoints import epoch_of, expand_checkpoints, load_state_dict, read_sidecar, sha256
@@ -43,7 +44,9 @@ log = logging.getLogger("ncprobe.extract")
 
 @dataclass
 class ExtractConfig:
-    """What to extract; everything that changes the store's content is in its fingerprint."""
+    """What to extract; everything that changes the store's content is in its fingerprint.
+    Checked when built: a bad value raises
+    :class:`~ncprobe.data.params.ParameterError` naming it."""
 
     checkpoints: list
     attacks: list = field(default_factory=lambda: ["clean"])
@@ -76,6 +79,17 @@ class ExtractConfig:
     output_key: str | None = None
     #: the leading prefix of the checkpoint keys that hold the network (e.g. "model.")
     strip_prefix: str | None = None
+
+    _constraints = {
+        "attacks": StrList(), "splits": Optional(StrList()), "layers": Optional(StrList()),
+        "project": Optional(Interval(int, 1)), "dtype": OneOf(("float32", "float16")),
+        "compression": OneOf(COMPRESSIONS), "batch_size": Interval(int, 1),
+        "chunk_samples": Optional(Interval(int, 1)), "limit": Optional(Interval(int, 1)),
+        "max_per_class": Optional(Interval(int, 1)), "seed": Interval(int),
+        "amp": Instance(bool, "True or False")}
+
+    def __post_init__(self):
+        check_params(self, self._constraints)
 
 
 @dataclass
@@ -225,8 +239,6 @@ def resolve_capture(model, ds, cfg: ExtractConfig, device):
     depth order, from one probing forward pass."""
     paths_by_name = resolve_layers(model, cfg.layers)
     shapes = probe(model, paths_by_name, example_inputs(ds, device))
-    if cfg.project is not None and cfg.project < 1:
-        raise NcprobeError(f"`project` must be >= 1, got {cfg.project}")
     ran = {key.split(".call")[0] for key in shapes}
     named = {n.removeprefix("net.") for n in cfg.layers or []
              if n != "all" and not any(ch in n for ch in "*?[")}

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ncprobe.data.datasets import load_dataset
 from ncprobe.data.datasets.subsets import stratified_subset
 from ncprobe.data.errors import NcprobeError
+from ncprobe.data.params import Interval, OneOf, Optional, check_params
 
 from ..attacks import ce_objective, pgd
 from ..attacks.pgd import NORMS, UNIT_BOX
@@ -38,7 +39,8 @@ class TrainError(NcprobeError):
 
 @dataclass
 class TrainConfig:
-    """Everything that determines a training run; saved as ``run.json``."""
+    """Everything that determines a training run; saved as ``run.json``. Checked when built:
+    a bad value raises :class:`~ncprobe.data.params.ParameterError` naming it."""
 
     dataset: str = "digits"
     data_root: str | None = None
@@ -67,21 +69,21 @@ class TrainConfig:
     #: train (and evaluate) on a class-stratified subset of this many samples per split
     train_limit: int | None = None
 
+    _constraints = {
+        "mode": OneOf(MODES), "schedule": OneOf(SCHEDULES), "norm": OneOf(NORMS),
+        "eps": Interval(float, 0), "epochs": Interval(int, 1), "batch_size": Interval(int, 1),
+        "steps": Interval(int, 1), "lr": Interval(float, 0, open_low=True),
+        "momentum": Interval(float, 0), "weight_decay": Interval(float, 0),
+        "step_size": Optional(Interval(float, 0, open_low=True)), "beta": Interval(float, 0),
+        "seed": Interval(int), "train_limit": Optional(Interval(int, 1)),
+        "attack_bn": Optional(OneOf(("train", "eval")))}
+
+    def __post_init__(self):
+        check_params(self, self._constraints)
+
     def validate(self) -> TrainConfig:
-        if self.mode not in MODES:
-            raise TrainError(f"unknown mode {self.mode!r}; expected {', '.join(MODES)}")
-        if self.schedule not in SCHEDULES:
-            raise TrainError(f"unknown schedule {self.schedule!r}; expected "
-                             f"{', '.join(SCHEDULES)}")
-        if self.norm not in NORMS:
-            raise TrainError(f"unknown norm {self.norm!r}; expected {', '.join(NORMS)}")
-        if self.eps < 0:
-            raise TrainError(f"`eps` must be >= 0, got {self.eps}")
-        if self.epochs < 1 or self.batch_size < 1 or self.steps < 1:
-            raise TrainError("`epochs`, `batch_size` and `steps` must be >= 1; got "
-                             f"{self.epochs}, {self.batch_size}, {self.steps}")
-        if self.lr <= 0:
-            raise TrainError(f"`lr` must be > 0, got {self.lr}")
+        """Fill in what depends on other fields (every checkpoint epoch within the run and
+        the last one, the attack's step and BatchNorm mode); returns ``self``."""
         bad = [e for e in self.save_epochs if not 1 <= e <= self.epochs]
         if bad:
             raise TrainError(f"`save_epochs` {bad} outside the run's 1..{self.epochs}")
@@ -90,8 +92,6 @@ class TrainConfig:
             self.step_size = 2.5 * self.eps / self.steps
         if self.attack_bn is None:
             self.attack_bn = "train" if self.mode == "pgd" else "eval"
-        if self.attack_bn not in ("train", "eval"):
-            raise TrainError(f"unknown `attack_bn` {self.attack_bn!r}; expected train or eval")
         return self
 
     def attack_settings(self) -> dict:

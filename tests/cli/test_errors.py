@@ -54,10 +54,10 @@ def test_library_messages_name_parameters_not_flags(tmp_path):
 
 @pytest.mark.torch
 def test_extraction_library_names_its_parameters():
-    from ncprobe.extract.extraction import ExtractConfig, extract_store
+    from ncprobe.extract.extraction import ExtractConfig
 
-    with pytest.raises(NcprobeError, match=r"^`batch_size` must be >= 1, got 0$"):
-        extract_store(ExtractConfig(checkpoints=["x.pt"], batch_size=0), "out.zarr")
+    with pytest.raises(NcprobeError, match=r"^`batch_size` must be an int >= 1; got 0$"):
+        ExtractConfig(checkpoints=["x.pt"], batch_size=0)
 
 
 @pytest.mark.torch

@@ -12,9 +12,9 @@ import zarr
 from ncprobe.data.datasets import load_dataset
 from ncprobe.data.datasets.subsets import stratified_subset
 from ncprobe.data.store.layout import StoreLayout
-from ncprobe.extract import extraction
 from ncprobe.extract.checkpoints import load_state_dict
 from ncprobe.extract.cli import main
+from ncprobe.extract.extraction import pipeline as extraction
 from ncprobe.extract.models import build_model
 from tests.helpers import store_arrays
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from ncprobe.data.params import ParameterError
 from ncprobe.extract.checkpoints import load_state_dict, sha256
 from ncprobe.extract.models import ModelError, build_model, load_state
 from ncprobe.extract.training import loop as training
@@ -144,8 +145,8 @@ def test_checkpoint_keys_mismatch_lists_keys(tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--arch", "resnet9000"], "unknown arch 'resnet9000'"),
     (["--dataset", "svhn"], "unknown dataset 'svhn'"),
-    (["--mode", "fast"], "unknown mode 'fast'"),
-    (["--eps", "-0.1"], "--eps must be >= 0"),
+    (["--mode", "fast"], "--mode must be one of 'standard', 'pgd', 'trades'; got 'fast'"),
+    (["--eps", "-0.1"], "--eps must be a number >= 0; got -0.1"),
     (["--epochs", "5", "--save-epochs", "3,9"], r"--save-epochs \[9\] outside the run's 1..5"),
     (["--dataset", "cifar10"], "--data-root is required"),
 ])
@@ -206,8 +207,9 @@ def test_sidecar_records_the_attack_batchnorm_mode(tmp_path):
                    progress=False)
     side = json.loads((tmp_path / "r/checkpoints/epoch-0001.json").read_text())
     assert side["mode"] == "pgd" and side["attack"]["bn"] == "eval"
-    with pytest.raises(training.TrainError, match="unknown `attack_bn` 'frozen'; expected train"):
-        small_cfg(mode="pgd", attack_bn="frozen").validate()
+    with pytest.raises(ParameterError, match="`attack_bn` must be one of 'train', 'eval', or "
+                                             "unset"):
+        small_cfg(mode="pgd", attack_bn="frozen")
 
 
 def test_vgg11bn_is_su_et_als_configuration():
