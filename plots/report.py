@@ -57,8 +57,10 @@ def save_figure(drawn, out, name) -> Path:
     fig = drawn if isinstance(drawn, Figure) else drawn.figure
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{name}.png", dpi=150, bbox_inches="tight")
-    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    # the tight box once for both files: finding it draws the whole figure
+    box = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
+    fig.savefig(out / f"{name}.png", dpi=150, bbox_inches=box)
+    fig.savefig(out / f"{name}.pdf", bbox_inches=box)
     plt.close(fig)
     return out / f"{name}.png"
 
