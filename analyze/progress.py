@@ -25,34 +25,32 @@ def make_bar(enabled: bool, desc: str = "nc-analyze"):
     return tqdm(total=0, desc=desc, unit="task", disable=not enabled, leave=False)
 
 
-def persist_all(collections, bar, client=None):
+def persist_all(collections, bar, client=None, optimize=True):
     """Persist ``collections`` together (shared reads done once): the same collections, their
     chunks now held in memory (this process's, or the dask workers')."""
     if client is None:
         with _TaskCounter(bar), threadpool_limits(1, user_api="blas"):
-            return list(dask.persist(*collections))
+            return list(dask.persist(*collections, optimize_graph=optimize))
     from distributed import wait
 
-    held = client.persist(list(collections))
+    held = client.persist(list(collections), optimize_graph=optimize)
     wait(held)
     return held
 
 
-def compute_all(collections, bar, client=None, optimize=True):
+def compute_all(collections, bar, client=None):
     """Compute ``collections`` together (shared reads done once), advancing ``bar``.
 
     With dask's threads the parallelism is one kernel per core, so BLAS is held to one
     thread per kernel: nested BLAS threads only oversubscribe the cores (measured here: a
-    N = 50,000, D = 4,096 analysis went from 6.3-6.9 s to 5.2-5.6 s). ``optimize=False`` for
-    collections whose chunks are already in memory: there is no read left to fuse, and
-    optimising the graph cost 5-12 % of a digits demo store's analysis.
+    N = 50,000, D = 4,096 analysis went from 6.3-6.9 s to 5.2-5.6 s).
     """
     if client is None:
         with _TaskCounter(bar), threadpool_limits(1, user_api="blas"):
-            return list(dask.compute(*collections, optimize_graph=optimize))
+            return list(dask.compute(*collections))
     from distributed import as_completed
 
-    futures = client.compute(list(collections), optimize_graph=optimize)
+    futures = client.compute(list(collections))
     bar.total = (bar.total or 0) + len(futures)
     for _ in as_completed(futures):
         bar.update(1)

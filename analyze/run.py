@@ -30,7 +30,7 @@ from ncprobe.data.store import splits as store_splits
 
 from .blocks import AnalysisError
 from .cluster import connect, parse_scheduler
-from .memory import available_memory, parse_memory, plan_reads
+from .memory import auto_budget, parse_memory, plan_reads
 from .metrics import (
     clean_reference,
     collapse_metrics,
@@ -187,7 +187,7 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
     with connect(scheduler) as client:
         source = "given"
         if budget is None:
-            budget, source = available_memory(client)
+            budget, source = auto_budget(store, client)
         plan = plan_reads({key: job.nbytes(key) for key in job.feats}, budget, source,
                           job.ref_split)
         bar = make_bar(progress)
@@ -210,8 +210,7 @@ def _run_passes(job: _Job, plan, bar, client):
         held = _first_pass(job, batch, bar, client, hold=True)
         stats.update({key: st for key, (st, _) in held.items()})
         within.update(_second_pass(job, [k for k in batch if k in job.out_keys], stats,
-                                   {key: f for key, (_, f) in held.items()}, bar, client,
-                                   held=True))
+                                   {key: f for key, (_, f) in held.items()}, bar, client))
     within.update(_second_pass(job, [k for k in plan.streamed if k in job.out_keys], stats,
                                job.feats, bar, client))
     _warn_small_classes(stats)
@@ -225,11 +224,13 @@ def _first_pass(job: _Job, keys, bar, client, hold=False) -> dict:
         return {}
     lazy = [class_stats(job.feats[key], job.inputs[key[0]][2], job.n_classes) for key in keys]
     if hold:
-        done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client,
+        # unoptimised, so that the features and pass 1 share their read tasks (optimising
+        # fuses the reads into each graph under new names, and every chunk was read twice)
+        done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client, False,
                         store=job.store)
         feats, lazy = done[:len(keys)], done[len(keys):]
-    stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, not hold,
-                                    store=job.store), strict=True))
+    stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
+                     strict=True))
     for (s, la), st in stats.items():
         _check_finite(st, s, la)
     return {k: (stats[k], f) for k, f in zip(keys, feats, strict=True)} if hold else stats
@@ -239,7 +240,7 @@ def _dense(job: _Job, key) -> bool:
     return job.opts.dense and job.feats[key].sizes[schema.FEATURE] <= job.opts.dense_limit
 
 
-def _second_pass(job: _Job, keys, stats, feats, bar, client, held=False) -> dict:
+def _second_pass(job: _Job, keys, stats, feats, bar, client) -> dict:
     """Pass 2 (:func:`within_stats`) of ``keys`` on ``feats``, against the clean class means
     of the reference split (each split's own without one)."""
     lazy = []
@@ -250,8 +251,8 @@ def _second_pass(job: _Job, keys, stats, feats, bar, client, held=False) -> dict
                                  pred=pred, reference=reference, dense=_dense(job, (s, la))))
     if not lazy:
         return {}
-    return dict(zip(keys, _checked(compute_all, lazy, bar, client, not held,
-                                   store=job.store), strict=True))
+    return dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
+                    strict=True))
 
 
 def _collapse(job: _Job, stats, within):

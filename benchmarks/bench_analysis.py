@@ -103,7 +103,9 @@ def main(quick: bool = False) -> dict:
               f"{time.perf_counter() - t0:.0f} s")
         # the three side by side, in rotating order: this VM's speed drifts by 10-30 % within
         # seconds, so a ratio is only meaningful between neighbouring runs
-        kinds = {"floor": (read_and_sum,), "fits": (run_analysis, None, "auto"),
+        # "fits": a budget that holds the layer (``auto`` streams a local layer this large,
+        # see ncprobe.analyze.memory.AUTO_LOCAL_BATCH)
+        kinds = {"floor": (read_and_sum,), "fits": (run_analysis, None, "8GiB"),
                  "streaming": (run_analysis, None, 0)}
         names = list(kinds)
         reps = []

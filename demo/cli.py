@@ -21,6 +21,7 @@ from .protocol import PRESETS, QUICK_DIGITS, run_protocol
 EXAMPLES = """examples:
   nc-demo --out runs/demo
   nc-demo --quick --out /tmp/demo                    (under a minute, for CI)
+  nc-demo --seed 1 --out runs/demo-seed1             (the same protocol, another seed)
   nc-demo --preset paper-cifar10 --data-root ~/data --out runs/paper-c10 --device cuda
   nc-demo --preset paper-cifar10 --data-root ~/data --epochs 2 --limit 512 --out /tmp/smoke
 """
@@ -45,6 +46,8 @@ def _run(args) -> int:
         protocol = dataclasses.replace(protocol, archs=tuple(args.archs.split(",")))
     if args.layers:
         protocol = dataclasses.replace(protocol, layers=tuple(args.layers.split(",")))
+    if args.seed is not None:
+        protocol = dataclasses.replace(protocol, seed=args.seed)
     t0 = time.perf_counter()
     results = run_protocol(protocol, args.out, data_root=args.data_root, device=args.device,
                            progress=not args.no_progress)
@@ -58,6 +61,9 @@ def _run(args) -> int:
         print()
         for f in result["findings"]:
             print(f"{f.key:9s} {f.verdict:5s} {f.title}\n{'':16s}{f.detail}")
+            if f.bounds:
+                print(f"{'':16s}margins: " + ", ".join(f"{k} {m:+.0%}"
+                                                       for k, m in f.margins.items()))
         print(f"\nreport: {result['summary']['report']}")
         print(f"{arch}: " + ", ".join(f"{k} {v:.0f} s"
                                       for k, v in result["summary"]["times_s"].items()))
@@ -81,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", help="comma-separated subset of the preset's architectures")
     p.add_argument("--layers", help="comma-separated capture points to extract (default: all; "
                                     "see nc-extract --list-layers)")
+    p.add_argument("--seed", type=int, help="seed of training (initialisation, batch order) "
+                                            "and of the attacks' random starts (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     add_common_flags(p)
     return p

@@ -180,7 +180,8 @@ def run_protocol(p: Protocol, out, *, data_root=None, device: str = "auto",
                    "arch": arch, "times_s": {k: round(v, 1) for k, v in times.items()},
                    "noise_l2_eps": noise, "report": str(report),
                    "findings": [{"key": f.key, "verdict": f.verdict, "title": f.title,
-                                 "detail": f.detail, "values": f.values} for f in findings]}
+                                 "detail": f.detail, "values": f.values,
+                                 "margins": f.margins} for f in findings]}
         (folder / "findings.json").write_text(json.dumps(summary, indent=2, default=float))
         results[arch] = {"summary": summary, "findings": findings,
                          "table": key_numbers(metrics)}

@@ -7,7 +7,14 @@ import xarray as xr
 
 from ncprobe.analyze import AnalysisError
 from ncprobe.analyze.cli import main
-from ncprobe.analyze.memory import AUTO_FRACTION, available_memory, parse_memory, plan_reads
+from ncprobe.analyze.memory import (
+    AUTO_FRACTION,
+    AUTO_LOCAL_BATCH,
+    auto_budget,
+    available_memory,
+    parse_memory,
+    plan_reads,
+)
 from ncprobe.analyze.run import analyze_store
 from tests.helpers import synthetic_store
 
@@ -24,10 +31,13 @@ def test_parse_memory_refuses_what_is_not_a_size(given):
         parse_memory(given)
 
 
-def test_auto_is_a_fraction_of_what_is_available():
+def test_auto_is_a_fraction_of_what_is_available_capped_for_local_stores(tmp_path):
     budget, source = available_memory()
     assert 0 < budget
     assert f"{AUTO_FRACTION:g} of the" in source
+    local, why = auto_budget(tmp_path / "a.zarr")
+    assert local == min(budget, AUTO_LOCAL_BATCH) and "local store" in why
+    assert auto_budget("memory://bucket/a.zarr")[0] >= local
 
 
 def test_plan_keeps_a_layer_together_reference_split_first_and_streams_what_cannot_fit():
