@@ -1,8 +1,9 @@
 """``nc-demo``: run an experimental protocol end to end, by default the digits demo.
 
-The default preset, ``digits``, reproduces the paper's findings on a laptop CPU in about a
-minute: a standard, a PGD-AT and a TRADES ``mlp``; both splits, every layer, clean, PGD-20 l_inf
-0.1 (untargeted and targeted "next") and Gaussian noise of the attack's mean l_2 norm;
+The default preset, ``digits``, reproduces the paper's findings on a laptop CPU in under a
+minute: a standard, a PGD-AT and a TRADES ``mlp`` (eps 1/8, PGD-5 in training); both splits,
+every layer, clean, PGD-20 l_inf 1/8 (untargeted and targeted "next") and Gaussian noise of the
+attack's mean l_2 norm;
 analysis, figures, report.html and the findings. ``paper-cifar10`` and ``paper-cifar100`` run
 Su et al.'s protocol (PreActResNet18 and VGG11-BN, 400 epochs, PGD-AT and TRADES at 8/255) on
 a GPU box. Every stage resumes: rerun the same command after an interruption.
@@ -20,7 +21,7 @@ from .protocol import PRESETS, QUICK_DIGITS, run_protocol
 
 EXAMPLES = """examples:
   nc-demo --out runs/demo
-  nc-demo --quick --out /tmp/demo                    (under a minute, for CI)
+  nc-demo --quick --out /tmp/demo                    (about half a minute, for CI)
   nc-demo --seed 1 --out runs/demo-seed1             (the same protocol, another seed)
   nc-demo --preset paper-cifar10 --data-root ~/data --out runs/paper-c10 --device cuda
   nc-demo --preset paper-cifar10 --data-root ~/data --epochs 2 --limit 512 --out /tmp/smoke
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="folder for runs, stores and reports")
     p.add_argument("--data-root", help="dataset folder (the cifar presets: CIFAR batches)")
     p.add_argument("--quick", action="store_true",
-                   help="digits only: fewer epochs and a 300-sample subset, under a minute")
+                   help="digits only: fewer epochs and a 300-sample subset, about half a minute")
     p.add_argument("--epochs", type=int,
                    help="train for fewer epochs (checkpoint epochs kept where they fit)")
     p.add_argument("--limit", type=int,

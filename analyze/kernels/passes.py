@@ -13,6 +13,8 @@ from that grouping.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 #: rows converted to float64 at a time: a few MB that stay in cache and are reused, rather than
@@ -195,111 +197,178 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     block, and every sum by class is a bincount: memory O(ROW_BLOCK C + G C R) beyond the
     chunk, time O(n C (D + R)) whatever the class count.
     """
-    c = n_classes
-    n, n_g = groups.shape
     groups = np.asarray(groups).astype(np.intp, copy=False)
     labels = np.asarray(labels).astype(np.intp, copy=False)
     pred = np.asarray(pred)
-    o = np.zeros(h.shape[1]) if origin is None else np.asarray(origin, np.float64)
-    m = means - o  # (G, C, D)
-    ref = ref_centres - o
-    used = [j for j in range(n_g) if own_valid[j].any()]  # e.g. no "target" when untargeted
-    r_cols = coefs.shape[-1]
-    # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c = (m^T coefs)^T x - (m m^T coefs)[g]: by
-    # the dot products with the means when C <= D (they are computed anyway), or by the basis
-    # m^T coefs itself in the same product when D < C (the inner size is then D, not C);
-    # coefs^T 1 = 0, so the constant that the origin shift adds to every m_c . r cancels
-    direct = h.shape[1] < c
-    nearest_own = np.ones(n_g, bool) if nearest_own is None else np.asarray(nearest_own)
-    # distances to every mean of a grouping: for its nearest mean, or for its projections
-    dotted = [j for j in used if nearest_own[j] or not direct]
-    prep = []  # per grouping in use: squared norms of its means, coefficients, gram @ coefs
-    for j in used:
-        both = np.concatenate([coefs[j], coefs_w], axis=1) if j == 0 else coefs[j]
-        basis = m[j].T @ both  # (D, R): B = m^T coefs
-        # m m^T coefs = m B, without a C x C matrix
-        prep.append((j, (m[j] * m[j]).sum(axis=1), basis if direct else both, m[j] @ basis))
-    # the reference centres are often this grouping's own means (the clean condition of the
-    # reference split): then their distances are the label grouping's, computed once
-    ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
-                    and np.array_equal(ref[ref_valid], m[0][ref_valid]))
-    columns = [m[dotted].reshape(len(dotted) * c, -1).T] + ([] if ref_is_label else [ref.T])
-    if direct:
-        columns += [basis for _, _, basis, _ in prep]
-    stacked = np.concatenate(columns, axis=1)
-    ref_at = dotted.index(0) * c if ref_is_label else len(dotted) * c
-    offsets = (np.cumsum([0] + [b.shape[1] for _, _, b, _ in prep])
-               + (len(dotted) + (0 if ref_is_label else 1)) * c)
-    ref_sq = np.where(ref_valid, (ref * ref).sum(axis=1), np.inf)
-    within, projected = np.zeros((n_g, c)), np.zeros((n_g, c))
-    projected_w = np.zeros(c)
-    own_hits, mismatch = np.zeros(n_g), np.zeros(n_g)
-    near_ref = np.full(n, -1, dtype=np.intp)
-    # larger row blocks when the product is wide: fewer, larger BLAS calls
-    rows = ROW_BLOCK if stacked.shape[1] <= 512 else 512
-    for i, k, xc in row_blocks(h, o, rows):
-        prod = xc @ stacked
+    plan = _Pass2Plan.of(h.shape[1], groups.shape[1], means, coefs, coefs_w, ref_centres,
+                         ref_valid, own_valid, n_classes, origin, nearest_own)
+    sums = _Pass2Sums.zeros(groups.shape[1], n_classes, len(labels))
+    for i, k, xc in row_blocks(h, plan.origin, plan.rows):
+        prod = xc @ plan.stacked
         sq = np.einsum("nd,nd->n", xc, xc)
-        idx = np.arange(k - i)
-        y, p_ = labels[i:k], pred[i:k]
-        for slot, (j, m_sq, both, gram_both) in enumerate(prep):
-            g = groups[i:k, j]
-            ok = (g >= 0) & (g < c)
-            gi = np.where(ok, g, 0)
-            if j in dotted:
-                at = dotted.index(j) * c
-                dots = prod[:, at: at + c]                         # x . m_{g,c}
-                own_dot = dots[idx, gi]
-            else:
-                own_dot = np.einsum("nd,nd->n", xc, m[j][gi])
-            r2 = sq - 2.0 * own_dot + m_sq[gi]
-            within[j] += np.bincount(gi, weights=np.where(ok, r2, 0.0), minlength=c)
-            pr = prod[:, offsets[slot]:offsets[slot + 1]] if direct else dots @ both
-            pr = pr - gram_both[gi]
-            w = np.where(ok, np.einsum("nr,nr->n", pr[:, :r_cols], pr[:, :r_cols]), 0.0)
-            projected[j] += np.bincount(gi, weights=w, minlength=c)
-            if j == 0:
-                w = np.einsum("nr,nr->n", pr[:, r_cols:], pr[:, r_cols:])
-                projected_w += np.bincount(gi, weights=np.where(ok, w, 0.0), minlength=c)
-            if not nearest_own[j]:
-                continue
-            d = dots  # ||m_c||^2 - 2 x . m_c in place: the dots are not needed after this
+        for slot in range(len(plan.prep)):
+            _add_grouping(sums, plan, slot, xc, prod, sq, groups[i:k], labels[i:k],
+                          pred[i:k], slice(i, k))
+        if plan.ref_valid.any() and not (plan.ref_is_label and plan.nearest_own[0]):
+            d = prod[:, plan.ref_at: plan.ref_at + n_classes]
             d *= -2.0
-            d += m_sq
-            if not own_valid[j].all():
-                d[:, ~own_valid[j]] = np.inf
-            near = d.argmin(axis=1)
-            own_hits[j] += np.count_nonzero(near == y)
-            mismatch[j] += np.count_nonzero(near != p_)
-            if j == 0 and ref_is_label:  # the same distances, the same masks
-                near_ref[i:k] = near
-        if ref_valid.any() and not (ref_is_label and nearest_own[0]):
-            d = prod[:, ref_at: ref_at + c]
-            d *= -2.0
-            d += ref_sq
-            near_ref[i:k] = d.argmin(axis=1)
-    # a class whose samples all sit on its mean can round to a tiny negative sum
-    np.maximum(within, 0.0, out=within)
-    valid_y = (labels >= 0) & (labels < c)
-    counted = valid_y & (near_ref >= 0)
-    hit = counted & (near_ref == labels)
-    codes = labels[counted] * c + near_ref[counted]
-    flipped = pred != labels
-    out = {"within": within, "projected": projected, "projected_w": projected_w,
-           "own_hits": own_hits, "nc4_mismatch": mismatch,
-           "ref_hits": np.bincount(labels[hit], minlength=c).astype(np.float64),
-           "ref_counted": np.float64(np.count_nonzero(counted)),
-           "transitions": (np.bincount(codes, minlength=c * c).reshape(c, c).astype(np.float64)
-                           if c <= DENSE_TRANSITIONS else SparseCounts.of(codes)),
-           "flipped": np.float64(np.count_nonzero(flipped)),
-           "leapt": np.float64(np.count_nonzero(flipped & (near_ref == pred)))}
+            d += plan.ref_sq
+            sums.near_ref[i:k] = d.argmin(axis=1)
+    out = sums.statistics(labels, pred, n_classes)
     if dense:
-        g = groups[:, 0]
-        ok = (g >= 0) & (g < c)
-        r = np.asarray(h, np.float64) - means[0][np.where(ok, g, 0)]
-        r[~ok] = 0.0
-        out["scatter"] = r.T @ r
+        out["scatter"] = _label_scatter(h, groups[:, 0], means[0], n_classes)
     return out
+
+
+@dataclass
+class _Pass2Plan:
+    """What every row block of :func:`pass2` multiplies with, worked out once per chunk."""
+
+    c: int
+    origin: np.ndarray  # (D,): everything is computed on h - origin
+    m: np.ndarray  # (G, C, D) class means minus origin
+    used: list  # groupings with a class in them (e.g. no "target" when untargeted)
+    dotted: list  # groupings whose distances to every mean are in the product
+    prep: list  # per used grouping: (j, ||m_c||^2, coefficients or basis, m B)
+    direct: bool  # D < C: projections from the basis in the product, not from the dots
+    stacked: np.ndarray  # (D, K) the product's columns
+    offsets: np.ndarray  # where each used grouping's basis columns start in ``stacked``
+    ref_is_label: bool  # reference centres = the label grouping's means: distances shared
+    ref_at: int  # where the reference centres' columns start
+    ref_sq: np.ndarray  # (C,) ||ref_c||^2, inf where invalid
+    ref_valid: np.ndarray
+    own_valid: np.ndarray
+    r_cols: int
+    nearest_own: np.ndarray
+    rows: int
+
+    @classmethod
+    def of(cls, dim, n_g, means, coefs, coefs_w, ref_centres, ref_valid, own_valid, c, origin,
+           nearest_own):
+        o = np.zeros(dim) if origin is None else np.asarray(origin, np.float64)
+        m = means - o  # (G, C, D)
+        ref = ref_centres - o
+        used = [j for j in range(n_g) if own_valid[j].any()]
+        # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c = (m^T coefs)^T x - (m m^T coefs)[g]:
+        # by the dot products with the means when C <= D (they are computed anyway), or by
+        # the basis m^T coefs itself in the same product when D < C (the inner size is then
+        # D, not C); coefs^T 1 = 0, so the constant that the origin shift adds to every
+        # m_c . r cancels
+        direct = dim < c
+        nearest_own = np.ones(n_g, bool) if nearest_own is None else np.asarray(nearest_own)
+        # distances to every mean of a grouping: for its nearest mean, or its projections
+        dotted = [j for j in used if nearest_own[j] or not direct]
+        prep = []
+        for j in used:
+            both = np.concatenate([coefs[j], coefs_w], axis=1) if j == 0 else coefs[j]
+            basis = m[j].T @ both  # (D, R): B = m^T coefs
+            # m m^T coefs = m B, without a C x C matrix
+            prep.append((j, (m[j] * m[j]).sum(axis=1), basis if direct else both,
+                         m[j] @ basis))
+        # the reference centres are often this grouping's own means (the clean condition of
+        # the reference split): then their distances are the label grouping's, computed once
+        ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
+                        and np.array_equal(ref[ref_valid], m[0][ref_valid]))
+        columns = ([m[dotted].reshape(len(dotted) * c, -1).T]
+                   + ([] if ref_is_label else [ref.T]))
+        if direct:
+            columns += [basis for _, _, basis, _ in prep]
+        stacked = np.concatenate(columns, axis=1)
+        offsets = (np.cumsum([0] + [b.shape[1] for _, _, b, _ in prep])
+                   + (len(dotted) + (0 if ref_is_label else 1)) * c)
+        return cls(
+            c=c, origin=o, m=m, used=used, dotted=dotted, prep=prep, direct=direct,
+            stacked=stacked, offsets=offsets, ref_is_label=ref_is_label,
+            ref_at=dotted.index(0) * c if ref_is_label else len(dotted) * c,
+            ref_sq=np.where(ref_valid, (ref * ref).sum(axis=1), np.inf), ref_valid=ref_valid,
+            own_valid=own_valid, r_cols=coefs.shape[-1], nearest_own=nearest_own,
+            # larger row blocks when the product is wide: fewer, larger BLAS calls
+            rows=ROW_BLOCK if stacked.shape[1] <= 512 else 512)
+
+
+@dataclass
+class _Pass2Sums:
+    """The running sums of :func:`pass2` over row blocks, and each sample's nearest centre."""
+
+    within: np.ndarray
+    projected: np.ndarray
+    projected_w: np.ndarray
+    own_hits: np.ndarray
+    mismatch: np.ndarray
+    near_ref: np.ndarray
+
+    @classmethod
+    def zeros(cls, n_g, c, n):
+        return cls(np.zeros((n_g, c)), np.zeros((n_g, c)), np.zeros(c), np.zeros(n_g),
+                   np.zeros(n_g), np.full(n, -1, dtype=np.intp))
+
+    def statistics(self, labels, pred, c) -> dict:
+        """The named statistics of :func:`pass2` (without the dense scatter)."""
+        # a class whose samples all sit on its mean can round to a tiny negative sum
+        np.maximum(self.within, 0.0, out=self.within)
+        near_ref = self.near_ref
+        valid_y = (labels >= 0) & (labels < c)
+        counted = valid_y & (near_ref >= 0)
+        hit = counted & (near_ref == labels)
+        codes = labels[counted] * c + near_ref[counted]
+        flipped = pred != labels
+        return {"within": self.within, "projected": self.projected,
+                "projected_w": self.projected_w, "own_hits": self.own_hits,
+                "nc4_mismatch": self.mismatch,
+                "ref_hits": np.bincount(labels[hit], minlength=c).astype(np.float64),
+                "ref_counted": np.float64(np.count_nonzero(counted)),
+                "transitions": (np.bincount(codes, minlength=c * c).reshape(c, c)
+                                .astype(np.float64) if c <= DENSE_TRANSITIONS
+                                else SparseCounts.of(codes)),
+                "flipped": np.float64(np.count_nonzero(flipped)),
+                "leapt": np.float64(np.count_nonzero(flipped & (near_ref == pred)))}
+
+
+def _add_grouping(sums: _Pass2Sums, plan: _Pass2Plan, slot, xc, prod, sq, groups, y, p_,
+                  rows: slice):
+    """One row block's within-class scatter, projections and nearest own mean, for the
+    ``slot``-th grouping in use."""
+    c = plan.c
+    j, m_sq, both, gram_both = plan.prep[slot]
+    g = groups[:, j]
+    ok = (g >= 0) & (g < c)
+    gi = np.where(ok, g, 0)
+    if j in plan.dotted:
+        at = plan.dotted.index(j) * c
+        dots = prod[:, at: at + c]                         # x . m_{g,c}
+        own_dot = dots[np.arange(len(gi)), gi]
+    else:
+        own_dot = np.einsum("nd,nd->n", xc, plan.m[j][gi])
+    r2 = sq - 2.0 * own_dot + m_sq[gi]
+    sums.within[j] += np.bincount(gi, weights=np.where(ok, r2, 0.0), minlength=c)
+    pr = prod[:, plan.offsets[slot]:plan.offsets[slot + 1]] if plan.direct else dots @ both
+    pr = pr - gram_both[gi]
+    r_cols = plan.r_cols
+    w = np.where(ok, np.einsum("nr,nr->n", pr[:, :r_cols], pr[:, :r_cols]), 0.0)
+    sums.projected[j] += np.bincount(gi, weights=w, minlength=c)
+    if j == 0:
+        w = np.einsum("nr,nr->n", pr[:, r_cols:], pr[:, r_cols:])
+        sums.projected_w += np.bincount(gi, weights=np.where(ok, w, 0.0), minlength=c)
+    if not plan.nearest_own[j]:
+        return
+    d = dots  # ||m_c||^2 - 2 x . m_c in place: the dots are not needed after this
+    d *= -2.0
+    d += m_sq
+    if not plan.own_valid[j].all():
+        d[:, ~plan.own_valid[j]] = np.inf
+    near = d.argmin(axis=1)
+    sums.own_hits[j] += np.count_nonzero(near == y)
+    sums.mismatch[j] += np.count_nonzero(near != p_)
+    if j == 0 and plan.ref_is_label:  # the same distances, the same masks
+        sums.near_ref[rows] = near
+
+
+def _label_scatter(h, g, means, c):
+    """(D, D) sum_i r_i r_i^T of the residuals from the label grouping's class means."""
+    ok = (g >= 0) & (g < c)
+    r = np.asarray(h, np.float64) - means[np.where(ok, g, 0)]
+    r[~ok] = 0.0
+    return r.T @ r
 
 
 def nearest(h: np.ndarray, centres: np.ndarray) -> np.ndarray:
