@@ -186,64 +186,9 @@ def run_plan(plan: ExtractionPlan, out, rank, dev, *, overwrite=False, command="
              progress=True, queue_depth=2, repair=False) -> str:
     """Compute every block of ``plan`` this rank owns and is missing from ``out``; the
     background thread writes them while the next is computed. Finalizes the store."""
-    from tqdm import tqdm
-
-    cfg, ds, model = plan.settings, plan.dataset, plan.model
     writer = _open_writer(plan, out, rank, overwrite=overwrite, repair=repair, command=command)
-    pool = _buffers(plan, writer, queue_depth, dev)
-    done = writer.done_blocks()
-    background = AsyncBlockWriter(depth=queue_depth)
-    blocks = list(_blocks(plan, writer))
-    bar = tqdm(total=-(-len(blocks) // rank.world), desc="nc-extract", unit="block",
-               disable=not progress, leave=False)
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
-                          else torch.float16) if cfg.amp else contextlib.nullcontext())
-    capture = LayerCapture(model, plan.paths_by_name, plan.reducers)
-    fc = model.classifier_module()
-    inputs = {s: (torch.from_numpy(ds.images[s][plan.subsets[s]]),
-                  torch.from_numpy(ds.labels[s][plan.subsets[s]])) for s in plan.splits}
-
-    def write(split, k, q, b, n, bufs):
-        writer.write_block(split, k, q, b, {s.name: bufs[s.name][:n].numpy()
-                                             for s in plan.layers},
-                           *(bufs[OUTPUT, o][:n].numpy()
-                             for o in ("logits", "pred", "target", "norm")))
-
-    failed, loaded = None, 0
-    try:
-        background.submit(writer.create_layout)
-        for item, (k, split, q, b) in enumerate(blocks):
-            if k != loaded:
-                plan.load(k)
-                loaded = k
-            if rank.main and split == plan.splits[0] and q == 0 and b == 0:
-                # copies: the next checkpoint is loaded into these parameters in place
-                weight = fc.weight.detach().cpu().numpy().copy()
-                bias = (fc.bias.detach().cpu().numpy().copy() if fc.bias is not None
-                        else np.zeros(ds.n_classes))
-                background.submit(lambda k=k, w=weight, c=bias: writer.write_classifier(k, w, c))
-            if not rank.owns(item):
-                continue
-            if (split, k, q, b) in done:
-                bar.update(1)
-                continue
-            spec = plan.conditions[q]
-            lo, hi = writer.layout.blocks(split)[b]
-            bufs = pool.get()
-            x, y = inputs[split]
-            compute_block(plan, capture, bufs, x[lo:hi], y[lo:hi], spec,
-                          _block_seed(cfg.seed, spec.seed, spec.name, split, plan.epochs[k], b),
-                          dev, amp)
-            background.submit(lambda a=(split, k, q, b, hi - lo, bufs): write(*a),
-                              release=lambda bufs=bufs: pool.put(bufs))
-            bar.update(1)
-        background.close()
-    except BaseException as e:
-        failed = e
-        with contextlib.suppress(BaseException):
-            background.close()  # stop the writer thread; the first error is the one reported
-    finally:
-        bar.close()
+    walk = _BlockWalk(plan, writer, rank, dev, queue_depth, progress)
+    failed = walk.run()
     try:
         if distributed.any_failed(rank, failed is not None, dev):
             if failed is not None:
@@ -256,3 +201,80 @@ def run_plan(plan: ExtractionPlan, out, rank, dev, *, overwrite=False, command="
         writer.close()
     log.info("wrote %s", out)
     return str(out)
+
+
+class _BlockWalk:
+    """The blocks of a plan in order (checkpoint, split, condition, chunk): each computed on
+    the device while the previous one is written by the background thread."""
+
+    def __init__(self, plan: ExtractionPlan, writer, rank, dev, queue_depth, progress):
+        from tqdm import tqdm
+
+        self.plan, self.writer, self.rank, self.dev = plan, writer, rank, dev
+        self.pool = _buffers(plan, writer, queue_depth, dev)
+        self.done = writer.done_blocks()
+        self.background = AsyncBlockWriter(depth=queue_depth)
+        self.blocks = list(_blocks(plan, writer))
+        self.bar = tqdm(total=-(-len(self.blocks) // rank.world), desc="nc-extract",
+                        unit="block", disable=not progress, leave=False)
+        self.amp = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
+                                   else torch.float16) if plan.settings.amp
+                    else contextlib.nullcontext())
+        self.capture = LayerCapture(plan.model, plan.paths_by_name, plan.reducers)
+        ds = plan.dataset
+        self.inputs = {s: (torch.from_numpy(ds.images[s][plan.subsets[s]]),
+                           torch.from_numpy(ds.labels[s][plan.subsets[s]]))
+                       for s in plan.splits}
+
+    def run(self) -> BaseException | None:
+        """Walk every block; the first error, or None. The writer thread is stopped either
+        way."""
+        failed, loaded = None, 0
+        try:
+            self.background.submit(self.writer.create_layout)
+            for item, (k, split, q, b) in enumerate(self.blocks):
+                if k != loaded:
+                    self.plan.load(k)
+                    loaded = k
+                if self.rank.main and split == self.plan.splits[0] and q == 0 and b == 0:
+                    self._write_classifier(k)
+                if self.rank.owns(item):
+                    self._block(k, split, q, b)
+            self.background.close()
+        except BaseException as e:
+            failed = e
+            with contextlib.suppress(BaseException):
+                self.background.close()  # the first error is the one reported
+        finally:
+            self.bar.close()
+        return failed
+
+    def _write_classifier(self, k):
+        fc = self.plan.model.classifier_module()
+        # copies: the next checkpoint is loaded into these parameters in place
+        weight = fc.weight.detach().cpu().numpy().copy()
+        bias = (fc.bias.detach().cpu().numpy().copy() if fc.bias is not None
+                else np.zeros(self.plan.dataset.n_classes))
+        self.background.submit(lambda: self.writer.write_classifier(k, weight, bias))
+
+    def _block(self, k, split, q, b):
+        plan = self.plan
+        if (split, k, q, b) in self.done:
+            self.bar.update(1)
+            return
+        spec = plan.conditions[q]
+        lo, hi = self.writer.layout.blocks(split)[b]
+        bufs = self.pool.get()
+        x, y = self.inputs[split]
+        compute_block(plan, self.capture, bufs, x[lo:hi], y[lo:hi], spec,
+                      _block_seed(plan.settings.seed, spec.seed, spec.name, split,
+                                  plan.epochs[k], b), self.dev, self.amp)
+        self.background.submit(lambda: self._write(split, k, q, b, hi - lo, bufs),
+                               release=lambda: self.pool.put(bufs))
+        self.bar.update(1)
+
+    def _write(self, split, k, q, b, n, bufs):
+        self.writer.write_block(split, k, q, b, {s.name: bufs[s.name][:n].numpy()
+                                                  for s in self.plan.layers},
+                                *(bufs[OUTPUT, o][:n].numpy()
+                                  for o in ("logits", "pred", "target", "norm")))

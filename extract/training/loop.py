@@ -247,68 +247,97 @@ def train(cfg: TrainConfig, out, *, resume: bool = False, overwrite: bool = Fals
     n_threads = set_threads(model, dev, threads)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
-    start_epoch = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-        log.info("resuming %s after epoch %d", out, start_epoch)
-        _truncate_log(out / "log.jsonl", start_epoch)
+    start_epoch = _resume(out, state, model, opt)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "run.json", json.dumps(
         {"config": dataclasses.asdict(cfg), "dataset": ds.provenance(), "command": command,
          "versions": versions(), "threads": n_threads, "device": str(dev)}, indent=2,
         default=str))
-    test = "test" if "test" in ds.images else "train"
-    keep = {s: stratified_subset(ds.labels[s], cfg.train_limit) for s in {"train", test}}
-    xtr = torch.from_numpy(ds.images["train"][keep["train"]]).to(dev)
-    ytr = torch.from_numpy(ds.labels["train"][keep["train"]]).to(dev)
-    xte = torch.from_numpy(ds.images[test][keep[test]]).to(dev)
-    yte = torch.from_numpy(ds.labels[test][keep[test]]).to(dev)
-    if cfg.robust_eval_limit:
-        xte_r, yte_r = xte[: cfg.robust_eval_limit], yte[: cfg.robust_eval_limit]
-    else:
-        xte_r, yte_r = xte, yte
+    data = _tensors(ds, cfg, dev)
     record = {}
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"nc-train {cfg.mode}", disable=not progress,
                initial=start_epoch, total=cfg.epochs, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_factor(cfg, epoch)
-        # per-epoch generators: the same batches and attack starts after a resume
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(xtr), generator=gen).to(dev)
-        model.train()
-        tot_loss, tot_correct = 0.0, 0
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
-            x, y = xtr[idx], ytr[idx]
-            loss, logits = training_loss(model, x, y, cfg, gen, ds.box)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot_loss += loss.item() * len(idx)
-            tot_correct += (logits.argmax(1) == y).sum().item()
-        ep = epoch + 1
-        record = {"epoch": ep, "loss": tot_loss / len(xtr), "train_acc": tot_correct / len(xtr),
-                  "test_acc": evaluate(model, xte, yte), "lr": opt.param_groups[0]["lr"]}
-        want_robust = cfg.robust_eval and (ep in cfg.save_epochs)
-        if want_robust:
-            record["robust_acc"] = evaluate(model, xte_r, yte_r, attack=robust_attack(cfg, ds.box),
-                                            generator=torch.Generator().manual_seed(cfg.seed))
+        loss, acc = _train_epoch(model, opt, cfg, data["train"], epoch, ds.box)
+        record = _evaluate_epoch(model, cfg, data, epoch + 1, loss, acc,
+                                 opt.param_groups[0]["lr"], ds.box)
         record["seconds"] = time.perf_counter() - t0
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         bar.set_postfix(loss=f"{record['loss']:.3f}", test=f"{record['test_acc']:.3f}")
-        if ep in cfg.save_epochs:
-            save_checkpoint(model, out / "checkpoints", ep, {
-                "arch": cfg.arch, "dataset": cfg.dataset, "data_root": cfg.data_root,
-                "mode": cfg.mode, "attack": cfg.attack_settings(), "n_classes": ds.n_classes,
-                "input_shape": list(ds.input_shape), "mean": list(ds.mean),
-                "std": list(ds.std), "accuracies": {k: v for k, v in record.items()
-                                                    if k.endswith("acc")}})
-        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": ep},
-                    out / "last.pt")
+        _save_epoch(out, model, opt, cfg, ds, record)
     bar.close()
     return record
+
+
+def _resume(out: Path, state, model, opt) -> int:
+    """Load the model and optimiser of an interrupted run; the epoch to start from."""
+    if state is None:
+        return 0
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    start_epoch = int(state["epoch"])
+    log.info("resuming %s after epoch %d", out, start_epoch)
+    _truncate_log(out / "log.jsonl", start_epoch)
+    return start_epoch
+
+
+def _tensors(ds, cfg: TrainConfig, dev) -> dict:
+    """(images, labels) on the device: ``train``, ``test`` (the train split when the dataset
+    has no test split) and ``robust`` (the test images the robust accuracy is measured on)."""
+    test = "test" if "test" in ds.images else "train"
+    keep = {s: stratified_subset(ds.labels[s], cfg.train_limit) for s in {"train", test}}
+    out = {name: (torch.from_numpy(ds.images[s][keep[s]]).to(dev),
+                  torch.from_numpy(ds.labels[s][keep[s]]).to(dev))
+           for name, s in (("train", "train"), ("test", test))}
+    x, y = out["test"]
+    limit = cfg.robust_eval_limit
+    out["robust"] = (x[:limit], y[:limit]) if limit else (x, y)
+    return out
+
+
+def _train_epoch(model, opt, cfg: TrainConfig, train_data, epoch: int, box):
+    """One epoch of SGD; its mean loss and training accuracy."""
+    xtr, ytr = train_data
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr * lr_factor(cfg, epoch)
+    # per-epoch generators: the same batches and attack starts after a resume
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(xtr), generator=gen).to(xtr.device)
+    model.train()
+    tot_loss, tot_correct = 0.0, 0
+    for i in range(0, len(order), cfg.batch_size):
+        idx = order[i:i + cfg.batch_size]
+        x, y = xtr[idx], ytr[idx]
+        loss, logits = training_loss(model, x, y, cfg, gen, box)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tot_loss += loss.item() * len(idx)
+        tot_correct += (logits.argmax(1) == y).sum().item()
+    return tot_loss / len(xtr), tot_correct / len(xtr)
+
+
+def _evaluate_epoch(model, cfg: TrainConfig, data, ep: int, loss, acc, lr, box) -> dict:
+    """The epoch's log record: loss, accuracies, and the robust accuracy at checkpoints."""
+    record = {"epoch": ep, "loss": loss, "train_acc": acc,
+              "test_acc": evaluate(model, *data["test"]), "lr": lr}
+    if cfg.robust_eval and ep in cfg.save_epochs:
+        record["robust_acc"] = evaluate(model, *data["robust"], attack=robust_attack(cfg, box),
+                                        generator=torch.Generator().manual_seed(cfg.seed))
+    return record
+
+
+def _save_epoch(out: Path, model, opt, cfg: TrainConfig, ds, record) -> None:
+    """The checkpoint of a checkpoint epoch, and the state to resume from after every one."""
+    ep = record["epoch"]
+    if ep in cfg.save_epochs:
+        save_checkpoint(model, out / "checkpoints", ep, {
+            "arch": cfg.arch, "dataset": cfg.dataset, "data_root": cfg.data_root,
+            "mode": cfg.mode, "attack": cfg.attack_settings(), "n_classes": ds.n_classes,
+            "input_shape": list(ds.input_shape), "mean": list(ds.mean),
+            "std": list(ds.std), "accuracies": {k: v for k, v in record.items()
+                                                if k.endswith("acc")}})
+    atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": ep},
+                out / "last.pt")
