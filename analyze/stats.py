@@ -143,11 +143,62 @@ def between_coefficients(stats: xr.Dataset, weighted: bool = False) -> xr.DataAr
             "rank": min(count.sizes[schema.CLASS], mean.sizes[feature_dim])}})
 
 
-def _pass2_block(h, groups, labels, pred, means, coefs, coefs_w, ref, ref_valid, own_valid,
-                 origin, n_classes, dense, nearest_own):
+def _pass2_block(h, groups, labels, pred, means, coefs, coefs_w, own_valid, origin, ref,
+                 ref_valid, n_classes, dense, nearest_own):
     return passes.pass2(h, groups, labels, pred, np.nan_to_num(means), coefs, coefs_w, ref,
                         ref_valid.astype(bool), own_valid.astype(bool), n_classes, dense=dense,
                         origin=np.nan_to_num(origin), nearest_own=nearest_own)
+
+
+def _class_inputs(st, f, lead, feature_dim) -> list:
+    """Pass 2's per-block constants from pass 1: class means (G, C, D), the between-class
+    projection coefficients (G, C, R) and the count-weighted ones of the true labels (C, R),
+    and the global mean (D,), each broadcast to the features' leading dims."""
+    def lead_data(arr, core):
+        return broadcast_to_lead(arr, f, lead, core).data
+
+    c, d = st.sizes[schema.CLASS], f.shape[-1]
+    means = lead_data(st["mean"], (schema.GROUPING, schema.CLASS, feature_dim))
+    counts = lead_data(st["count"], (schema.GROUPING, schema.CLASS))
+    # one SVD per block and grouping: lazy tasks that run in parallel with the pass, rather
+    # than one after another before it, when the pass itself is lazy
+    basis_src = st[["mean", "count"]]
+    # (only where they are large: thousands of tiny tasks would cost more than they save)
+    if is_dask(f) and not is_dask(basis_src["mean"]) and c * min(c, d) >= 2**16:
+        basis_src = basis_src.chunk({k: 1 for k in (*lead, schema.GROUPING)
+                                     if k in basis_src.dims})
+    coefs = lead_data(between_coefficients(basis_src),
+                      (schema.GROUPING, schema.CLASS, "rank"))
+    coefs_w = lead_data(between_coefficients(basis_src.isel({schema.GROUPING: 0}),
+                                             weighted=True), (schema.CLASS, "rank"))
+    origin = lead_data(st["global_mean"].isel({schema.GROUPING: 0}), (feature_dim,))
+    return [means, coefs, coefs_w, counts > 0, origin]
+
+
+def _reference_inputs(reference, f, lead, feature_dim, c, d) -> list:
+    """The NCC centres (..., C, D) with NaN rows zeroed, and which rows are valid (..., C)."""
+    if reference is None:  # no centres: nothing is nearest (NaN rows are never chosen)
+        ref = np.full(f.shape[:-2] + (c, d), np.nan)
+    else:
+        ref = broadcast_to_lead(reference.astype(np.float64), f, lead,
+                                (schema.CLASS, feature_dim)).data
+    xp = da if isinstance(ref, da.Array) else np
+    ref_valid = xp.isfinite(ref).all(axis=-1)
+    return [xp.where(ref_valid[..., None], ref, 0.0), ref_valid]
+
+
+def _pass2_dataset(parts: dict, f, lead, c, feature_dim) -> xr.Dataset:
+    """Pass 2's statistics as a Dataset by dim name."""
+    pair = (schema.LABEL, schema.VERTEX)
+    per_grouping = (schema.GROUPING, schema.CLASS)
+    dims = {"within": per_grouping, "projected": per_grouping, "projected_w": (schema.CLASS,),
+            "own_hits": (schema.GROUPING,), "nc4_mismatch": (schema.GROUPING,),
+            "ref_hits": (schema.CLASS,), "ref_counted": (), "flipped": (), "leapt": (),
+            "transitions": () if c > passes.DENSE_TRANSITIONS else pair,
+            "scatter": (feature_dim, schema.FEATURE2)}
+    return xr.Dataset({k: ((*lead, *dims[k]), v) for k, v in parts.items()},
+                      coords={**lead_coords(f, lead), schema.CLASS: np.arange(c),
+                              schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
 
 
 def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset, *,
@@ -197,50 +248,17 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     if st.sizes[schema.GROUPING] != n_g:
         raise AnalysisError(f"stats has {st.sizes[schema.GROUPING]} groupings; groups has {n_g}: "
                             "pass the class_stats of these groups")
-
-    def lead_data(arr, core):
-        return broadcast_to_lead(arr, f, lead, core).data
-
-    means = lead_data(st["mean"], (schema.GROUPING, schema.CLASS, feature_dim))
-    counts = lead_data(st["count"], (schema.GROUPING, schema.CLASS))
-    # one SVD per block and grouping: lazy tasks that run in parallel with the pass, rather
-    # than one after another before it, when the pass itself is lazy
-    basis_src = st[["mean", "count"]]
-    # (only where they are large: thousands of tiny tasks would cost more than they save)
-    if is_dask(f) and not is_dask(basis_src["mean"]) and c * min(c, d) >= 2**16:
-        basis_src = basis_src.chunk({d: 1 for d in (*lead, schema.GROUPING)
-                                     if d in basis_src.dims})
-    coefs = lead_data(between_coefficients(basis_src),
-                      (schema.GROUPING, schema.CLASS, "rank"))
-    coefs_w = lead_data(between_coefficients(basis_src.isel({schema.GROUPING: 0}),
-                                             weighted=True), (schema.CLASS, "rank"))
-    origin = lead_data(st["global_mean"].isel({schema.GROUPING: 0}), (feature_dim,))
     y = g.isel({schema.GROUPING: 0}) if labels is None else broadcast_to_lead(labels, f, lead,
                                                                         (sample_dim,))
     p = y if pred is None else broadcast_to_lead(pred, f, lead, (sample_dim,))
-    if reference is None:  # no centres: nothing is nearest (NaN rows are never chosen)
-        ref = np.full(f.shape[:-2] + (c, d), np.nan)
-    else:
-        ref = lead_data(reference.astype(np.float64), (schema.CLASS, feature_dim))
-    xp = da if isinstance(ref, da.Array) else np
-    ref_valid = xp.isfinite(ref).all(axis=-1)
-    ref = xp.where(ref_valid[..., None], ref, 0.0)
     # the shuffled-label baseline reports nc1 only: no nearest-mean counts for it
     names = [str(v) for v in st[schema.GROUPING].values] if schema.GROUPING in st.coords \
         else [""] * n_g
     kernel = functools.partial(_pass2_block, n_classes=c, dense=dense,
                                nearest_own=np.array([v != "shuffled" for v in names]))
     parts = reduce_blocks(kernel, f.data, [g.data, y.data, p.data],
-                          [means, coefs, coefs_w, ref, ref_valid, counts > 0, origin],
+                          [*_class_inputs(st, f, lead, feature_dim),
+                           *_reference_inputs(reference, f, lead, feature_dim, c, d)],
                           passes.pass2_shapes(n_g, c, d, dense))
-    pair = (schema.LABEL, schema.VERTEX)
-    per_grouping = (schema.GROUPING, schema.CLASS)
-    dims = {"within": per_grouping, "projected": per_grouping, "projected_w": (schema.CLASS,),
-            "own_hits": (schema.GROUPING,), "nc4_mismatch": (schema.GROUPING,),
-            "ref_hits": (schema.CLASS,), "ref_counted": (), "flipped": (), "leapt": (),
-            "transitions": () if c > passes.DENSE_TRANSITIONS else pair,
-            "scatter": (feature_dim, schema.FEATURE2)}
-    ds = xr.Dataset({k: ((*lead, *dims[k]), v) for k, v in parts.items()},
-                    coords={**lead_coords(f, lead), schema.CLASS: np.arange(c),
-                            schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
+    ds = _pass2_dataset(parts, f, lead, c, feature_dim)
     return _finish(ds, has_grouping, coord)

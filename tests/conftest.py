@@ -15,3 +15,9 @@ def digits_checkpoints(tmp_path_factory):
     train(TrainConfig(epochs=2, save_epochs=[1], schedule="constant", lr=0.05), d / "run",
           progress=False)
     return d / "run" / "checkpoints"
+
+
+@pytest.fixture(scope="session")
+def ckpt(digits_checkpoints):
+    """The same folder under the short name the extraction tests use."""
+    return digits_checkpoints

@@ -19,11 +19,6 @@ BIN = Path(sys.executable).parent
 ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=5", "noise:kind=gaussian,eps=0.5"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(digits_checkpoints):
-    return digits_checkpoints
-
-
 def _args(ckpt, out):
     return ["--checkpoint", str(ckpt / "epoch-*.pt"), "--out", str(out), "--limit", "120",
             "--chunk-samples", "16", "--no-progress",

@@ -24,12 +24,12 @@ ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=10", "pgd:norm=linf,eps=0.1,ste
 
 
 @pytest.fixture(scope="module")
-def ckpt(digits_checkpoints):
+def last_ckpt(digits_checkpoints):
     return digits_checkpoints / "epoch-0002.pt"
 
 
-def extract_args(ckpt, out):
-    return [sys.executable, "-m", "ncprobe.extract.cli", "--checkpoint", str(ckpt), "--out",
+def extract_args(last_ckpt, out):
+    return [sys.executable, "-m", "ncprobe.extract.cli", "--checkpoint", str(last_ckpt), "--out",
             str(out), "--limit", "400", "--chunk-samples", "20", "--batch-size", "20",
             "--no-progress", *sum((["--attack", a] for a in ATTACKS), [])]
 
@@ -59,15 +59,15 @@ def kill_when(cmd, ready, delay, timeout=120):
 
 
 @pytest.mark.slow
-def test_extract_survives_sigkill_and_resumes_bitwise(ckpt, tmp_path):
+def test_extract_survives_sigkill_and_resumes_bitwise(last_ckpt, tmp_path):
     ref = tmp_path / "ref.zarr"
-    subprocess.run(extract_args(ckpt, ref), cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(extract_args(last_ckpt, ref), cwd=ROOT, check=True, capture_output=True)
     out = tmp_path / "cut.zarr"
     rng = random.Random(7)
     kills = 0
     for _ in range(5):
         before = len(chunk_files(out)) if out.exists() else 0
-        killed = kill_when(extract_args(ckpt, out),
+        killed = kill_when(extract_args(last_ckpt, out),
                            lambda b=before: out.exists() and len(chunk_files(out)) > b,
                            rng.uniform(0.0, 0.6))
         if killed and out.exists() and \
@@ -81,7 +81,7 @@ def test_extract_survives_sigkill_and_resumes_bitwise(ckpt, tmp_path):
             killed = False
         kills += killed
     assert kills >= 4, f"only {kills} of 5 runs were killed before finishing"
-    done = subprocess.run(extract_args(ckpt, out), cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(extract_args(last_ckpt, out), cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     a, b = store_arrays(ref), store_arrays(out)
     assert a.keys() == b.keys()
@@ -93,18 +93,18 @@ def test_extract_survives_sigkill_and_resumes_bitwise(ckpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_second_writer_refuses(ckpt, tmp_path, capsys):
+def test_second_writer_refuses(last_ckpt, tmp_path, capsys):
     from ncprobe.extract.cli import main
 
     out = tmp_path / "s.zarr"
-    first = subprocess.Popen(extract_args(ckpt, out), cwd=ROOT, stdout=subprocess.DEVNULL,
+    first = subprocess.Popen(extract_args(last_ckpt, out), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     lock = tmp_path / ".s.zarr.lock"
     t0 = time.monotonic()
     while not lock.exists() and time.monotonic() - t0 < 60:
         time.sleep(0.01)
     # in this process, so the attempt lands while the first writer is still busy
-    second = main(extract_args(ckpt, out)[3:])
+    second = main(extract_args(last_ckpt, out)[3:])
     err = capsys.readouterr().err
     first.wait()
     assert first.returncode == 0
@@ -115,9 +115,9 @@ def test_second_writer_refuses(ckpt, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_analyze_killed_leaves_nothing_that_looks_complete(ckpt, tmp_path):
+def test_analyze_killed_leaves_nothing_that_looks_complete(last_ckpt, tmp_path):
     store = tmp_path / "a.zarr"
-    extract_store(ExtractConfig(checkpoints=[str(ckpt)], attacks=ATTACKS[:2], limit=200),
+    extract_store(ExtractConfig(checkpoints=[str(last_ckpt)], attacks=ATTACKS[:2], limit=200),
                   store, progress=False)
     ref = tmp_path / "ref.zarr"
     analyze_store(store, ref, progress=False)
@@ -164,9 +164,9 @@ def test_train_killed_then_resumed_equals_uninterrupted(tmp_path):
     assert epochs == list(range(1, 13))
 
 
-def test_corrupt_and_deleted_chunks_are_named_and_repaired(ckpt, tmp_path):
+def test_corrupt_and_deleted_chunks_are_named_and_repaired(last_ckpt, tmp_path):
     store = tmp_path / "a.zarr"
-    cfg = ExtractConfig(checkpoints=[str(ckpt)], attacks=ATTACKS[:2], limit=100,
+    cfg = ExtractConfig(checkpoints=[str(last_ckpt)], attacks=ATTACKS[:2], limit=100,
                         chunk_samples=25)
     extract_store(cfg, store, progress=False)
     good = analyze_store(store, progress=False)["summary"]["nc1"].values

@@ -22,11 +22,6 @@ ATTACKS = ["clean", "pgd:norm=linf,eps=0.1,steps=3", "pgd:norm=linf,eps=0.1,step
            "noise:kind=gaussian,eps=0.5"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(digits_checkpoints):
-    return digits_checkpoints
-
-
 def cfg(ckpt, **kw):
     base = dict(checkpoints=[str(ckpt / "epoch-*.pt")], attacks=ATTACKS, limit=60,
                 batch_size=16, chunk_samples=25)
