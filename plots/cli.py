@@ -26,7 +26,7 @@ EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="nc-plot", epilog=EXAMPLES,
+    p = OneLineParser(prog="nc-plot", epilog=EXAMPLES, aliases={"repair": "nc-extract --repair"},
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Draw the collapse, NCC, transition, alignment, "
                                             "NC2 and simplex figures (PNG + PDF) and write a "

@@ -122,7 +122,7 @@ def _separation_reason(models: dict) -> str | None:
     """Why the law of data separation cannot be drawn, or None."""
     old = [n for n, t in models.items() if separation(t) is None]
     if old:
-        return f"{', '.join(old)} was analysed before ncprobe fitted the law (rerun nc-analyze)"
+        return f"{', '.join(old)} was analysed before ncprobe fitted the law (analyse it again)"
     few = {n: t[schema.SUMMARY_GROUP].sizes[schema.LAYER] for n, t in models.items()}
     few = {n: k for n, k in few.items() if k < MIN_LAYERS}
     if few:

@@ -39,7 +39,7 @@ def _open_group(path, mode="r"):
         return zarr.open_group(path, mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as e:
         raise StoreError(f"no zarr store at {str(path)!r} ({type(e).__name__}); expected a "
-                         "directory written by nc-extract or nc-analyze") from None
+                         "directory written by ncprobe's extraction or analysis") from None
 
 
 def root_attrs(path) -> dict:
@@ -189,7 +189,8 @@ def _open_tree(path, expected_schema: str, allow_partial: bool) -> xr.DataTree:
         lost = missing_chunks(path)
         if lost:
             raise StoreError(f"store {str(path)!r} is marked complete but chunks are missing: "
-                             f"{'; '.join(lost[:3])}; rerun nc-extract to rewrite them")
+                             f"{'; '.join(lost[:3])}; rerun the extraction with `repair` to "
+                             "rewrite them")
     # a store being written must not trust a stale consolidated copy; a complete one uses
     # its consolidated metadata when it has some (ours do, other writers' may not)
     consolidated = complete and _has_consolidated(path)
