@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import torch
 
-from .base import Attack, AttackSpecError, eps_param, number, untargeted
-from .pgd import NORMS, UNIT_BOX
+from .base import Attack, AttackSpecError, eps_param, norm_param, seed_param, untargeted
+from .pgd import UNIT_BOX
 
 VERSIONS = ("standard", "plus", "rand", "custom")
 SUB_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -34,10 +34,7 @@ class AutoAttack(Attack):
     @classmethod
     def from_params(cls, params, text):
         eps, eps_text = eps_param(params, text)
-        seed = number("seed", params.get("seed", "0"), int)
-        norm = params.get("norm", "linf")
-        if norm not in NORMS:
-            raise AttackSpecError(f"unknown norm {norm!r}; expected {', '.join(NORMS)}")
+        seed, norm = seed_param(params), norm_param(params)
         version = params.get("version", "standard")
         if version not in VERSIONS:
             raise AttackSpecError(f"unknown autoattack version {version!r}; expected "

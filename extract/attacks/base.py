@@ -17,7 +17,7 @@ import torch
 
 from ncprobe.data.errors import NcprobeError
 
-from .pgd import UNIT_BOX, perturbation_norm
+from .pgd import NORMS, UNIT_BOX, perturbation_norm
 
 #: the record every stored condition has (``ncprobe-activations/1``), in this order; an attack
 #: fills in the fields it has
@@ -48,6 +48,19 @@ def eps_param(params: dict, text: str) -> tuple[float, str]:
     if eps < 0:
         raise AttackSpecError(f"eps must be >= 0, got {eps_text} in {text!r}")
     return eps, eps_text
+
+
+def seed_param(params: dict) -> int:
+    """The optional ``seed`` (default 0)."""
+    return number("seed", params.get("seed", "0"), int)
+
+
+def norm_param(params: dict) -> str:
+    """The optional ``norm`` (default linf), one of :data:`~.pgd.NORMS`."""
+    norm = params.get("norm", "linf")
+    if norm not in NORMS:
+        raise AttackSpecError(f"unknown norm {norm!r}; expected {', '.join(NORMS)}")
+    return norm
 
 
 def untargeted(y: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import torch
 
-from .base import Attack, AttackSpecError, eps_param, number, untargeted
-from .pgd import NORMS, UNIT_BOX, ce_objective, pgd, random_start
+from .base import Attack, AttackSpecError, eps_param, norm_param, number, seed_param, untargeted
+from .pgd import UNIT_BOX, ce_objective, pgd, random_start
 from .targets import TARGET_RULES, choose_targets
 
 
@@ -52,10 +52,7 @@ class PGD(Attack):
     @classmethod
     def from_params(cls, params, text):
         eps, eps_text = eps_param(params, text)
-        seed = number("seed", params.get("seed", "0"), int)
-        norm = params.get("norm", "linf")
-        if norm not in NORMS:
-            raise AttackSpecError(f"unknown norm {norm!r}; expected {', '.join(NORMS)}")
+        seed, norm = seed_param(params), norm_param(params)
         steps = number("steps", params.get("steps", "20"), int)
         if steps < 1:
             raise AttackSpecError(f"steps must be >= 1, got {steps} in {text!r}")

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from .base import Attack, AttackSpecError, eps_param, number, untargeted
+from .base import Attack, AttackSpecError, eps_param, seed_param, untargeted
 from .pgd import UNIT_BOX, clip_to_box
 
 NOISE_KINDS = ("gaussian", "gaussian-sigma", "sign")
@@ -49,7 +49,7 @@ class Noise(Attack):
     @classmethod
     def from_params(cls, params, text):
         eps, eps_text = eps_param(params, text)
-        seed = number("seed", params.get("seed", "0"), int)
+        seed = seed_param(params)
         kind = params.get("kind", "gaussian")
         if kind not in NOISE_KINDS:
             raise AttackSpecError(f"unknown noise kind {kind!r}; expected "
