@@ -211,6 +211,7 @@ def _run_passes(job: _Job, plan, bar, client):
         stats.update({key: st for key, (st, _) in held.items()})
         within.update(_second_pass(job, [k for k in batch if k in job.out_keys], stats,
                                    {key: f for key, (_, f) in held.items()}, bar, client))
+        del held  # released before the next batch is read: one batch in memory at a time
     within.update(_second_pass(job, [k for k in plan.streamed if k in job.out_keys], stats,
                                job.feats, bar, client))
     _warn_small_classes(stats)
