@@ -25,15 +25,16 @@ def make_bar(enabled: bool, desc: str = "nc-analyze"):
     return tqdm(total=0, desc=desc, unit="task", disable=not enabled, leave=False)
 
 
-def persist_all(collections, bar, client=None, optimize=True):
-    """Persist ``collections`` together (shared reads done once): the same collections, their
-    chunks now held in memory (this process's, or the dask workers')."""
+def persist_all(collections, bar, client=None):
+    """Persist ``collections`` together, their chunks then held in memory (this process's, or
+    the dask workers'). The graph is not optimised: optimising fuses each collection's reads
+    into it under new names, and a chunk shared by two collections would be read twice."""
     if client is None:
         with _TaskCounter(bar), threadpool_limits(1, user_api="blas"):
-            return list(dask.persist(*collections, optimize_graph=optimize))
+            return list(dask.persist(*collections, optimize_graph=False))
     from distributed import wait
 
-    held = client.persist(list(collections), optimize_graph=optimize)
+    held = client.persist(list(collections), optimize_graph=False)
     wait(held)
     return held
 

@@ -225,9 +225,8 @@ def _first_pass(job: _Job, keys, bar, client, hold=False) -> dict:
         return {}
     lazy = [class_stats(job.feats[key], job.inputs[key[0]][2], job.n_classes) for key in keys]
     if hold:
-        # unoptimised, so that the features and pass 1 share their read tasks (optimising
-        # fuses the reads into each graph under new names, and every chunk was read twice)
-        done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client, False,
+        # the features and pass 1 together: each chunk read once for both
+        done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client,
                         store=job.store)
         feats, lazy = done[:len(keys)], done[len(keys):]
     stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),

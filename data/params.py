@@ -9,6 +9,7 @@ In the style of scikit-learn's parameter validation: each options dataclass decl
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from .errors import NcprobeError
@@ -29,12 +30,8 @@ class Interval:
     open_low: bool = False
 
     def accepts(self, value) -> bool:
-        if isinstance(value, bool):
-            return False
-        if self.kind is float and isinstance(value, int):
-            value = float(value)
-        if not isinstance(value, self.kind) or (isinstance(value, float) and
-                                                 math.isnan(value)):
+        kind = numbers.Integral if self.kind is int else numbers.Real  # numpy's numbers too
+        if isinstance(value, bool) or not isinstance(value, kind) or math.isnan(value):
             return False
         above = self.low is None or (value > self.low if self.open_low else value >= self.low)
         return above and (self.high is None or value <= self.high)

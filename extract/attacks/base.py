@@ -9,6 +9,7 @@ attributes as :meth:`Attack.as_dict` gives them (docs/store.md).
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import ClassVar
@@ -68,7 +69,7 @@ def untargeted(y: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Attack:
+class Attack(ABC):
     """One condition. Subclasses set ``kind`` and ``params`` (the keys their string takes)
     and implement :meth:`from_params` and :meth:`perturb`; :meth:`draw` when they need
     random numbers.
@@ -108,9 +109,9 @@ class Attack:
         interrupted run resumes). Tensors with one row per sample, or lists of them."""
         return {}
 
+    @abstractmethod
     def perturb(self, model, x, y, n_classes: int, rand: dict, box=UNIT_BOX):
         """``(x_adv, target)`` for a batch; ``rand`` holds its rows of :meth:`draw`."""
-        raise NotImplementedError
 
     def run(self, model, x, y, n_classes: int, rand: dict | None = None, box=UNIT_BOX):
         """Perturb a batch; the model must already be in eval mode.
@@ -132,5 +133,8 @@ class Clean(Attack):
 
     kind: ClassVar[str] = "clean"
 
+    def perturb(self, model, x, y, n_classes, rand, box=UNIT_BOX):
+        return x, untargeted(y)
+
     def run(self, model, x, y, n_classes, rand=None, box=UNIT_BOX):
-        return x, untargeted(y), torch.zeros(len(x), device=x.device)
+        return x, untargeted(y), torch.zeros(len(x), device=x.device)  # nothing to measure
