@@ -30,6 +30,16 @@ def _one(value, ndim):
     return out
 
 
+def _only(block):
+    """The one block of a blockwise argument whose contracted axes are single chunks (dask
+    passes a nested list per contracted axis when it does not concatenate)."""
+    while isinstance(block, list):
+        if len(block) != 1:
+            raise AssertionError(f"expected one chunk along a contracted axis, got {len(block)}")
+        block = block[0]
+    return block
+
+
 def _add_dicts(blocks, axis, keepdims):
     """Sum the dicts held in object blocks (da.reduction's chunk, combine and aggregate)."""
     stack = [blocks]
@@ -89,9 +99,11 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict) -> dict:
     first = (0,) * n_lead
 
     def block(*blocks):
-        return _one(kernel(*[np.asarray(b[first]) for b in blocks]), n_lead + 1)
+        return _one(kernel(*[np.asarray(_only(b)[first]) for b in blocks]), n_lead + 1)
 
-    parts = da.blockwise(block, (*li, "s"), *args, adjust_chunks={"s": 1}, concatenate=True,
+    # concatenate=False: every contracted axis is one chunk (rechunked above), and dask's
+    # concatenation would copy each feature chunk into a new array before the kernel reads it
+    parts = da.blockwise(block, (*li, "s"), *args, adjust_chunks={"s": 1}, concatenate=False,
                          dtype=object, meta=np.empty((0,) * (n_lead + 1), dtype=object))
     summed = da.reduction(parts, _add_dicts, _add_dicts, combine=_add_dicts, axis=n_lead,
                           dtype=object, concatenate=False,
