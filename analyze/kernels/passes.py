@@ -32,10 +32,9 @@ def row_blocks(h: np.ndarray, origin=None, rows: int = ROW_BLOCK):
     for i in range(0, n, rows):
         j = min(i + rows, n)
         x = buf[: j - i]
-        if origin is None:
-            x[...] = h[i:j]
-        else:
-            np.subtract(h[i:j], origin, out=x)
+        x[...] = h[i:j]
+        if origin is not None:  # converted first: a float64 - float64 loop is faster than
+            np.subtract(x, origin, out=x)  # the mixed one, with the same result
         yield i, j, x
 
 
@@ -55,12 +54,17 @@ def _add_class_sums(out, x, groups, n_classes):
     """out (G, C, D) += the sums of the rows of ``x`` (n, D) by class, for each grouping."""
     n_g = groups.shape[1]
     if n_g * n_classes <= DENSE_INDICATORS:
-        ind = np.zeros((x.shape[0], n_g * n_classes))
-        for k in range(n_g):
-            g = groups[:, k]
-            ok = (g >= 0) & (g < n_classes)
-            ind[np.flatnonzero(ok), k * n_classes + g[ok]] = 1.0
-        out += (ind.T @ x).reshape(out.shape)
+        valid = (groups >= 0) & (groups < n_classes)
+        # groupings with no sample in these rows (e.g. "target" when untargeted) add nothing:
+        # their columns are left out of the product rather than multiplied as zeros
+        live = np.flatnonzero(valid.any(axis=0))
+        if not live.size:
+            return
+        ind = np.zeros((x.shape[0], live.size * n_classes))
+        for at, k in enumerate(live):
+            ok = valid[:, k]
+            ind[np.flatnonzero(ok), at * n_classes + groups[ok, k]] = 1.0
+        out[live] += (ind.T @ x).reshape(live.size, n_classes, -1)
         return
     from scipy import sparse
 
