@@ -50,22 +50,24 @@ def pass1_shapes(n_groupings: int, n_classes: int, dim: int) -> dict:
 DENSE_INDICATORS = 256
 
 
-def _add_class_sums(out, x, groups, n_classes):
-    """out (G, C, D) += the sums of the rows of ``x`` (n, D) by class, for each grouping."""
+def _add_class_sums(out, x, groups, n_classes) -> np.ndarray:
+    """out (G, C, D) += the sums of the rows of ``x`` (n, D) by class, for each grouping;
+    returns the sum of all the rows (D,), every sample counted whatever its groups."""
     n_g = groups.shape[1]
     if n_g * n_classes <= DENSE_INDICATORS:
         valid = (groups >= 0) & (groups < n_classes)
         # groupings with no sample in these rows (e.g. "target" when untargeted) add nothing:
         # their columns are left out of the product rather than multiplied as zeros
         live = np.flatnonzero(valid.any(axis=0))
-        if not live.size:
-            return
-        ind = np.zeros((x.shape[0], live.size * n_classes))
+        # column 0 is all ones: the total comes out of the same product, not another pass
+        ind = np.zeros((x.shape[0], 1 + live.size * n_classes))
+        ind[:, 0] = 1.0
         for at, k in enumerate(live):
             ok = valid[:, k]
-            ind[np.flatnonzero(ok), at * n_classes + groups[ok, k]] = 1.0
-        out[live] += (ind.T @ x).reshape(live.size, n_classes, -1)
-        return
+            ind[np.flatnonzero(ok), 1 + at * n_classes + groups[ok, k]] = 1.0
+        prod = ind.T @ x
+        out[live] += prod[1:].reshape(live.size, n_classes, -1)
+        return prod[0]
     from scipy import sparse
 
     for k in range(n_g):
@@ -75,6 +77,7 @@ def _add_class_sums(out, x, groups, n_classes):
             ind = sparse.csr_matrix((np.ones(ok.size), (g[ok], ok)),
                                     shape=(n_classes, x.shape[0]))
             out[k] += ind @ x
+    return x.sum(axis=0)
 
 
 def _class_counts(groups, n_classes):
@@ -97,8 +100,7 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
     rows = ROW_BLOCK if groups.shape[1] * n_classes <= DENSE_INDICATORS else 1024
     with np.errstate(invalid="ignore", over="ignore"):
         for i, j, x in row_blocks(h, rows=rows):
-            total += x.sum(axis=0)
-            _add_class_sums(sums, x, groups[i:j], n_classes)
+            total += _add_class_sums(sums, x, groups[i:j], n_classes)
     bad = 0
     if not np.isfinite(total).all():
         x = np.asarray(h, dtype=np.float64)

@@ -101,6 +101,26 @@ def test_grouping_dimension_and_excluded_labels():
     assert np.isnan(s["mean"].sel(grouping="other", **{"class": 0})).all()
 
 
+@pytest.mark.parametrize("c", [3, 300])  # dense and sparse class indicators
+def test_non_finite_values_are_counted_and_kept_out_of_the_sums(c):
+    x, y, _ = make_synthetic_arrays(3, 5, 10, noise=1.0)
+    def stats(h, labels):
+        return class_stats(xr.DataArray(h, dims=("sample", "feature")),
+                           xr.DataArray(labels, dims="sample"), c)
+
+    clean = stats(x, y)
+    bad = x.copy()
+    bad[14, 1] = np.nan  # a sample of class 1
+    bad[7, 2] = np.inf  # a sample of class 0 taken out of every grouping: still seen
+    y = y.copy()
+    y[7] = -1
+    s = stats(bad, y)
+    assert int(s["n_nonfinite"]) == 2
+    assert np.isfinite(s["sum"].values).all()
+    want = clean["sum"].values[1] - np.where(np.arange(5) == 1, x[14], 0.0)
+    np.testing.assert_allclose(s["sum"].values[1], want, rtol=1e-12, atol=1e-12)
+
+
 def test_bad_input_errors():
     x, y, _ = make_synthetic_arrays(3, 5, 10)
     h, g = da_(x, y)
