@@ -21,8 +21,8 @@ from ncprobe.data.store import (
     NotInStoreError,
     StoreError,
     layer_dataset,
+    load_variables,
     open_activations,
-    outputs_dataset,
     verify_chunks,
 )
 from ncprobe.data.store import layers as store_layers
@@ -78,19 +78,20 @@ def _select(kind, asked, available):
     return [a for a in available if a in asked]
 
 
-def _split_inputs(tree, split, layer0, n_classes, seed):
+def _split_inputs(store, tree, split, layer0, n_classes, seed):
     """Labels, network predictions and the (checkpoint, condition, sample, grouping) groups."""
-    ds = layer_dataset(tree, split, layer0)
-    labels = ds[schema.LABEL].load().astype(np.int64).reset_coords(drop=True)
+    layer_dataset(tree, split, layer0)  # a one-line error for a bad name, before reading
+    ds = load_variables(store, schema.features_path(split, layer0), [schema.LABEL])
+    labels = ds[schema.LABEL].astype(np.int64).reset_coords(drop=True)
     if labels.size == 0:
         raise AnalysisError(f"split {split!r} has no samples; expected at least one per class")
     bad = (labels < 0) | (labels >= n_classes)
     if bad.any():
         raise AnalysisError(f"split {split!r}: {int(bad.sum())} labels outside 0..{n_classes - 1}"
                             f" (e.g. {int(labels[bad][0])}); expected n_classes = {n_classes}")
-    outs = outputs_dataset(tree, split)
-    pred = outs[schema.PRED].load().reset_coords(drop=True)
-    target = outs[schema.TARGET].load().reset_coords(drop=True)
+    outs = load_variables(store, schema.outputs_path(split), [schema.PRED, schema.TARGET])
+    pred = outs[schema.PRED].reset_coords(drop=True)
+    target = outs[schema.TARGET].reset_coords(drop=True)
     groups = grouping_labels(labels, pred, target, shuffle_seed=seed)
     return labels, pred, groups
 
@@ -148,7 +149,7 @@ def _open_job(store, opts: AnalysisOptions) -> _Job:
         warnings.warn("store has no 'clean' condition: ncc_acc, leap_rate, align_angle and the "
                       "transition matrices are NaN (they are defined against clean centres)",
                       stacklevel=3)
-    inputs = {s: _split_inputs(tree, s, layers[0], n_classes, opts.shuffle_seed)
+    inputs = {s: _split_inputs(store, tree, s, layers[0], n_classes, opts.shuffle_seed)
               for s in work_splits}
     feats = {(s, la): layer_dataset(tree, s, la)[schema.FEATURES].reset_coords(drop=True)
              for s in work_splits for la in layers}

