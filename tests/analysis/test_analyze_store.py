@@ -44,6 +44,21 @@ def test_localcluster_equals_threads(tmp_path):
     xr.testing.assert_allclose(threads, procs["summary"].to_dataset(), rtol=1e-12)
 
 
+def test_own_localcluster_workers_start_without_dasks_malloc_trim_threshold(monkeypatch):
+    import os
+
+    import dask
+
+    from ncprobe.analyze.cluster import TRIM_KEY, connect
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert dask.config.get(TRIM_KEY) is not None  # dask's default, which the cluster drops
+    with connect("localcluster:1") as client:
+        seen = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert list(seen.values()) == [None]
+    assert dask.config.get(TRIM_KEY) is not None  # the caller's dask config is unchanged
+
+
 def test_written_store_opens_with_plain_xarray_and_csv(tmp_path):
     path = synthetic_store(tmp_path / "a.zarr")[0]
     out = tmp_path / "m.zarr"
