@@ -25,12 +25,18 @@ def make_bar(enabled: bool, desc: str = "nc-analyze"):
     return tqdm(total=0, desc=desc, unit="task", disable=not enabled, leave=False)
 
 
+def one_blas_thread():
+    """BLAS held to one thread, as in every dask task of the analysis: one kernel per core, and
+    the same arithmetic whether a kernel runs in a task or in this thread."""
+    return threadpool_limits(1, user_api="blas")
+
+
 def persist_all(collections, bar, client=None):
     """Persist ``collections`` together, their chunks then held in memory (this process's, or
     the dask workers'). The graph is not optimised: optimising fuses each collection's reads
     into it under new names, and a chunk shared by two collections would be read twice."""
     if client is None:
-        with _TaskCounter(bar), threadpool_limits(1, user_api="blas"):
+        with _TaskCounter(bar), one_blas_thread():
             return list(dask.persist(*collections, optimize_graph=False))
     from distributed import wait
 
@@ -47,7 +53,7 @@ def compute_all(collections, bar, client=None):
     N = 50,000, D = 4,096 analysis went from 6.3-6.9 s to 5.2-5.6 s).
     """
     if client is None:
-        with _TaskCounter(bar), threadpool_limits(1, user_api="blas"):
+        with _TaskCounter(bar), one_blas_thread():
             return list(dask.compute(*collections))
     from distributed import as_completed
 

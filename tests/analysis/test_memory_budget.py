@@ -75,6 +75,21 @@ def test_held_and_streamed_results_are_bitwise_identical(tmp_path, caplog):
     _identical(streamed, mixed)
 
 
+def test_small_one_chunk_layers_held_run_in_numpy_and_equal_the_streamed(tmp_path, monkeypatch):
+    import ncprobe.analyze.run as run
+
+    path = synthetic_store(tmp_path / "a.zarr", dims=(12, 6, 9), chunk_samples=1000,
+                           checkpoints=(0, 1))[0]
+    streamed = analyze_store(path, progress=False, memory=0)
+
+    def held_by_dask(*args, **kwargs):
+        raise AssertionError("a small one-chunk layer was held through a dask graph")
+
+    monkeypatch.setattr(run, "persist_all", held_by_dask)
+    held = analyze_store(path, progress=False, memory="1GiB")
+    _identical(streamed, held)
+
+
 def test_cli_memory_flag(tmp_path, capsys):
     path = synthetic_store(tmp_path / "a.zarr")[0]
     assert main([str(path), "--out", str(tmp_path / "m.zarr"), "--memory", "lots",
