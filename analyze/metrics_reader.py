@@ -1,4 +1,4 @@
-"""Reading a metrics store (``ncprobe-metrics/1``): what the findings and the figures need.
+"""Reading a metrics store (``ncprobe-metrics/2``): what the findings and the figures need.
 
 Open a store with :func:`ncprobe.data.store.open_metrics`; these functions read numbers and
 provenance from the tree it returns. :mod:`ncprobe.analyze.findings` and

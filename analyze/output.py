@@ -1,4 +1,4 @@
-"""The metrics store ``ncprobe-metrics/1``: assemble per-block results, write zarr and CSV.
+"""The metrics store ``ncprobe-metrics/2``: assemble per-block results, write zarr and CSV.
 
 Written to a temporary directory beside the target and moved into place, so an interrupted
 run never leaves a store that a reader takes as complete.
@@ -139,7 +139,10 @@ def check_target(out, source, options, overwrite: bool = False) -> None:
         old = dict(zarr.open_group(str(out), mode="r").attrs)
     except Exception:  # noqa: BLE001 - unreadable means "not ours"
         old = {}
-    if old.get("schema") != schema.METRICS_SCHEMA:
+    # a metrics store of an older schema is ours too: analysing again is how it is renewed
+    family = schema.METRICS_SCHEMA.rsplit("/", 1)[0]
+    ours = [schema.METRICS_SCHEMA, *(k for k in schema.SUPERSEDED if k.rsplit("/", 1)[0] == family)]
+    if old.get("schema") not in ours:
         raise StoreError(f"{str(out)!r} exists and is not an ncprobe metrics store; choose "
                          "another `out` (it is never overwritten)")
     if (old.get("source"), old.get("options")) != (str(source), options) and not overwrite:

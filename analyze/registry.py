@@ -259,7 +259,8 @@ def _builtin():
                         "code); only for the layer that feeds the classifier",
                         f"{_PAPYAN}, NC2"))
     register(Metric("nc3", collapse.nc3, ("weight_ok", "weight", "label"),
-                    "‖Wᵀ/‖W‖_F - M̄/‖M̄‖_F‖_F; only for the layer that feeds the classifier",
+                    "‖Wᵀ/‖W‖_F - M̄/‖M̄‖_F‖²_F (squared, as the published code of Papyan et "
+                    "al. and of Su et al.); only for the layer that feeds the classifier",
                     f"{_PAPYAN}, NC3", label="NC3"))
     register(Metric("fuzziness", collapse.fuzziness, ("label", "projected_w"),
                     "Tr(SS_W SS_B^+), SS_W = Sigma_W, SS_B = (1/N) Σ_c n_c (mu_c - mu_G)"

@@ -167,7 +167,7 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
     store : str or Path
         An ``ncprobe-activations/1`` store.
     out : str or Path, optional
-        Where to write the ``ncprobe-metrics/1`` store (and ``metrics.csv`` beside it).
+        Where to write the ``ncprobe-metrics/2`` store (and ``metrics.csv`` beside it).
     options : AnalysisOptions
     scheduler : str, optional
         See :func:`ncprobe.analyze.cluster.connect`.

@@ -56,6 +56,11 @@ def make_fixtures(tmp: Path) -> dict:
     small("future.zarr")
     zarr.open_group(str(tmp / "future.zarr"), mode="r+",
                     use_consolidated=False).attrs["schema"] = "ncprobe-activations/2"
+    import shutil
+
+    shutil.copytree(tmp / "metrics.zarr", tmp / "old_metrics.zarr")  # before nc3 was squared
+    zarr.open_group(str(tmp / "old_metrics.zarr"), mode="r+",
+                    use_consolidated=False).attrs["schema"] = "ncprobe-metrics/1"
     small("partial.zarr")
     zarr.open_group(str(tmp / "partial.zarr"), mode="r+",
                     use_consolidated=False).attrs["complete"] = False

@@ -109,7 +109,7 @@ def nearest_centre(h, centres):
 def nc3(weight, h, g, n_classes):
     m = simplex_matrix(h, g, n_classes)
     w = np.asarray(weight, np.float64).T
-    return np.linalg.norm(w / np.linalg.norm(w) - m / np.linalg.norm(m))
+    return np.linalg.norm(w / np.linalg.norm(w) - m / np.linalg.norm(m)) ** 2
 
 
 def align_angles(h, h_clean, y, n_classes):

@@ -281,8 +281,13 @@ def hull_margins(vectors: np.ndarray, present: np.ndarray) -> np.ndarray:
 
 
 def nc3(weight: np.ndarray, centred: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """|| W^T / ||W||_F - M / ||M||_F ||_F over the rows ``present`` of classifier rows W
-    (..., C, D) and centred means (..., C, D); NaN where either is not finite."""
+    """|| W^T / ||W||_F - M / ||M||_F ||_F^2 over the rows ``present`` of classifier rows W
+    (..., C, D) and centred means (..., C, D); NaN where either is not finite.
+
+    Squared, as Papyan, Han and Donoho's published code and Su et al.'s compute it (their
+    figures plot this number; docs/metrics.md, Conventions). It lies in [0, 4]: 0 when W is
+    proportional to M, 2 when they are orthogonal.
+    """
     w = np.where(present[..., None], weight, 0.0)
     m = np.where(present[..., None], centred, 0.0)
     ok = np.isfinite(w).all(axis=(-2, -1)) & np.isfinite(m).all(axis=(-2, -1)) \
@@ -291,7 +296,8 @@ def nc3(weight: np.ndarray, centred: np.ndarray, present: np.ndarray) -> np.ndar
     nw = np.linalg.norm(w, axis=(-2, -1))[..., None, None]
     nm = np.linalg.norm(m, axis=(-2, -1))[..., None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.linalg.norm(w / nw - m / nm, axis=(-2, -1))
+        d = w / nw - m / nm
+        out = (d * d).sum(axis=(-2, -1))
     return np.where(ok, out, np.nan)
 
 

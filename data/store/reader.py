@@ -49,11 +49,15 @@ def root_attrs(path) -> dict:
 
 def check_schema(attrs: dict, expected: str, path) -> None:
     got = attrs.get("schema")
-    if got != expected:
-        family = expected.rsplit("/", 1)[0]
-        hint = (" (written by a newer ncprobe? upgrade)"
-                if isinstance(got, str) and got.startswith(family) else "")
-        raise SchemaError(f"store {str(path)!r} has schema {got!r}{hint}; expected {expected!r}")
+    if got == expected:
+        return
+    if got in schema.SUPERSEDED:
+        raise SchemaError(f"store {str(path)!r} has schema {got!r}, written by an older "
+                          f"ncprobe: {schema.SUPERSEDED[got]} (expected {expected!r})")
+    family = expected.rsplit("/", 1)[0]
+    hint = (" (written by a newer ncprobe? upgrade)"
+            if isinstance(got, str) and got.startswith(family) else "")
+    raise SchemaError(f"store {str(path)!r} has schema {got!r}{hint}; expected {expected!r}")
 
 
 def _arrays(path, prefix: str = ""):
@@ -214,7 +218,7 @@ def open_activations(path, allow_partial: bool = False) -> xr.DataTree:
 
 
 def open_metrics(path) -> xr.DataTree:
-    """Open a metrics store (``ncprobe-metrics/1``) lazily and check its groups."""
+    """Open a metrics store (``ncprobe-metrics/2``) lazily and check its groups."""
     tree = open_tree(path, schema.METRICS_SCHEMA)
     for g in (schema.SUMMARY_GROUP, schema.PER_CLASS_GROUP, schema.TRANSITIONS_GROUP):
         if g not in tree.children:

@@ -1,4 +1,4 @@
-"""Names of the two on-disk contracts: ``ncprobe-activations/1`` and ``ncprobe-metrics/1``.
+"""Names of the two on-disk contracts: ``ncprobe-activations/1`` and ``ncprobe-metrics/2``.
 
 Every group, dim, variable and attribute name used by more than one stage lives here, so the
 writer (``extract/``), the readers (``analyze/``, ``plots/``) and the docs cannot drift apart.
@@ -6,7 +6,12 @@ See ``docs/store.md`` and ``docs/metrics.md`` for their meaning.
 """
 
 ACTIVATIONS_SCHEMA = "ncprobe-activations/1"
-METRICS_SCHEMA = "ncprobe-metrics/1"
+METRICS_SCHEMA = "ncprobe-metrics/2"
+#: what a store of an older schema holds differently, said when such a store is refused
+SUPERSEDED = {
+    "ncprobe-metrics/1": "its nc3 is the unsquared distance; rerun nc-analyze (analyze_store) "
+                         "on its activation store to write nc3 as docs/metrics.md defines it",
+}
 
 # dims
 SAMPLE = "sample"

@@ -66,7 +66,7 @@ def test_written_store_opens_with_plain_xarray_and_csv(tmp_path):
         warnings.simplefilter("error")
         assert main([str(path), "--out", str(out), "--no-progress"]) == 0
         tree = xr.open_datatree(out, engine="zarr")
-    assert tree.attrs["schema"] == "ncprobe-metrics/1"
+    assert tree.attrs["schema"] == "ncprobe-metrics/2"
     assert list(tree["summary"].layer.values) == ["l0", "l1"]
     assert list(tree["summary"]["depth"].values) == [0, 1]  # .depth is the tree depth
     df = pd.read_csv(tmp_path / "m.csv")
@@ -186,3 +186,20 @@ def test_a_reduced_classifier_input_layer_gives_nan_classifier_metrics_and_a_war
     s = m["summary"].to_dataset().isel(split=0, layer=0, checkpoint=0, condition=0)
     assert np.isnan(float(s["nc3"])) and np.isnan(float(s["equinorm_w"]))
     assert np.isfinite(float(s["nc1"].sel(grouping="label")))
+
+
+def test_metrics_store_of_the_unsquared_nc3_is_refused_then_renewed(tmp_path):
+    """A store of schema ncprobe-metrics/1 (nc3 was the square root) is refused in one line
+    that says to analyse again, and analysing again to the same path replaces it."""
+    acts = small_store(tmp_path / "acts.zarr")
+    out = tmp_path / "m.zarr"
+    analyze_store(acts, out, progress=False)
+    zarr.open_group(str(out), mode="r+", use_consolidated=False).attrs["schema"] = \
+        "ncprobe-metrics/1"
+    with pytest.raises(SchemaError, match=r"^store .* has schema 'ncprobe-metrics/1', written by "
+                                          r"an older ncprobe: its nc3 is the unsquared distance; "
+                                          r"rerun nc-analyze") as e:
+        open_metrics(out)
+    assert "\n" not in str(e.value)
+    analyze_store(acts, out, progress=False)
+    assert open_metrics(out).attrs["schema"] == "ncprobe-metrics/2"
