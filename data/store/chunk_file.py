@@ -9,6 +9,11 @@ the chunk key encoding), so for exactly those codecs on a local store we encode 
 here; tests check the files are byte-for-byte those zarr writes. Anything else (object
 stores, other codecs) returns ``None`` from :func:`chunk_file_writer` and the caller uses
 zarr.
+
+The byte comparison can only vouch for the zarr releases it ran against (:data:`TESTED_ZARR`).
+Under any other zarr, or with ``NCPROBE_CHUNK_WRITES=zarr`` in the environment, every chunk
+goes through zarr's public API instead: slower, never wrong. The store says which path wrote
+it (root attribute ``chunk_writes``, docs/store.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,32 @@ import zarr
 from numcodecs import Blosc
 
 from . import fs
+from .reader import StoreError
+
+#: zarr releases (major.minor) whose chunk files tests/store/test_chunk_file.py compared byte
+#: for byte with ours; under any other zarr, chunks are written through zarr's API
+TESTED_ZARR = ("3.1",)
+#: environment variable: ``zarr`` writes every chunk through zarr's API, ``auto`` (the default)
+#: writes chunk files directly where the installed zarr is one of :data:`TESTED_ZARR`
+WRITES_ENV = "NCPROBE_CHUNK_WRITES"
+
+
+def direct_writes() -> bool:
+    """Whether ncprobe may write chunk files itself: the installed zarr is one the byte
+    comparison ran against and ``NCPROBE_CHUNK_WRITES`` does not ask for zarr's API."""
+    choice = os.environ.get(WRITES_ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "zarr"):
+        raise StoreError(f"{WRITES_ENV}={os.environ[WRITES_ENV]!r} is not a chunk write path; "
+                         "expected 'auto' or 'zarr'")
+    return choice == "auto" and ".".join(zarr.__version__.split(".")[:2]) in TESTED_ZARR
+
+
+def writes_record(direct: bool) -> str:
+    """What the store's ``chunk_writes`` attribute says of the path that wrote its chunks."""
+    if direct:
+        tested = ", ".join(TESTED_ZARR)
+        return f"ncprobe chunk files (zarr {zarr.__version__}, byte-compared with zarr {tested})"
+    return f"zarr {zarr.__version__} API"
 
 _SHUFFLE = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
             "bitshuffle": Blosc.BITSHUFFLE}
@@ -67,14 +98,14 @@ class ChunkFileWriter:
 
 def chunk_file_writer(array: zarr.Array, root) -> ChunkFileWriter | None:
     """A :class:`ChunkFileWriter` for ``array`` of the store at ``root``, or None when that
-    store is not a local folder or the codecs are not exactly ``bytes`` (little-endian),
-    optional ``blosc``, ``crc32c``.
+    store is not a local folder, the codecs are not exactly ``bytes`` (little-endian),
+    optional ``blosc``, ``crc32c``, or :func:`direct_writes` is false.
 
     Only public zarr API: ``Array.path``, ``Array.metadata.to_dict()`` and
     ``Array.metadata.encode_chunk_key``; tests/store/test_chunk_file.py compares the files byte for
     byte with zarr's own, so a zarr that changes its encoding fails there, not silently.
     """
-    if not fs.is_local(root):
+    if not fs.is_local(root) or not direct_writes():
         return None
     root = Path(fs.filesystem(root)[1])
     if array.dtype.kind not in "fiub" or array.dtype.itemsize > 8:

@@ -20,7 +20,7 @@ import numpy as np
 import zarr
 
 from . import fs, schema
-from .chunk_file import chunk_file_writer
+from .chunk_file import chunk_file_writer, direct_writes, writes_record
 from .layout import CHUNK_BYTES, StoreLayout
 from .lock import StoreLock
 from .reader import StoreError, bad_chunks, delete_chunks, missing_chunks
@@ -36,6 +36,19 @@ def _differences(old: dict, new: dict) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [k for k in keys if json.dumps(old.get(k), sort_keys=True, default=str)
             != json.dumps(new.get(k), sort_keys=True, default=str)]
+
+
+def writable_array(group: zarr.Group, path: str) -> zarr.Array:
+    """The array at ``path`` of ``group``, opened to write every chunk, also one holding only
+    the fill value: a block is done when all its chunk files exist (:meth:`done_blocks`).
+
+    ``Array.with_config`` exists from zarr 3.1.6 on; before it, an array reads the flag from
+    zarr's configuration when it is opened, so it is opened inside ``zarr.config.set``.
+    """
+    if hasattr(zarr.Array, "with_config"):
+        return group[path].with_config({"write_empty_chunks": True})
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        return group[path]
 
 
 class ActivationStoreWriter:
@@ -94,6 +107,8 @@ class ActivationStoreWriter:
         self.repaired: list[str] = []
         self.lock = StoreLock(self.path)
         self._arrays = {}
+        # which path this process writes chunks by, recorded when the store is opened
+        self._writes = writes_record(fs.is_local(self.path) and direct_writes())
         self._root = None  # the root group, opened on the first write
         self._layout_pending = False
 
@@ -152,8 +167,10 @@ class ActivationStoreWriter:
     def _resume(self, repair: bool) -> None:
         # Rewriting the root metadata drops the consolidated copy, so no reader trusts stale
         # metadata while blocks are being added.
-        zarr.open_group(self.path, mode="r+", use_consolidated=False).attrs.update(
-            complete=False)
+        group = zarr.open_group(self.path, mode="r+", use_consolidated=False)
+        # a resumed store holds chunks of every run that wrote it, each by its own path
+        writes = sorted(set(group.attrs.get("chunk_writes", [])) | {self._writes})
+        group.attrs.update(complete=False, chunk_writes=writes)
         # a process killed inside an atomic chunk write leaves its temporary file behind
         if fs.is_local(self.path):
             for tmp in Path(fs.filesystem(self.path)[1]).rglob("*.partial"):
@@ -171,6 +188,7 @@ class ActivationStoreWriter:
         root.update(schema=schema.ACTIVATIONS_SCHEMA, n_classes=self.n_classes,
                     layers=[s.name for s in self.layers], conditions=self.conditions,
                     config=self.config, fingerprint=self.fingerprint, complete=False,
+                    chunk_writes=[self._writes],
                     layout_written=False,
                     layer_specs=[dict(asdict(s), original_shape=list(s.original_shape))
                                  for s in self.layers])
@@ -200,7 +218,7 @@ class ActivationStoreWriter:
         if path not in self._arrays:
             if self._root is None:
                 self._root = zarr.open_group(self.path, mode="r+", use_consolidated=False)
-            array = self._root[path].with_config({"write_empty_chunks": True})
+            array = writable_array(self._root, path)
             self._arrays[path] = array, chunk_file_writer(array, self.path)
         return self._arrays[path]
 

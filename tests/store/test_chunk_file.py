@@ -7,6 +7,7 @@ import zarr
 
 from ncprobe.data.store.chunk_file import chunk_file_writer
 from ncprobe.data.store.layout import CHUNK_KEY_ENCODING, compressors
+from ncprobe.data.store.writer import writable_array
 
 
 def _pair(tmp_path, dtype, compression, chunks=(1, 1, 16, 5), shape=(2, 3, 40, 5)):
@@ -14,8 +15,8 @@ def _pair(tmp_path, dtype, compression, chunks=(1, 1, 16, 5), shape=(2, 3, 40, 5
               fill_value=np.nan if np.dtype(dtype).kind == "f" else None,
               chunk_key_encoding=CHUNK_KEY_ENCODING)
     ours = zarr.create_array(str(tmp_path / "ours"), **kw)
-    theirs = zarr.create_array(str(tmp_path / "theirs"), **kw).with_config(
-        {"write_empty_chunks": True})
+    zarr.create_array(str(tmp_path / "theirs"), **kw)
+    theirs = writable_array(zarr.open_group(str(tmp_path), mode="a"), "theirs")
     return ours, theirs
 
 

@@ -178,3 +178,24 @@ def test_list_layers(ckpt, capsys):
     assert main(["--list-layers", "--all-modules", "--checkpoint",
                  str(ckpt / "epoch-0001.pt")]) == 0
     assert "block4.0" in capsys.readouterr().out  # modules at any depth
+
+
+def test_zarr_api_path_extracts_the_same_store(store, ckpt, tmp_path, monkeypatch):
+    """NCPROBE_CHUNK_WRITES=zarr (what an untested zarr gets): every array bitwise, the
+    array metadata and the fingerprint as with ncprobe's own chunk files; the store says
+    which path wrote it."""
+    from ncprobe.data.store.chunk_file import WRITES_ENV, writes_record
+
+    monkeypatch.setenv(WRITES_ENV, "zarr")
+    out = tmp_path / "api.zarr"
+    extraction.extract_store(cfg(ckpt), out, progress=False)
+    want, got = store_arrays(store), store_arrays(out)
+    assert want.keys() == got.keys()
+    assert all(np.array_equal(want[k], got[k], equal_nan=True) for k in want)
+    for meta in sorted(store.rglob("zarr.json")):
+        if meta.parent != store:
+            assert meta.read_text() == (out / meta.relative_to(store)).read_text(), meta
+    a, b = (dict(zarr.open_group(str(p), mode="r").attrs) for p in (store, out))
+    assert a["fingerprint"] == b["fingerprint"]
+    assert b["chunk_writes"] == [writes_record(False)]
+    assert set(a) == set(b)
