@@ -194,9 +194,10 @@ class ActivationStoreWriter:
                                  for s in self.layers])
         root.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat())
         root.setdefault("class_names", [str(i) for i in range(self.n_classes)])
-        # the schema goes first so an interrupted creation is recognised as ours and redone;
-        # in one write (attrs.update would rewrite the root document once per key)
-        zarr.create_group(self.path, zarr_format=3, overwrite=True).update_attributes(root)
+        # the schema is in the group's first document, so a creation interrupted at any point
+        # is recognised as ours and redone (a group created empty, then given attributes,
+        # left a store that no rerun would touch when killed in between)
+        zarr.create_group(self.path, zarr_format=3, overwrite=True, attributes=root)
         self._layout_pending = True
 
     def create_layout(self) -> None:
