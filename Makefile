@@ -6,11 +6,17 @@ PY := $(VENV)/bin/python
 # torch: the CPU build by default; on a GPU box install the CUDA build you want first.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench compat install clean
 
+# the demo's environment: ncprobe with the extract extra (torch) and nothing test-only
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[extract]"
+	touch $@
+
+# the tests' environment adds the test and dev extras
+$(VENV)/.tested: $(VENV)/.installed
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[extract,test,dev]"
 	# torchattacks is a test oracle only; --no-deps keeps its torchvision pin out
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps "torchattacks==3.5.1"
@@ -21,14 +27,19 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/nc-demo --out runs/demo
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.tested
 	$(VENV)/bin/ruff check .
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.tested lint
 	$(PY) -m pytest --doctest-modules data analyze tests -q
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
+
+# the declared minimum versions and the newest this Python installs, each in its own
+# environment under benchmarks/out/ (docs/store.md, "Versions")
+compat: $(VENV)/.installed
+	$(PY) -m benchmarks compat
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,14 +1,14 @@
-"""``python -m benchmarks [analysis|extraction|gpu|compare|all] [--quick] [--device D --small]
-[--rev REV --stores S ...]``"""
+"""``python -m benchmarks [analysis|extraction|gpu|compare|compat|all] [--quick]
+[--device D --small] [--rev REV --stores S ...] [--env minimum|newest|both]``"""
 
 import argparse
 import sys
 
-from . import bench_analysis, bench_extraction, bench_revisions, gpu_check
+from . import bench_analysis, bench_extraction, bench_revisions, compat, gpu_check
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks")
 parser.add_argument("which", nargs="?", default="all",
-                    choices=["analysis", "extraction", "gpu", "compare", "all"],
+                    choices=["analysis", "extraction", "gpu", "compare", "compat", "all"],
                     help="'all' is analysis and extraction; 'gpu' needs a CUDA device unless "
                          "--device cpu")
 parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
@@ -26,6 +26,8 @@ parser.add_argument("--rev", default="HEAD",
                     help="compare: the git revision to time the working tree against")
 parser.add_argument("--stores", nargs="*",
                     help="compare: activation stores to analyse (default: a synthetic one)")
+parser.add_argument("--env", default="both", choices=["minimum", "newest", "both"],
+                    help="compat: which environment to build and test")
 args = parser.parse_args()
 if args.which in ("extraction", "all"):
     print("== extraction")
@@ -44,3 +46,6 @@ if args.which == "compare":
 if args.which == "gpu":
     rows = gpu_check.main(args.device, args.small, args.out)
     sys.exit(1 if any(r.verdict == "FAIL" for r in rows) else 0)
+if args.which == "compat":
+    print("== compat: the declared minimum versions and the newest, store/analysis/CLI tests")
+    sys.exit(compat.main(args.env))

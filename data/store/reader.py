@@ -188,8 +188,10 @@ def _open_tree(path, expected_schema: str, allow_partial: bool) -> xr.DataTree:
             f"store {str(path)!r} is incomplete (interrupted or still being written); missing: "
             f"{what or 'the final verification'}; rerun the command to finish it, or pass "
             "`allow_partial` to use what is there")
-    if complete and expected_schema == schema.ACTIVATIONS_SCHEMA:
-        # a store that claims completeness but lost a chunk must not read as NaN or zeros
+    if complete and expected_schema == schema.ACTIVATIONS_SCHEMA and "fingerprint" in attrs:
+        # a store that ncprobe wrote has every chunk on disk, so one that claims completeness
+        # but lost a chunk must not read as NaN or zeros; other writers (zarr's default) leave
+        # out chunks equal to the fill value, which is no loss
         lost = missing_chunks(path)
         if lost:
             raise StoreError(f"store {str(path)!r} is marked complete but chunks are missing: "
