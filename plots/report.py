@@ -162,7 +162,8 @@ def make_figures(models: dict, out, acts: dict | None = None) -> tuple[list[Path
     return pngs, skipped
 
 
-def _img(path: Path) -> str:
+def embed_png(path: Path) -> str:
+    """An HTML figure holding the PNG at ``path`` as data (the report stays one file)."""
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">' \
            f"<figcaption>{html.escape(path.stem)}</figcaption></figure>"
@@ -218,7 +219,7 @@ class means of the train split.</p>
 <h2 id="numbers">Key numbers (layer feeding the classifier, last checkpoint)</h2>
 {table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="n/a")}
 <h2 id="figures">Figures</h2>
-{''.join(_img(p) for p in pngs)}
+{''.join(embed_png(p) for p in pngs)}
 {_skipped_html(skipped)}
 </body></html>
 """

@@ -301,6 +301,7 @@ def _plan(model, ds, cfg, device, *, epochs, load, checkpoints, model_attrs) -> 
         "model": {**model_attrs, "feature_layer": model.feature_layer,
                   "classifier": model.classifier, "arch_kwargs": cfg.arch_kwargs,
                   "classifier_relative_error": float(f"{residual:.3g}"),
+                  "parameters": int(sum(p.numel() for p in model.net.parameters())),
                   "output_key": cfg.output_key,
                   "checkpoints": checkpoints},
         "versions": versions(),

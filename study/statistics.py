@@ -1,0 +1,82 @@
+"""The statistics of a comparison across models: rank correlation and paired sign tests.
+
+numpy only (the tests check each against scipy.stats on the same numbers). With few models
+these are weak: a rank correlation over n models has a bootstrap interval of width about
+2/sqrt(n) at best, and a sign test over k pairs cannot reach p < 0.05 before k = 6.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: bootstrap resamples of the rank correlation's interval; fixed seed, so the interval is
+#: the same on every run
+BOOTSTRAP = 2000
+SEED = 0
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x`` (n,), ties given the mean of the ranks they span."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="mergesort")
+    out = np.empty(x.size)
+    sorted_x = x[order]
+    start = 0
+    while start < x.size:
+        stop = start + 1
+        while stop < x.size and sorted_x[stop] == sorted_x[start]:
+            stop += 1
+        out[order[start:stop]] = (start + stop + 1) / 2  # mean of ranks start+1 .. stop
+        start = stop
+    return out
+
+
+def spearman(x, y) -> float:
+    """Spearman's rho of (n,) ``x`` and ``y`` over the pairs where both are finite: the
+    Pearson correlation of their ranks. NaN with fewer than three pairs or a constant side."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3:
+        return math.nan
+    rx, ry = ranks(x[keep]), ranks(y[keep])
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return float(rx @ ry) / den if den > 0 else math.nan
+
+
+def spearman_interval(x, y, level: float = 0.95, n_boot: int = BOOTSTRAP,
+                      seed: int = SEED) -> tuple[float, float, float, int]:
+    """(rho, low, high, n): Spearman's rho over the n finite pairs and its percentile
+    bootstrap interval (models resampled with replacement; resamples whose rho is undefined,
+    e.g. all one model, are left out)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(x.size)
+    rho = spearman(x, y)
+    if math.isnan(rho):
+        return rho, math.nan, math.nan, n
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_boot, n))
+    boot = np.array([spearman(x[i], y[i]) for i in draws])
+    boot = boot[np.isfinite(boot)]
+    if boot.size == 0:
+        return rho, math.nan, math.nan, n
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return rho, float(low), float(high), n
+
+
+def sign_test(differences) -> tuple[int, int, float]:
+    """(positive, negative, p): the two-sided exact sign test of paired ``differences``
+    (zeros and NaN left out): p = min(1, 2 P(X <= min(k+, k-))), X ~ Binomial(k+ + k-, 1/2)."""
+    d = np.asarray(differences, np.float64)
+    d = d[np.isfinite(d) & (d != 0)]
+    pos, neg = int((d > 0).sum()), int((d < 0).sum())
+    k = pos + neg
+    if k == 0:
+        return pos, neg, math.nan
+    tail = sum(math.comb(k, i) for i in range(min(pos, neg) + 1)) / 2 ** k
+    return pos, neg, min(1.0, 2 * tail)
