@@ -37,9 +37,11 @@ class NotInStoreError(StoreError, KeyError):
 def _open_group(path, mode="r"):
     try:
         return zarr.open_group(path, mode=mode)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as e:
-        raise StoreError(f"no zarr store at {str(path)!r} ({type(e).__name__}); expected a "
-                         "directory written by ncprobe's extraction or analysis") from None
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+        # which of these zarr raises for a missing store differs between its releases
+        what = "nothing is there" if not fs.exists(path) else "it holds no zarr group"
+        raise StoreError(f"no zarr store at {str(path)!r} ({what}); expected a directory "
+                         "written by ncprobe's extraction or analysis") from None
 
 
 def root_attrs(path) -> dict:

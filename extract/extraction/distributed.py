@@ -51,6 +51,9 @@ def start(rank: Rank, device: torch.device) -> None:
 
 def stop(rank: Rank) -> None:
     if rank.world > 1 and dist.is_initialized():
+        # the ranks leave together: torch 2.5's gloo could hang in destroy_process_group
+        # when the other rank had already exited (seen in the minimum-versions environment)
+        dist.barrier()
         dist.destroy_process_group()
 
 
