@@ -57,6 +57,13 @@ def make_fixtures(tmp: Path) -> dict:
     zarr.open_group(str(tmp / "future.zarr"), mode="r+",
                     use_consolidated=False).attrs["schema"] = "ncprobe-activations/2"
     import shutil
+    import sys
+
+    # RobustBench's interface, written out (the real package does not import here)
+    fake = str(Path(__file__).resolve().parent / "fake_packages")
+    if fake not in sys.path:
+        sys.path.insert(0, fake)
+    (tmp / "rbmodels").mkdir()
 
     shutil.copytree(tmp / "metrics.zarr", tmp / "old_metrics.zarr")  # before nc3 was squared
     zarr.open_group(str(tmp / "old_metrics.zarr"), mode="r+",

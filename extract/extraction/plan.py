@@ -30,6 +30,7 @@ from ..models import (
     NCModel,
     build_model,
     load_state,
+    robustbench,
     verify_classifier,
     wrap_module,
 )
@@ -115,8 +116,28 @@ class ExtractionPlan:
     settings: ExtractConfig
 
 
+#: RobustBench's dataset names and ncprobe's
+_ROBUSTBENCH_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagefolder"}
+
+
+def _robustbench_source(cfg: ExtractConfig):
+    """``(checkpoint paths, arch with its dataset and threat, dataset)`` of a robustbench:
+    source: the entry resolved once, the weights in RobustBench's layout."""
+    hint = {v: k for k, v in _ROBUSTBENCH_DATASETS.items()}.get(cfg.dataset, cfg.dataset)
+    name, dataset, threat, _ = robustbench.entry(cfg.arch, hint)
+    arch = f"{robustbench.PREFIX}{name}@{dataset}/{threat}"
+    if len(cfg.checkpoints) != 1:
+        raise ModelError(f"{cfg.arch!r} takes one `checkpoint`: its weight file or RobustBench's "
+                         "model folder (MODEL_DIR, holding <dataset>/<threat>/<NAME>.pt)")
+    paths = [robustbench.checkpoint(arch, cfg.checkpoints[0])]
+    return paths, arch, cfg.dataset or _ROBUSTBENCH_DATASETS.get(dataset, dataset)
+
+
 def _model_source(cfg: ExtractConfig):
     """Checkpoint paths and the arch / dataset they agree on (sidecars unless overridden)."""
+    if robustbench.is_robustbench(cfg.arch):
+        paths, arch, dataset = _robustbench_source(cfg)
+        return paths, [{}], arch, dataset, cfg.data_root
     patterns = cfg.checkpoints
     if not patterns and cfg.arch and cfg.arch.startswith("hf:"):
         if hf_weights(cfg.arch[3:]) is None:
@@ -228,6 +249,9 @@ def normalization(model, cfg: ExtractConfig, meta: dict, ds) -> dict:
     if cfg.normalize == "auto":
         return {"mode": f"auto ({known_normalization(model.net)[2]})", "mean": used[0],
                 "std": used[1]}
+    if cfg.normalize is None and robustbench.is_robustbench(cfg.arch):
+        return {"mode": "none (robustbench: the model normalises its [0, 1] inputs itself)",
+                "mean": used[0], "std": used[1]}
     mean, std, mode = resolve_normalization(cfg.normalize, meta, ds)
     if mode == "dataset" and not np.allclose(used, (mean, std)):
         mode = "checkpoint"  # the checkpoint carried its own normalize buffers
@@ -314,8 +338,12 @@ def plan_checkpoints(cfg: ExtractConfig, device) -> ExtractionPlan:
     """The plan of ``nc-extract``: the model rebuilt from checkpoint files (and sidecars)."""
     paths, metas, arch, dataset_name, root = _model_source(cfg)
     ds = load_dataset(dataset_name, root=root)
-    mean, std, _ = resolve_normalization(None if cfg.normalize == "auto" else cfg.normalize,
-                                         metas[0], ds)
+    spec = None if cfg.normalize == "auto" else cfg.normalize
+    if spec is None and robustbench.is_robustbench(arch):
+        spec = "none"  # RobustBench's models take [0, 1] inputs and normalise inside
+        log.info("%s normalises its own inputs: normalization none (pass `normalize` to "
+                 "override)", arch)
+    mean, std, _ = resolve_normalization(spec, metas[0], ds)
     model = build_model(arch, ds.input_shape, ds.n_classes, mean, std, cfg.arch_kwargs,
                         cfg.classifier, cfg.output_key)
     apply_auto_normalization(model, cfg, ds)

@@ -161,7 +161,9 @@ def load_state(model: nn.Module, state: dict, source: str, arch: str | None = No
         weights = {k: v for k, v in state.items() if k not in norm}
         heads = [] if strip_prefix else sorted({k.split(".")[0] + "." for k in weights
                                                 if "." in k})
-        candidates = [bare(weights)]
+        # a bare network may own a module named ``normalize`` too (RobustBench's
+        # normalize_model): then its normalize.* keys are the network's, not ours
+        candidates = [bare(state), bare(weights)]
         candidates += [bare(_prefixed(weights, h)) for h in heads]
         candidates += [map_keys(weights, arch) if arch else None]
         for candidate in candidates:

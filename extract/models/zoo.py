@@ -1,5 +1,6 @@
-"""Models from the zoos researchers use, by source: ``torchvision:NAME``, ``timm:NAME`` and
-``hf:PATH`` (a local Hugging Face ``from_pretrained`` folder, read offline).
+"""Models from the zoos researchers use, by source: ``torchvision:NAME``, ``timm:NAME``,
+``hf:PATH`` (a local Hugging Face ``from_pretrained`` folder, read offline) and
+``robustbench:NAME[@DATASET/THREAT]`` (:mod:`.robustbench`).
 
 Each source's package is imported only when a user names it. The class count is passed as
 ``num_classes`` (torchvision, timm); a Hugging Face folder's config says its own
@@ -16,9 +17,10 @@ from pathlib import Path
 
 from torch import nn
 
+from . import robustbench
 from .wrap import ModelError
 
-SOURCES = ("torchvision", "timm", "hf")
+SOURCES = ("torchvision", "timm", "hf", "robustbench")
 #: the weight files of a Hugging Face folder, in the order they are looked for
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
@@ -39,7 +41,7 @@ def is_zoo(arch: str) -> bool:
     source, sep, name = arch.partition(":")
     if not sep or source not in SOURCES:
         return False
-    if source == "hf":
+    if source in ("hf", "robustbench"):
         return True
     # torchvision.models:resnet18 and timm:create_model stay factories
     try:
@@ -60,6 +62,8 @@ def build_zoo(arch: str, n_classes: int, kwargs: dict) -> nn.Module:
             timm = import_source("timm", arch)
             return timm.create_model(name, pretrained=False,
                                      **{"num_classes": n_classes, **kwargs})
+        if source == "robustbench":
+            return robustbench.build(arch)
         return _hf_model(arch, Path(name), kwargs)
     except ModelError:
         raise
