@@ -1,14 +1,14 @@
-"""``python -m benchmarks [analysis|extraction|gpu|compare|compat|all] [--quick]
+"""``python -m benchmarks [analysis|extraction|gpu|compare|compat|study|all] [--quick]
 [--device D --small] [--rev REV --stores S ...] [--env minimum|newest|both]``"""
 
 import argparse
 import sys
 
-from . import bench_analysis, bench_extraction, bench_revisions, compat, gpu_check
+from . import bench_analysis, bench_extraction, bench_revisions, bench_study, compat, gpu_check
 
 parser = argparse.ArgumentParser(prog="python -m benchmarks")
 parser.add_argument("which", nargs="?", default="all",
-                    choices=["analysis", "extraction", "gpu", "compare", "compat", "all"],
+                    choices=["analysis", "extraction", "gpu", "compare", "compat", "study", "all"],
                     help="'all' is analysis and extraction; 'gpu' needs a CUDA device unless "
                          "--device cpu")
 parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
@@ -49,3 +49,6 @@ if args.which == "gpu":
 if args.which == "compat":
     print("== compat: the declared minimum versions and the newest, store/analysis/CLI tests")
     sys.exit(compat.main(args.env))
+if args.which == "study":
+    print("== study: nc-study against its stages by hand, and time per model")
+    bench_study.main(args.quick)

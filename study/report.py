@@ -180,6 +180,9 @@ def ncc_curves(tree: xr.DataTree):
     palette = dict(zip(sorted(set(hue)), sns.color_palette("colorblind", len(set(hue))),
                        strict=False))
     many = c.sizes["model"] > LABELLED
+    families = [f or "" for f in tree["summary"]["family"].values]
+    styles = dict(zip(sorted(set(families)), ["-", "--", ":", "-."] * len(families),
+                      strict=False))
     fig, axes = plt.subplots(1, len(conditions), figsize=(4.6 * len(conditions), 3.4),
                              squeeze=False, sharey=True)
     for ax, cond in zip(axes[0], conditions, strict=True):
@@ -187,6 +190,7 @@ def ncc_curves(tree: xr.DataTree):
         for i, name in enumerate(c["model"].values):
             depth = c["rel_depth"].isel(model=i).values.astype(np.float64)
             ax.plot(depth, v.isel(model=i).values, color=palette[hue[i]],
+                    linestyle=styles[families[i]],
                     alpha=0.35 if many else 0.9, lw=1 if many else 1.4, marker=None if many
                     else "o", ms=3, label=hue[i] if many else f"{name} ({hue[i]})")
         if many:  # the median of each training method, on a common depth grid
@@ -243,9 +247,11 @@ def write_study_report(tree: xr.DataTree, out) -> Path:
     comparison = comparison_table(tree)
     comparison.to_csv(out / "comparison.csv", index=False)
     n = table.shape[0]
+    # Fisher's z: rho = 0 over n models has a 95 % interval of about 1.96 / sqrt(n - 3)
+    half = min(1.0, 1.96 / np.sqrt(max(n - 3, 1)))
     few = (f"<p class='warn'>Only {n} models: the rank correlations' intervals are wide (about "
-           f"&plusmn;{2 / np.sqrt(max(n - 1, 1)):.1f} at best) and a sign test over fewer than "
-           "six pairs cannot reach p &lt; 0.05.</p>" if n < FEW else "")
+           f"&plusmn;{half:.1f} around rho = 0) and a sign test over fewer than six pairs "
+           "cannot reach p &lt; 0.05.</p>" if n < FEW else "")
     failed = tree.attrs.get("failed") or {}
     missing = [m for m in tree.attrs.get("not_included", []) if m not in failed]
     failed_html = ("<ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"

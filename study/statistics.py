@@ -17,20 +17,23 @@ BOOTSTRAP = 2000
 SEED = 0
 
 
-def ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of ``x`` (n,), ties given the mean of the ranks they span."""
+def ranks(x) -> np.ndarray:
+    """Ranks 1..n of ``x`` along its last axis, ties given the mean of the ranks they span:
+    rank = (values below) + (values equal, itself included, + 1) / 2."""
     x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="mergesort")
-    out = np.empty(x.size)
-    sorted_x = x[order]
-    start = 0
-    while start < x.size:
-        stop = start + 1
-        while stop < x.size and sorted_x[stop] == sorted_x[start]:
-            stop += 1
-        out[order[start:stop]] = (start + stop + 1) / 2  # mean of ranks start+1 .. stop
-        start = stop
-    return out
+    below = (x[..., None, :] < x[..., :, None]).sum(axis=-1)
+    equal = (x[..., None, :] == x[..., :, None]).sum(axis=-1)
+    return below + (equal + 1) / 2
+
+
+def _pearson_of_ranks(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each row of (..., n) ``x`` and ``y`` (NaN for a constant row)."""
+    rx, ry = ranks(x), ranks(y)
+    rx = rx - rx.mean(axis=-1, keepdims=True)
+    ry = ry - ry.mean(axis=-1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(axis=-1) * (ry * ry).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=-1) / den, np.nan)
 
 
 def spearman(x, y) -> float:
@@ -40,10 +43,7 @@ def spearman(x, y) -> float:
     keep = np.isfinite(x) & np.isfinite(y)
     if keep.sum() < 3:
         return math.nan
-    rx, ry = ranks(x[keep]), ranks(y[keep])
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = math.sqrt(float(rx @ rx) * float(ry @ ry))
-    return float(rx @ ry) / den if den > 0 else math.nan
+    return float(_pearson_of_ranks(x[keep], y[keep]))
 
 
 def spearman_interval(x, y, level: float = 0.95, n_boot: int = BOOTSTRAP,
@@ -58,9 +58,11 @@ def spearman_interval(x, y, level: float = 0.95, n_boot: int = BOOTSTRAP,
     rho = spearman(x, y)
     if math.isnan(rho):
         return rho, math.nan, math.nan, n
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_boot, n))
-    boot = np.array([spearman(x[i], y[i]) for i in draws])
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    # in blocks of resamples: the rank comparisons take (block, n, n)
+    step = max(1, 2_000_000 // (n * n))
+    boot = np.concatenate([_pearson_of_ranks(x[draws[i:i + step]], y[draws[i:i + step]])
+                           for i in range(0, n_boot, step)])
     boot = boot[np.isfinite(boot)]
     if boot.size == 0:
         return rho, math.nan, math.nan, n

@@ -1,4 +1,5 @@
-"""The stages' dependency rules (analysis, plots and data never import torch), enforced."""
+"""The stages' dependency rules (analysis, plots and data never import torch; nor does a
+study's comparison), enforced."""
 
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import ncprobe.data, ncprobe.analyze, ncprobe.plots
 import ncprobe.data.store, ncprobe.data.store.writer, ncprobe.data.datasets
 import ncprobe.analyze.run, ncprobe.analyze.cli, ncprobe.analyze.stats
 import ncprobe.plots.cli, ncprobe.plots.figures, ncprobe.plots.report
+import ncprobe.study, ncprobe.study.cli, ncprobe.study.dataset, ncprobe.study.report
 assert "torch" not in sys.modules
 print("ok")
 """
