@@ -105,9 +105,9 @@ def _run(args) -> int:
           file=sys.stderr)
     for name, reason in result.failed.items():
         print(f"nc-study: model {name} failed: {reason}", file=sys.stderr)
-    pending = [s.name for s in state.status(manifest)
-               if s.status not in (state.DONE, state.FAILED)]
-    if not args.no_compare and not pending:
+    statuses = state.status(manifest)
+    pending = [s.name for s in statuses if s.status not in (state.DONE, state.FAILED)]
+    if not args.no_compare and not pending and any(s.status == state.DONE for s in statuses):
         _compare(manifest)
     elif pending and not args.only:
         print(f"nc-study: not compared yet: {', '.join(pending)} not finished",
