@@ -50,10 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _compare(manifest) -> None:
+def _compare(manifest, again: bool = True) -> None:
     """Build study.zarr and the report, one process at a time (the last run to finish a
-    model waits for another run's build, then builds with its model included)."""
-    from .dataset import build_study, write_study
+    model waits for another run's build, then builds with its model included); unless
+    ``again``, not when they were built from the same manifest and model records."""
+    from .dataset import build_study, up_to_date, write_study
     from .report import write_study_report
 
     lock = StoreLock(manifest.folder / "study.zarr")
@@ -67,6 +68,9 @@ def _compare(manifest) -> None:
                 raise
             time.sleep(0.5)
     try:
+        if not again and up_to_date(manifest):
+            print(f"{manifest.folder / 'study.zarr'} and the report are up to date")
+            return
         tree = build_study(manifest)
         path = write_study(tree, manifest.folder / "study.zarr")
         report = write_study_report(tree, manifest.folder)
@@ -108,7 +112,7 @@ def _run(args) -> int:
     statuses = state.status(manifest)
     pending = [s.name for s in statuses if s.status not in (state.DONE, state.FAILED)]
     if not args.no_compare and not pending and any(s.status == state.DONE for s in statuses):
-        _compare(manifest)
+        _compare(manifest, again=False)
     elif pending and not args.only:
         print(f"nc-study: not compared yet: {', '.join(pending)} not finished",
               file=sys.stderr)

@@ -23,6 +23,8 @@ Groups (docs/studies.md, "The study dataset"), readable with plain
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -210,6 +212,26 @@ def pairs(summary: xr.Dataset, manifest: Manifest, names: list[str]) -> tuple[xr
     return paired, tests
 
 
+def inputs_digest(manifest: Manifest) -> str:
+    """A hash of what the study dataset is made of: the manifest's text (its metadata are
+    coordinates) and every model's record (status, settings, fingerprint)."""
+    digest = hashlib.sha256(manifest.path.read_bytes())
+    for entry in manifest.models:
+        digest.update(json.dumps(state.read_record(manifest, entry.name), sort_keys=True,
+                                 default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def up_to_date(manifest: Manifest) -> bool:
+    """Whether ``study.zarr`` and ``report.html`` were built from the current inputs."""
+    try:
+        attrs = dict(zarr.open_group(str(manifest.folder / "study.zarr"), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - absent or unreadable: not up to date
+        return False
+    return (attrs.get("inputs") == inputs_digest(manifest)
+            and (manifest.folder / "report.html").is_file())
+
+
 def build_study(manifest: Manifest, failed: dict | None = None) -> xr.DataTree:
     """The study dataset of every model whose stores are finished (in manifest order)."""
     names = [e.name for e in manifest.models if state.is_done(manifest, e)]
@@ -238,6 +260,7 @@ def build_study(manifest: Manifest, failed: dict | None = None) -> xr.DataTree:
         "/comparison": _object_strings(comparison(summary, robust)),
         "/pairs": _object_strings(paired), "/pair_tests": _object_strings(tests)})
     tree.attrs.update(schema=STUDY_SCHEMA, manifest=str(manifest.path),
+                      inputs=inputs_digest(manifest),
                       robust_accuracy=source, models=names, failed=failures,
                       not_included=[e.name for e in manifest.models if e.name not in names])
     return tree

@@ -17,7 +17,7 @@ def test_wheel_installs_everything_under_ncprobe(tmp_path):
     # built from a copy: setuptools' build/ folder can keep files that the tree no longer has
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "runs", "*.egg-info", "__pycache__", ".*_cache"))
+        ".git", ".venv", "build", "runs", "*.egg-info", "__pycache__", ".*_cache", "out"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "--no-build-isolation", "-w", str(tmp_path), str(src)], check=True,
                    capture_output=True, timeout=300)
@@ -28,14 +28,15 @@ def test_wheel_installs_everything_under_ncprobe(tmp_path):
     for module in ("data/store/schema.py", "data/datasets/digits.py",
                    "extract/extraction/pipeline.py",
                    "extract/models/mlp.py", "extract/attacks/pgd.py", "analyze/stats.py",
-                   "plots/figures.py", "demo/cli.py"):
+                   "plots/figures.py", "demo/cli.py", "study/cli.py", "study/dataset.py",
+                   "extract/models/robustbench.py"):
         assert f"ncprobe/{module}" in names
     assert not any(n.startswith(("ncprobe/benchmarks", "ncprobe/tests")) for n in names)
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert sorted(re.findall(r"= (\S+):main", entry_points)) == [
         "ncprobe.analyze.cli", "ncprobe.demo.cli", "ncprobe.extract.cli",
-        "ncprobe.extract.training.cli", "ncprobe.plots.cli"]
+        "ncprobe.extract.training.cli", "ncprobe.plots.cli", "ncprobe.study.cli"]
 
 
 def _readme_notebook_code() -> str:

@@ -30,7 +30,7 @@ def _dedent(block):
 
 
 def _zoo_inputs(folder):
-    """The files recipes 7-11 read, written as their packages write them, and stand-ins for
+    """The files recipes 7-12 read, written as their packages write them, and stand-ins for
     torchvision, timm and robustbench (which do not import beside the CPU torch wheel)."""
     from tests import zoo_models as zm
 
@@ -52,6 +52,21 @@ def _zoo_inputs(folder):
     rb = zm.WideResNetRB(num_classes=10, in_chans=3).state_dict()
     torch.save({"state_dict": {f"module.{k}": v for k, v in rb.items()}},
                folder / "Standard.pt")
+    # recipe 12: the RobustBench stand-in's zoo beside the stand-in architectures above, and
+    # an entry's weights in RobustBench's folder layout
+    import importlib.util
+    import shutil
+
+    fake = ROOT / "tests" / "fake_packages" / "robustbench"
+    for rel in ("model_zoo/enums.py", "model_zoo/models.py", "model_zoo/architectures/nets.py"):
+        shutil.copy(fake / rel, folder / "stand-ins" / "robustbench" / rel)
+    spec = importlib.util.spec_from_file_location("nets", fake / "model_zoo/architectures/nets.py")
+    nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nets)
+    weights = folder / "models" / "cifar10" / "Linf" / "Carmon2019Unlabeled.pt"
+    weights.parent.mkdir(parents=True)
+    torch.save({"state_dict": {f"module.{k}": v
+                               for k, v in nets.WideResNet().state_dict().items()}}, weights)
     transformers = pytest.importorskip("transformers")
     config = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16,
                                     num_hidden_layers=2, num_attention_heads=2,
@@ -80,7 +95,7 @@ def test_every_recipe_runs_as_written(tmp_path):
     write_cifar_binary(tmp_path / "cifar", "cifar10", n_train=10, n_test=60)
     _zoo_inputs(tmp_path)
     commands = [_dedent(b).replace("\\\n", " ") for b in _blocks("bash")]
-    assert len(commands) == 10
+    assert len(commands) == 11
     for command in commands:
         argv = shlex.split(command)
         assert argv[0] == "nc-extract"
