@@ -1,5 +1,5 @@
 """The figures and the report: seaborn figures of metrics stores (:mod:`.figures`), the
-self-contained report.html with the findings (:mod:`.report`) and ``nc-report`` (:mod:`.cli`).
+self-contained report.html with the findings (:mod:`.report`) and ``nc-plot`` (:mod:`.cli`).
 Never imports torch."""
 
 from .figures import (

@@ -1,6 +1,5 @@
 """The metric registry: one declaration reaches layer_metrics, nc-analyze's store and CSV."""
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -99,14 +98,6 @@ def test_docs_table_is_the_registry():
     assert registry.markdown_table() in text, (
         "docs/metrics.md's metric table differs from the registry; paste "
         "ncprobe.analyze.registry.markdown_table() over it")
-
-
-def test_no_flat_vector_layout_left():
-    """Statistics travel by name: none of the old positional layouts remain."""
-    code = "\n".join(p.read_text() for p in (ROOT / "analyze").rglob("*.py"))
-    for old in ("pass1_size", "pass2_layout", "_unpack", "block_vector", "def unpack"):
-        assert old not in code
-    assert not re.search(r"np\.concatenate\(\[np\.ravel", code)
 
 
 def test_every_declared_statistic_exists():
