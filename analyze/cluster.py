@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dask
 
-from .stats import AnalysisError
+from .blocks import AnalysisError
 
 #: the dask setting whose default (65536) makes every chunk a worker reads a fresh mapping
 TRIM_KEY = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
@@ -60,9 +60,9 @@ def connect(scheduler: str | None):
     if kind == "localcluster":
         # dask starts its workers with MALLOC_TRIM_THRESHOLD_ set, which also turns off
         # glibc's adaptive mmap threshold: every feature chunk a worker decodes is then a fresh
-        # mapping, faulted in page by page (one worker reading the 50,000 x 4,096 benchmark
-        # store: 3.5-4.0 s, against 1.9-2.5 s without it). This cluster is ncprobe's own, so
-        # its workers start without it (docs/scale-out.md says how to do the same for yours)
+        # mapping, faulted in page by page (docs/scale-out.md, "Worker memory trimming", has
+        # the figures). This cluster is ncprobe's own, so its workers start without it (the
+        # same page says how to do the same for yours)
         with dask.config.set({TRIM_KEY: None}):
             cluster = LocalCluster(n_workers=arg, threads_per_worker=1, processes=True,
                                    dashboard_address=":0")

@@ -25,10 +25,9 @@ AUTO_FRACTION = 0.5
 
 #: under ``auto``, the most a local store's batch holds: reading a chunk again from a local
 #: disk (page cache and lz4) costs about what faulting in fresh memory to keep it does, so
-#: large local layers stream (50,000 x 4,096 float32, 2 conditions, a fresh process: held
-#: 4.7-6.6 s, streamed 4.3-5.1 s), while small ones are held (a digits demo store: 1.1-1.6 s
-#: instead of 2.2 s); remote stores, where a read is a network transfer, are held up to
-#: the whole budget
+#: large local layers stream while small ones are held (docs/scale-out.md, "Read once or
+#: twice", has the figures); remote stores, where a read is a network transfer, are held up
+#: to the whole budget
 AUTO_LOCAL_BATCH = 256 * 2**20
 
 MEMORY_HELP = ("bytes the analysis may hold to read each layer once: 'auto' (the default: "

@@ -49,8 +49,8 @@ def compute_all(collections, bar, client=None):
     """Compute ``collections`` together (shared reads done once), advancing ``bar``.
 
     With dask's threads the parallelism is one kernel per core, so BLAS is held to one
-    thread per kernel: nested BLAS threads only oversubscribe the cores (measured here: a
-    N = 50,000, D = 4,096 analysis went from 6.3-6.9 s to 5.2-5.6 s).
+    thread per kernel: nested BLAS threads only oversubscribe the cores (``python -m
+    benchmarks analysis`` measures the passes under this limit).
     """
     if client is None:
         with _TaskCounter(bar), one_blas_thread():

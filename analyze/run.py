@@ -222,7 +222,7 @@ def _run_passes(job: _Job, plan, bar, client):
 
 #: a held layer of at most this many bytes whose blocks are one sample chunk each is read into
 #: numpy and both passes run as plain numpy calls: its kernels take less time than the dask
-#: tasks around them (a digits demo store: 1.1-1.6 s instead of 2.2 s)
+#: tasks around them (docs/scale-out.md, "Read once or twice")
 SMALL_LAYER = 32 * 2**20
 
 

@@ -29,12 +29,11 @@ from ncprobe.extract.attacks import parse_attack, perturbation_norm, run_conditi
 from ncprobe.extract.checkpoints import checkpoint_path, load_state_dict
 from ncprobe.extract.extraction import ExtractConfig, extract_store
 from ncprobe.extract.models import build_model, load_state
-from ncprobe.extract.training import TrainConfig, train
+from ncprobe.extract.training import MODES, TrainConfig, train
 from ncprobe.plots.report import key_numbers, write_report
 
 log = logging.getLogger("ncprobe.demo")
 
-MODES = ("standard", "pgd", "trades")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from .reader import (
     open_activations,
     open_metrics,
     open_tree,
-    outputs_dataset,
     root_attrs,
     select_conditions,
     splits,
@@ -31,6 +30,6 @@ from .reader import (
 
 __all__ = ["bad_chunks", "check_schema", "delete_chunks", "fs", "IncompleteStoreError",
            "layer_dataset", "layers", "load_variables", "missing_chunks", "NotInStoreError",
-           "open_activations", "open_metrics", "open_tree", "outputs_dataset", "root_attrs",
+           "open_activations", "open_metrics", "open_tree", "root_attrs",
            "schema", "SchemaError", "select_conditions", "splits", "store_arrays", "StoreError",
            "validate_activations", "verify_chunks"]

@@ -257,11 +257,6 @@ def layer_dataset(tree: xr.DataTree, split: str, layer: str) -> xr.Dataset:
     return tree[schema.features_path(split, layer)].to_dataset()
 
 
-def outputs_dataset(tree: xr.DataTree, split: str) -> xr.Dataset:
-    _choose("split", split, splits(tree), "store")
-    return tree[schema.outputs_path(split)].to_dataset()
-
-
 def load_variables(location, group: str, names) -> xr.Dataset:
     """The arrays ``names`` of ``group`` of the store at ``location``, read into memory.
 

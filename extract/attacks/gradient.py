@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 
 from .base import Attack, AttackSpecError, eps_param, norm_param, number, seed_param, untargeted
-from .pgd import UNIT_BOX, ce_objective, pgd, random_start
+from .pgd import UNIT_BOX, ce_objective, default_step_size, pgd, random_start
 from .targets import TARGET_RULES, choose_targets
 
 
@@ -56,7 +56,8 @@ class PGD(Attack):
         steps = number("steps", params.get("steps", "20"), int)
         if steps < 1:
             raise AttackSpecError(f"steps must be >= 1, got {steps} in {text!r}")
-        step = number("step", params["step"]) if "step" in params else 2.5 * eps / steps
+        step = number("step", params["step"]) if "step" in params \
+            else default_step_size(eps, steps)
         if step <= 0 and eps > 0:
             raise AttackSpecError(f"step must be > 0, got {params.get('step')} in {text!r}")
         restarts = number("restarts", params.get("restarts", "1"), int)

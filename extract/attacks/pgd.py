@@ -16,6 +16,12 @@ NORMS = ("linf", "l2")
 UNIT_BOX = (0.0, 1.0)
 
 
+def default_step_size(eps: float, steps: int) -> float:
+    """The step of a PGD attack that names none: 2.5 eps / steps (Madry et al.), so that
+    ``steps`` steps can cross the eps-ball from any start."""
+    return 2.5 * eps / steps
+
+
 def clip_to_box(x: torch.Tensor, box) -> torch.Tensor:
     """``x`` clamped to ``box`` = (low, high), or unchanged when ``box`` is None."""
     return x if box is None else x.clamp(*box)

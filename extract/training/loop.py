@@ -22,7 +22,7 @@ from ncprobe.data.errors import NcprobeError
 from ncprobe.data.params import Interval, OneOf, Optional, check_params
 
 from ..attacks import ce_objective, pgd
-from ..attacks.pgd import NORMS, UNIT_BOX
+from ..attacks.pgd import NORMS, UNIT_BOX, default_step_size
 from ..checkpoints import atomic_save, atomic_write_text, save_checkpoint
 from ..models import build_model
 from ..runtime import pick_device, set_threads, versions
@@ -89,7 +89,7 @@ class TrainConfig:
             raise TrainError(f"`save_epochs` {bad} outside the run's 1..{self.epochs}")
         self.save_epochs = sorted(set(self.save_epochs) | {self.epochs})
         if self.step_size is None:
-            self.step_size = 2.5 * self.eps / self.steps
+            self.step_size = default_step_size(self.eps, self.steps)
         if self.attack_bn is None:
             self.attack_bn = "train" if self.mode == "pgd" else "eval"
         return self
@@ -179,7 +179,7 @@ def evaluate(model, x, y, batch_size=1000, attack=None, generator=None) -> float
 
 
 def robust_attack(cfg: TrainConfig, box=UNIT_BOX):
-    step = 2.5 * cfg.eps / cfg.robust_eval_steps
+    step = default_step_size(cfg.eps, cfg.robust_eval_steps)
 
     def attack(model, x, y, generator):
         return pgd(model, x, ce_objective(y), eps=cfg.eps, step_size=step,
