@@ -18,7 +18,7 @@ import zarr
 
 from ncprobe.data.store import StoreError, fs, schema
 from ncprobe.data.store.lock import process_alive
-from ncprobe.data.store.writer import consolidate
+from ncprobe.data.store.writer import consolidate, replace_tree
 
 from . import registry
 from .metrics_reader import tidy_summary
@@ -173,15 +173,7 @@ def write_metrics(tree: xr.DataTree, out, overwrite: bool = False) -> None:
     out = Path(fs.filesystem(out)[1])
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tree.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
-    consolidate(tmp)
-    old_copy = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.rename(old_copy)
-    tmp.rename(out)
-    shutil.rmtree(old_copy, ignore_errors=True)
+    replace_tree(tree, out)
     csv = Path(csv_path(out))
     tmp_csv = csv.with_name(f".{csv.name}.tmp-{os.getpid()}")
     table.to_csv(tmp_csv, index=False)

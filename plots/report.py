@@ -162,6 +162,15 @@ def make_figures(models: dict, out, acts: dict | None = None) -> tuple[list[Path
     return pngs, skipped
 
 
+#: the look of ncprobe's HTML reports (this one and a study's)
+STYLE = """body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto;
+       color: #222 }
+table { border-collapse: collapse; font-size: 0.85em }
+td, th { border: 1px solid #ccc; padding: 3px 7px; text-align: left }
+img { max-width: 100% } figure { margin: 1.5em 0 }
+figcaption { color: #666; font-size: 0.8em }"""
+
+
 def embed_png(path: Path) -> str:
     """An HTML figure holding the PNG at ``path`` as data (the report stays one file)."""
     data = base64.b64encode(path.read_bytes()).decode()
@@ -200,12 +209,8 @@ def write_report(models: dict, out, acts: dict | None = None) -> Path:
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ncprobe report</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222 }}
-table {{ border-collapse: collapse; font-size: 0.85em }}
-td, th {{ border: 1px solid #ccc; padding: 3px 7px; text-align: left }}
+{STYLE}
 tr.pass td:nth-child(3) {{ color: #0a6 }} tr.fail td:nth-child(3) {{ color: #c30 }}
-img {{ max-width: 100% }} figure {{ margin: 1.5em 0 }}
-figcaption {{ color: #666; font-size: 0.8em }}
 </style></head><body>
 <h1>ncprobe report</h1>
 <p>Neural-collapse geometry under attack, after Su, Zhang, Tsilivis and Kempe, "On the

@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,7 @@ import zarr
 
 from ncprobe.data import schema
 from ncprobe.data.store import open_metrics
-from ncprobe.data.store.writer import consolidate
+from ncprobe.data.store.writer import replace_tree
 
 from . import state, statistics
 from .manifest import Manifest, StudyError
@@ -269,15 +267,5 @@ def build_study(manifest: Manifest, failed: dict | None = None) -> xr.DataTree:
 def write_study(tree: xr.DataTree, out) -> Path:
     """Write ``tree`` to ``out`` (a local folder) through a temporary copy renamed into
     place, so a reader never sees half a study dataset."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tree.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
-    consolidate(tmp)
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    return out
+    replace_tree(tree, Path(out))
+    return Path(out)

@@ -21,7 +21,7 @@ import xarray as xr
 
 from ncprobe.data import schema
 from ncprobe.plots.figures import theme
-from ncprobe.plots.report import embed_png, save_figure
+from ncprobe.plots.report import STYLE, embed_png, save_figure
 
 log = logging.getLogger("ncprobe.study")
 
@@ -266,11 +266,8 @@ def write_study_report(tree: xr.DataTree, out) -> Path:
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ncprobe study</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222 }}
-table {{ border-collapse: collapse; font-size: 0.8em }}
-td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left }}
-img {{ max-width: 100% }} figure {{ margin: 1.5em 0 }}
-figcaption {{ color: #666; font-size: 0.8em }} .warn {{ color: #a50 }}
+{STYLE}
+.warn {{ color: #a50 }}
 </style></head><body>
 <h1>ncprobe study: {html.escape(Path(str(tree.attrs.get("manifest", ""))).name)}</h1>
 <p>{n} models. Robust accuracy is {html.escape(str(tree.attrs.get("robust_accuracy")))}.

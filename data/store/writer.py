@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
+import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -295,3 +297,20 @@ def consolidate(path) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         zarr.consolidate_metadata(path)
+
+
+def replace_tree(tree, out: Path) -> None:
+    """Write the DataTree ``tree`` to the local folder ``out`` through a temporary copy renamed
+    into place, consolidated, so that a reader (or a killed writer) never leaves half a store
+    at ``out``; a store already there is replaced."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tree.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
+    consolidate(tmp)
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
