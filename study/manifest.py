@@ -8,8 +8,10 @@ here imports torch: ``nc-study status`` and the comparison run on machines witho
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
@@ -84,11 +86,15 @@ class ModelEntry:
     train: dict | None = None
 
     def signature(self, protocol: Protocol) -> str:
-        """A hash of everything that decides this model's stores (not its metadata): a
-        finished model is done again only when this changes."""
+        """A hash of everything that decides this model's stores (not its metadata), the
+        size and modification time of its checkpoint files included (a file replaced in
+        place is new weights): a finished model is done again only when this changes."""
         decisive = {k: v for k, v in asdict(self).items()
                     if k not in ("family", "training", "reported_clean", "reported_robust",
                                  "pair", "meta")}
+        files = sorted(glob.glob(self.checkpoint)) if self.checkpoint else []
+        decisive["checkpoint_files"] = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns)
+                                        for f in files if os.path.isfile(f)]
         blob = json.dumps({"protocol": asdict(protocol), "model": decisive}, sort_keys=True,
                           default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

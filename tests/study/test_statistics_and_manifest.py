@@ -110,3 +110,14 @@ def test_not_toml_and_missing(tmp_path):
         load_manifest(_write(tmp_path, "[protocol\n"))
     with pytest.raises(ManifestError, match="does not exist; expected a TOML file"):
         load_manifest(tmp_path / "none.toml")
+
+
+def test_a_checkpoint_replaced_in_place_changes_the_signature(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    weights = tmp_path / "ckpt" / "a.pt"
+    weights.write_bytes(b"first")
+    m = load_manifest(_write(tmp_path, GOOD))
+    before = m.model("a").signature(m.protocol)
+    assert m.model("a").signature(m.protocol) == before
+    weights.write_bytes(b"second weights")
+    assert m.model("a").signature(m.protocol) != before
