@@ -59,7 +59,9 @@ def _model_summary(tree: xr.DataTree) -> tuple[xr.Dataset, str]:
     """The summary at the feature layer and last checkpoint, with ``ncc_gap``."""
     s = tree[schema.SUMMARY_GROUP].to_dataset()
     layers = [str(v) for v in s[schema.LAYER].values]
-    layer = tree.attrs.get("classifier_layer") or layers[-1]
+    layer = tree.attrs.get("classifier_layer")
+    if layer not in layers:  # not captured (layers chosen without it): the deepest one is read,
+        layer = layers[-1]   # and the coordinate feature_layer says so
     out = s.sel({schema.LAYER: layer}).isel({schema.CHECKPOINT: -1}, drop=True)
     out = out.drop_vars([schema.LAYER, schema.DEPTH], errors="ignore").load()
     return out.assign(ncc_gap=out["ncc_acc"] - out["net_acc"]), layer

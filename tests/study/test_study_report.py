@@ -70,3 +70,17 @@ def test_few_models_say_the_intervals_are_wide(tmp_path):
     text = write_study_report(tree, manifest.folder).read_text()
     assert "Only 4 models" in text
     assert (manifest.folder / "figures" / "key_metrics.png").exists()
+
+
+def test_a_model_analysed_without_its_feature_layer_reads_its_deepest(tmp_path):
+    from ncprobe.analyze.run import AnalysisOptions
+
+    manifest = finished_study(tmp_path, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analyze_store(state.acts_path(manifest, "m01"), state.metrics_path(manifest, "m01"),
+                      AnalysisOptions(layers=["l0"]), progress=False, overwrite=True)
+    s = build_study(manifest)["summary"]
+    assert list(s["feature_layer"].values) == ["l1", "l0", "l1"]
+    assert np.isfinite(float(s["nc1"].sel(model="m01", split="train", condition="clean",
+                                           grouping="label")))
