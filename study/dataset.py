@@ -107,8 +107,9 @@ def _float(value) -> float:
 
 
 def model_coordinates(manifest: Manifest, names: list[str], summaries: dict, layers: dict,
-                      curves: dict) -> tuple[dict, str]:
-    """The ``model`` coordinates, and a sentence saying where robust accuracy comes from."""
+                      curves: dict) -> tuple[dict, dict]:
+    """The ``model`` coordinates, and the root attributes saying where robust accuracy comes
+    from: ``robust_accuracy`` (a sentence), ``robust_condition`` and ``accuracy_split``."""
     first = summaries[names[0]]
     splits = [str(v) for v in first[schema.SPLIT].values]
     conditions = [str(v) for v in first[schema.CONDITION].values]
@@ -151,7 +152,8 @@ def model_coordinates(manifest: Manifest, names: list[str], summaries: dict, lay
     source = ("the reported robust accuracy of the manifest (reported_robust)"
               if manifest.protocol.robust_accuracy == "reported" else
               f"ncprobe's net_acc under condition {robust!r} on split {acc_split!r}")
-    return out, source
+    return out, {"robust_accuracy": source, "robust_condition": robust,
+                 "accuracy_split": acc_split}
 
 
 def comparison(summary: xr.Dataset, robust_acc: np.ndarray) -> xr.Dataset:
@@ -232,12 +234,12 @@ def up_to_date(manifest: Manifest) -> bool:
             and (manifest.folder / "report.html").is_file())
 
 
-def build_study(manifest: Manifest, failed: dict | None = None) -> xr.DataTree:
+def build_study(manifest: Manifest) -> xr.DataTree:
     """The study dataset of every model whose stores are finished (in manifest order)."""
     names = [e.name for e in manifest.models if state.is_done(manifest, e)]
     if not names:
-        raise StudyError("no model of the study is finished yet; run nc-study run "
-                                 "first (nc-study status says where each model stands)")
+        raise StudyError("no model of the study is finished yet; run nc-study run first "
+                         "(nc-study status says where each model stands)")
     summaries, layers, curves = {}, {}, {}
     for name in names:
         tree = open_metrics(state.metrics_path(manifest, name))
@@ -249,19 +251,18 @@ def build_study(manifest: Manifest, failed: dict | None = None) -> xr.DataTree:
     curve = xr.concat([curves[n] for n in names], dim=index, join="outer",
                       coords="minimal", compat="override", combine_attrs="drop")
     curve = _object_strings(curve.assign_coords(_curve_coordinates(curves, names)))
-    coords, source = model_coordinates(manifest, names, summaries, layers, curves)
+    coords, robust_attrs = model_coordinates(manifest, names, summaries, layers, curves)
     summary = _object_strings(summary.assign_coords(coords))
     robust = np.asarray(coords["robust_acc"][1], np.float64)
     paired, tests = pairs(summary, manifest, names)
-    failures = failed if failed is not None else {
-        s.name: s.detail for s in state.status(manifest) if s.status == state.FAILED}
+    failures = {s.name: s.detail for s in state.status(manifest) if s.status == state.FAILED}
     tree = xr.DataTree.from_dict({
         "/summary": summary, "/curves": curve,
         "/comparison": _object_strings(comparison(summary, robust)),
         "/pairs": _object_strings(paired), "/pair_tests": _object_strings(tests)})
     tree.attrs.update(schema=STUDY_SCHEMA, manifest=str(manifest.path),
                       inputs=inputs_digest(manifest),
-                      robust_accuracy=source, models=names, failed=failures,
+                      **robust_attrs, models=names, failed=failures,
                       not_included=[e.name for e in manifest.models if e.name not in names])
     return tree
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +103,8 @@ def status(manifest: Manifest) -> list[ModelStatus]:
         try:
             lock.acquire()
         except StoreLockedError as e:
-            out.append(ModelStatus(entry.name, RUNNING, str(e).split("(", 1)[-1].rstrip(")")
-                                   .split(";")[0]))
+            holder = re.search(r"\((pid [^)]*)\)", str(e))  # who holds it, as the lock says
+            out.append(ModelStatus(entry.name, RUNNING, holder[1] if holder else ""))
             continue
         else:
             lock.release()

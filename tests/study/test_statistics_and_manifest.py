@@ -121,3 +121,21 @@ def test_a_checkpoint_replaced_in_place_changes_the_signature(tmp_path):
     assert m.model("a").signature(m.protocol) == before
     weights.write_bytes(b"second weights")
     assert m.model("a").signature(m.protocol) != before
+
+
+def test_status_names_the_process_that_holds_a_model(tmp_path):
+    import os
+
+    from ncprobe.study import state, status
+
+    m = load_manifest(_write(tmp_path, GOOD))
+    state.model_folder(m, "a").mkdir(parents=True)
+    lock = state.model_lock(m, "a")
+    lock.acquire()
+    try:
+        rows = {r.name: r for r in status(m)}
+    finally:
+        lock.release()
+    assert rows["a"].status == "running"
+    assert rows["a"].detail.startswith(f"pid {os.getpid()} on ") and ")" not in rows["a"].detail
+    assert rows["b"].status == "not started"
