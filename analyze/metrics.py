@@ -41,6 +41,7 @@ _BLOCK_INPUTS = {
     "transitions": ("within", "transitions", (schema.LABEL, schema.VERTEX)),
     "flipped": ("within", "flipped", ()),
     "leapt": ("within", "leapt", ()),
+    "outside": ("within", "outside", ()),
     "projected_w": ("within", "projected_w", (schema.CLASS,)),
     "clean_centred": ("extra", "clean_centred", (schema.CLASS, "F")),
     "weight": ("extra", "weight", (schema.CLASS, "F")),

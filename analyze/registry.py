@@ -243,6 +243,12 @@ def _builtin():
                     label="NCC accuracy"))
     register(Metric("net_acc", collapse.net_acc, ("pred_known", "n_total", "flipped"),
                     "the network's accuracy on this condition", label="network accuracy"))
+    register(Metric("pred_outside", collapse.pred_outside, ("pred_known", "n_total", "outside"),
+                    "the fraction of samples the network predicts as one of its outputs that "
+                    "is no class of the dataset (a model with more outputs than the dataset "
+                    "has classes, docs/your-model.md): flipped, but a leap to no vertex of the "
+                    "dataset's simplex; 0 when the model's outputs are the dataset's classes",
+                    label="predicted outside the classes"))
     register(Metric("leap_rate", collapse.leap_rate, ("pred_known", "flipped", "leapt"),
                     "among samples the attack flipped (pred ≠ label), the fraction whose nearest "
                     "clean reference centre is the adversarial prediction",

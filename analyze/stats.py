@@ -194,6 +194,7 @@ def _pass2_dataset(parts: dict, f, lead, c, feature_dim) -> xr.Dataset:
     dims = {"within": per_grouping, "projected": per_grouping, "projected_w": (schema.CLASS,),
             "own_hits": (schema.GROUPING,), "nc4_mismatch": (schema.GROUPING,),
             "ref_hits": (schema.CLASS,), "ref_counted": (), "flipped": (), "leapt": (),
+            "outside": (),
             "transitions": () if c > passes.DENSE_TRANSITIONS else pair,
             "scatter": (feature_dim, schema.FEATURE2)}
     return xr.Dataset({k: ((*lead, *dims[k]), v) for k, v in parts.items()},
@@ -237,7 +238,8 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     ``transitions`` (label, vertex): true label vs nearest reference centre (beyond
     :data:`~ncprobe.analyze.kernels.passes.DENSE_TRANSITIONS` classes an object array of
     :class:`~ncprobe.analyze.kernels.passes.SparseCounts`, one per block),
-    ``flipped``: pred != label, ``leapt``: flipped with nearest reference = pred.
+    ``flipped``: pred != label, ``leapt``: flipped with nearest reference = pred,
+    ``outside``: pred is no class of the dataset.
     """
     lead = lead_dims(features, sample_dim, feature_dim)
     f = features.transpose(*lead, sample_dim, feature_dim)

@@ -26,6 +26,8 @@ EXAMPLES = """examples:
   nc-extract --checkpoint 'runs/c10/checkpoints/epoch-*.pt' --layers penultimate,layer4.1 \\
              --reduction '*=avgpool' --dtype float16 --device cuda --amp --out c10.zarr
   nc-extract --list-layers --checkpoint runs/digits-st/checkpoints/epoch-0120.pt
+  HF_HUB_OFFLINE=1 nc-extract --arch timm:resnet50.a1_in1k --pretrained \
+             --dataset imagefolder --data-root imagenette2 --out in1k-r50.zarr
 
 attacks: clean | pgd:norm=linf|l2,eps=E,steps=N[,step=S,restarts=R,target=next|random|
   least-likely|K,random_start=true|false,name=NAME] | fgsm:eps=E[,target=...] |
@@ -68,8 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="override the dataset named in the checkpoint sidecar")
     p.add_argument("--data-root", help="folder of the dataset files")
     p.add_argument("--arch", help="override the architecture named in the checkpoint sidecar; "
-                                  "a built-in name, torchvision:NAME, timm:NAME, hf:FOLDER "
-                                  "or package.module:factory")
+                                  "a built-in name, torchvision:NAME, timm:NAME[.TAG], "
+                                  "hf:FOLDER, hf:ORG/NAME (a hub id: pretrained) or "
+                                  "package.module:factory")
+    p.add_argument("--pretrained", nargs="?", const="", metavar="TAG",
+                   help="the hub's pretrained weights of --arch torchvision:NAME (TAG: "
+                        "DEFAULT or an enum member such as IMAGENET1K_V2), timm:NAME (a "
+                        "pretrained tag) or hf:ORG/NAME (a revision), through the package's "
+                        "own cache; HF_HUB_OFFLINE=1 reads the caches only. Images are "
+                        "resized, cropped and normalised as the weights say")
+    p.add_argument("--class-map", metavar="FILE",
+                   help="dataset class name -> model output index ('name index' lines or a "
+                        "JSON object), for a model with more outputs than the dataset has "
+                        "classes (found by itself for ImageNet WordNet-id folders and a "
+                        "model's own label names)")
     p.add_argument("--arch-kwargs", metavar="K=V,...",
                    help="keyword arguments of the factory (int, float, bool or str literals); "
                         "the class count goes to num_classes or n_classes if it takes one "
@@ -118,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    if not args.checkpoint and not (args.arch or "").startswith("hf:"):
+    if not args.checkpoint and not (args.arch or "").startswith("hf:") \
+            and args.pretrained is None:
         raise UserError("--checkpoint is required (a file, glob or Hugging Face folder), "
-                        "unless --arch hf:FOLDER names a folder with its weights")
+                        "unless --arch hf:FOLDER names a folder with its weights or "
+                        "--pretrained takes them from the model's hub")
     cfg = ExtractConfig(checkpoints=args.checkpoint or [], attacks=args.attack or ["clean"],
                         splits=csv_list(args.splits), layers=csv_list(args.layers),
                         reductions=_reductions(args.reduction), project=args.project,
@@ -131,7 +147,8 @@ def _run(args) -> int:
                         amp=args.amp, arch_kwargs=parse_arch_kwargs(args.arch_kwargs),
                         checkpoint_key=args.checkpoint_key, normalize=args.normalize,
                         classifier=args.classifier, output_key=args.output_key,
-                        strip_prefix=args.strip_prefix)
+                        strip_prefix=args.strip_prefix, pretrained=args.pretrained,
+                        class_map=args.class_map)
     if args.list_layers:
         rows, norm = list_layers(cfg, args.all_modules)
         print(f"# input normalisation ({norm['mode']}): mean {tuple(norm['mean'])}, "

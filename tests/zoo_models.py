@@ -9,7 +9,10 @@ factory signatures and the checkpoint layouts.
 
 from __future__ import annotations
 
+import enum
 import types
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -244,32 +247,122 @@ def fixed_1000(pretrained: bool = False) -> nn.Module:
     return ResNet(num_classes=1000)
 
 
+#: the stand-ins' pretrained ImageNet preprocessing, scaled down: shorter side 20, crop 16
+HUB_RESIZE, HUB_CROP = 20, 16
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class _Interpolation(enum.Enum):
+    BILINEAR = "bilinear"
+
+
+@dataclass(frozen=True)
+class _Preset:
+    """torchvision.transforms._presets.ImageClassification's attributes."""
+
+    crop_size: list
+    resize_size: list
+    mean: list
+    std: list
+    interpolation: _Interpolation = _Interpolation.BILINEAR
+
+
+@dataclass(frozen=True)
+class _Weights:
+    url: str
+    transforms: object
+    meta: dict
+
+
+class ResNet18_Weights(enum.Enum):  # noqa: N801 - torchvision's name
+    """torchvision's weights enum: members hold url, transforms and meta; DEFAULT aliases
+    the newest; ``get_state_dict`` reads torch.hub's cache (TORCH_HOME) as torchvision does."""
+
+    IMAGENET1K_V1 = _Weights(
+        "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        partial(_Preset, [HUB_CROP], [HUB_RESIZE], list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        {"categories": ["tench", "goldfish", "great white shark"]
+         + [f"category {i}" for i in range(3, 1000)]})
+    DEFAULT = IMAGENET1K_V1
+
+    @property
+    def url(self):
+        return self.value.url
+
+    @property
+    def transforms(self):
+        return self.value.transforms
+
+    @property
+    def meta(self):
+        return self.value.meta
+
+    def get_state_dict(self, *args, **kwargs):
+        return torch.hub.load_state_dict_from_url(self.url, *args, **kwargs)
+
+
 def fake_torchvision() -> types.ModuleType:
     """``torchvision`` and ``torchvision.models`` with ``get_model(name, **config)``
-    (torchvision's signature; keyword arguments reach the model's constructor)."""
+    (torchvision's signature; keyword arguments reach the model's constructor) and, for
+    ``resnet18``, pretrained weights (``get_model_weights``, ``weights=``)."""
     tv = types.ModuleType("torchvision")
     models = types.ModuleType("torchvision.models")
     builders = {"resnet18": resnet18, "densenet121": densenet121,
                 "mobilenet_v3_small": mobilenet_v3_small}
 
-    def get_model(name, **config):
-        return builders[name.lower()](**config)
+    def get_model_weights(name):
+        if name.lower() != "resnet18":
+            raise ValueError(f"Unknown model {name}")
+        return ResNet18_Weights
+
+    def get_model(name, weights=None, progress=True, **config):
+        if weights is None:
+            return builders[name.lower()](**config)
+        weights = ResNet18_Weights[weights] if isinstance(weights, str) else weights
+        net = ResNet(num_classes=len(weights.meta["categories"]), in_chans=3)
+        net.load_state_dict(weights.get_state_dict(progress=progress, check_hash=True))
+        return net
 
     models.get_model = get_model
+    models.get_model_weights = get_model_weights
     models.__dict__.update(builders)
     tv.models = models
     return tv
 
 
+#: the stand-in timm's pretrained tags (its default first) and their data config
+TIMM_TAGS = ("a1_in1k", "a2_in1k")
+TIMM_DATA = {"input_size": (3, HUB_CROP, HUB_CROP), "interpolation": "bicubic",
+             "crop_pct": HUB_CROP / HUB_RESIZE, "crop_mode": "center",
+             "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+
 def fake_timm() -> types.ModuleType:
     """``timm`` with ``create_model(model_name, pretrained=False, ..., **kwargs)``; its models
-    carry ``pretrained_cfg`` (mean, std)."""
+    carry ``pretrained_cfg`` (mean, std). ``resnet18[.TAG]`` has pretrained ImageNet weights,
+    read as timm reads them: ``model.safetensors`` of the hub repo ``timm/resnet18.TAG``
+    through huggingface_hub's cache; ``timm.data.resolve_data_config`` gives their
+    preprocessing."""
     timm = types.ModuleType("timm")
+    data = types.ModuleType("timm.data")
 
     def create_model(model_name, pretrained=False, pretrained_cfg=None,
                      pretrained_cfg_overlay=None, checkpoint_path="", **kwargs):
+        arch, _, tag = model_name.partition(".")
         if pretrained:
-            raise RuntimeError("no downloads in the tests")
+            if arch != "resnet18" or (tag and tag not in TIMM_TAGS):
+                raise RuntimeError(f"Invalid pretrained tag ({tag}) for {arch}.")
+            from huggingface_hub import hf_hub_download
+            from safetensors.torch import load_file
+
+            tag = tag or TIMM_TAGS[0]
+            hub_id = f"timm/{arch}.{tag}"
+            net = ResNet(num_classes=1000, in_chans=3)
+            net.load_state_dict(load_file(hf_hub_download(hub_id, "model.safetensors")))
+            net.pretrained_cfg = {**TIMM_DATA, "hf_hub_id": hub_id, "architecture": arch,
+                                  "tag": tag, "num_classes": 1000}
+            net.num_classes = 1000
+            return net
         family = VisionTransformer if model_name.startswith("vit") else ResNet
         net = family(**kwargs)
         chans = kwargs.get("in_chans", 1)
@@ -277,7 +370,12 @@ def fake_timm() -> types.ModuleType:
                               "architecture": model_name}
         return net
 
+    def resolve_data_config(args=None, model=None):
+        return {k: model.pretrained_cfg[k] for k in TIMM_DATA}
+
     timm.create_model = create_model
+    data.resolve_data_config = resolve_data_config
+    timm.data = data
     return timm
 
 

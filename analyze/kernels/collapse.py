@@ -139,7 +139,8 @@ class Block:
     ref_hits : (..., C) samples of each class whose nearest reference centre is their class;
     ref_counted : (...) samples with a nearest reference centre; transitions : (..., C, C)
     [true label, nearest reference centre], dense (sparse ones stay outside the kernels);
-    flipped, leapt : (...).
+    flipped, leapt : (...); outside : (...) samples predicted as an output that is no class of
+    the dataset.
     projected_w : (..., C) projections on the count-weighted between basis (true labels).
     clean_centred : (..., C, D) clean class means (true labels) centred on their centroid,
         NaN without a clean condition.
@@ -149,15 +150,17 @@ class Block:
     #: what a metric's kernel may read (its ``needs``); a grouping's statistics come through
     #: ``label``, ``grouping`` and ``groupings``
     STATISTICS = frozenset({"ref_hits", "ref_counted", "transitions", "flipped", "leapt",
+                            "outside",
                             "projected_w", "clean_centred", "weight", "label", "label_counts",
                             "pred_known", "n_total", "align", "weight_ok", "nc2_w",
                             "w_simplex_exists", "grouping", "groupings"})
 
     def __init__(self, *, sums, counts, within, projected, own_hits, mismatch, ref_hits,
-                 ref_counted, transitions, flipped, leapt, projected_w, clean_centred, weight):
+                 ref_counted, transitions, flipped, leapt, outside, projected_w, clean_centred,
+                 weight):
         self._per_grouping = (sums, counts, within, projected, own_hits, mismatch)
         self.ref_hits, self.ref_counted, self.transitions = ref_hits, ref_counted, transitions
-        self.flipped, self.leapt = flipped, leapt
+        self.flipped, self.leapt, self.outside = flipped, leapt, outside
         self.projected_w = projected_w
         self.clean_centred, self.weight = clean_centred, weight
         self._cache = {}
@@ -194,8 +197,9 @@ class Block:
 
     @cached_property
     def pred_known(self):
-        """(...) an empty ``pred`` grouping means the predictions are unknown."""
-        return self._per_grouping[1][..., 1, :].sum(axis=-1) > 0
+        """(...) no prediction in the ``pred`` grouping nor outside the dataset's classes
+        means the predictions are unknown."""
+        return self._per_grouping[1][..., 1, :].sum(axis=-1) + self.outside > 0
 
     @cached_property
     def n_total(self):
@@ -293,6 +297,10 @@ def ncc_acc(b: Block):
 
 def net_acc(b: Block):
     return np.where(b.pred_known, divide_or_nan(b.n_total - b.flipped, b.n_total), np.nan)
+
+
+def pred_outside(b: Block):
+    return np.where(b.pred_known, divide_or_nan(b.outside, b.n_total), np.nan)
 
 
 def leap_rate(b: Block):

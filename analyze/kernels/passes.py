@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ncprobe.data.store.schema import OUTSIDE
+
 #: rows converted to float64 at a time: a few MB that stay in cache and are reused, rather than
 #: a fresh chunk-sized float64 copy per step (page faults cost more than the arithmetic)
 ROW_BLOCK = 128
@@ -151,7 +153,8 @@ def pass2_shapes(n_groupings: int, n_classes: int, dim: int, dense: bool) -> dic
     g, c = n_groupings, n_classes
     shapes = {"within": (g, c), "projected": (g, c), "projected_w": (c,), "own_hits": (g,),
               "nc4_mismatch": (g,), "ref_hits": (c,), "ref_counted": (), "flipped": (),
-              "leapt": (), "transitions": (c, c) if c <= DENSE_TRANSITIONS else None}
+              "leapt": (), "outside": (),
+              "transitions": (c, c) if c <= DENSE_TRANSITIONS else None}
     if dense:
         shapes["scatter"] = (dim, dim)
     return shapes
@@ -192,7 +195,9 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     those with a nearest reference centre at all;
     ``transitions[y, v]`` counts true label y, nearest reference centre v (a
     :class:`SparseCounts` beyond :data:`DENSE_TRANSITIONS` classes);
-    ``flipped`` counts pred != label; ``leapt`` those whose nearest reference centre is pred.
+    ``flipped`` counts pred != label; ``leapt`` those whose nearest reference centre is pred;
+    ``outside`` those predicted as an output that is no class of the dataset (``pred`` =
+    :data:`~ncprobe.data.store.schema.OUTSIDE`: flipped, and never leapt).
 
     Notes
     -----
@@ -327,7 +332,8 @@ class _Pass2Sums:
                                 .astype(np.float64) if c <= DENSE_TRANSITIONS
                                 else SparseCounts.of(codes)),
                 "flipped": np.float64(np.count_nonzero(flipped)),
-                "leapt": np.float64(np.count_nonzero(flipped & (near_ref == pred)))}
+                "leapt": np.float64(np.count_nonzero(flipped & (near_ref == pred))),
+                "outside": np.float64(np.count_nonzero(pred == OUTSIDE))}
 
 
 def _add_grouping(sums: _Pass2Sums, plan: _Pass2Plan, slot, xc, prod, sq, groups, y, p_,

@@ -38,6 +38,9 @@ PERTURBATION_NORM = "perturbation_norm"
 WEIGHT = "weight"
 BIAS = "bias"
 CLEAN = "clean"
+#: ``pred`` and ``target`` of a model whose outputs are more than the dataset's classes: the
+#: output is a class outside the dataset (docs/your-model.md, "Classes a subset of the model's")
+OUTSIDE = -2
 LAYER_ATTRS = ("layer", "depth", "module", "original_shape", "reduction")
 ROOT_ATTRS = ("schema", "n_classes", "class_names", "dataset", "model", "layers", "conditions",
               "command", "created", "versions", "complete")

@@ -147,16 +147,19 @@ def compute_block(plan: ExtractionPlan, capture: LayerCapture, bufs: dict, x, y,
     """One block: the condition's perturbation, the forward pass with every layer captured
     into ``bufs`` (reduced), logits, predictions, targets and perturbation norms, batch by
     batch. The block's random numbers come from ``seed`` alone."""
-    ds, batch = plan.dataset, plan.settings.batch_size
+    ds, batch, cmap = plan.dataset, plan.settings.batch_size, plan.class_map
     names = [s.name for s in plan.layers]
-    rand = draw_randomness(spec, x, y, ds.n_classes, torch.Generator().manual_seed(seed),
-                           ds.box)
+    # labels, targets and predictions in the model's output space; stored as dataset classes
+    n_outputs = ds.n_classes if cmap is None else cmap.n_outputs
+    if cmap is not None:
+        y = cmap.to_outputs(y)
+    rand = draw_randomness(spec, x, y, n_outputs, torch.Generator().manual_seed(seed), ds.box)
     for i in range(0, len(x), batch):
         j = min(i + batch, len(x))
         xb = x[i:j].to(dev, non_blocking=True)
         yb = y[i:j].to(dev, non_blocking=True)
         with amp:
-            x_adv, target, norm = run_condition(plan.model, xb, yb, spec, ds.n_classes,
+            x_adv, target, norm = run_condition(plan.model, xb, yb, spec, n_outputs,
                                                 slice_randomness(rand, i, j), box=ds.box)
             capture.reset({name: bufs[name][i:j] for name in names})
             with torch.no_grad(), capture:
@@ -165,8 +168,12 @@ def compute_block(plan: ExtractionPlan, capture: LayerCapture, bufs: dict, x, y,
             raise ModelError(f"the forward pass captured {capture.seen}, but the layers probed "
                              f"at the start were {names}; the model's call pattern must not "
                              "depend on its input")
+        pred = logits.argmax(1)
+        if cmap is not None:
+            logits, pred, target = (logits[:, list(cmap.index)], cmap.to_classes(pred),
+                                    cmap.to_classes(target))
         bufs[OUTPUT, "logits"][i:j].copy_(logits, non_blocking=True)
-        bufs[OUTPUT, "pred"][i:j].copy_(logits.argmax(1), non_blocking=True)
+        bufs[OUTPUT, "pred"][i:j].copy_(pred, non_blocking=True)
         bufs[OUTPUT, "target"][i:j].copy_(target, non_blocking=True)
         bufs[OUTPUT, "norm"][i:j].copy_(norm, non_blocking=True)
     if dev.type == "cuda":
@@ -250,11 +257,13 @@ class _BlockWalk:
         return failed
 
     def _write_classifier(self, k):
-        fc = self.plan.model.classifier_module()
+        fc, cmap = self.plan.model.classifier_module(), self.plan.class_map
         # copies: the next checkpoint is loaded into these parameters in place
         weight = fc.weight.detach().cpu().numpy().copy()
         bias = (fc.bias.detach().cpu().numpy().copy() if fc.bias is not None
-                else np.zeros(self.plan.dataset.n_classes))
+                else np.zeros(fc.out_features))
+        if cmap is not None:  # the rows of the dataset's classes
+            weight, bias = weight[list(cmap.index)], bias[list(cmap.index)]
         self.background.submit(lambda: self.writer.write_classifier(k, weight, bias))
 
     def _block(self, k, split, q, b):

@@ -23,8 +23,10 @@ from ncprobe.data.errors import NcprobeError
 from ncprobe.data.params import Instance, Interval, OneOf, Optional, StrList, check_params
 from ncprobe.data.store.layout import COMPRESSIONS, LayerSpec
 
+from .. import hub
 from ..attacks import AttackSpecError, parse_attack
 from ..checkpoints import epoch_of, expand_checkpoints, load_state_dict, read_sidecar, sha256
+from ..class_map import ClassMap, resolve_class_map
 from ..models import (
     ModelError,
     NCModel,
@@ -80,6 +82,11 @@ class ExtractConfig:
     output_key: str | None = None
     #: the leading prefix of the checkpoint keys that hold the network (e.g. "model.")
     strip_prefix: str | None = None
+    #: pretrained weights from the model's hub (torchvision, timm, hf): "" for the source's
+    #: default, else a tag (torchvision enum member, timm tag, Hugging Face revision)
+    pretrained: str | None = None
+    #: a file mapping each dataset class name to the model's output index (docs/your-model.md)
+    class_map: str | None = None
 
     _constraints = {
         "attacks": StrList(), "splits": Optional(StrList()), "layers": Optional(StrList()),
@@ -87,7 +94,9 @@ class ExtractConfig:
         "compression": OneOf(COMPRESSIONS), "batch_size": Interval(int, 1),
         "chunk_samples": Optional(Interval(int, 1)), "limit": Optional(Interval(int, 1)),
         "max_per_class": Optional(Interval(int, 1)), "seed": Interval(int),
-        "amp": Instance(bool, "True or False")}
+        "amp": Instance(bool, "True or False"),
+        "pretrained": Optional(Instance(str, "a weights tag or ''")),
+        "class_map": Optional(Instance(str, "a file path"))}
 
     def __post_init__(self):
         check_params(self, self._constraints)
@@ -114,6 +123,8 @@ class ExtractionPlan:
     config: dict
     attrs: dict
     settings: ExtractConfig
+    #: which output of the model each dataset class is, when it has more outputs
+    class_map: ClassMap | None = None
 
 
 #: RobustBench's dataset names and ncprobe's
@@ -291,12 +302,16 @@ def example_inputs(ds, device) -> torch.Tensor:
     return torch.from_numpy(ds.images[ds.splits[0]][:2]).to(device)
 
 
-def _plan(model, ds, cfg, device, *, epochs, load, checkpoints, model_attrs) -> ExtractionPlan:
-    """The parts every plan shares: subsets, conditions, layers, fingerprint and attributes."""
+def _plan(model, ds, cfg, device, *, epochs, load, checkpoints, model_attrs,
+          labels=None) -> ExtractionPlan:
+    """The parts every plan shares: the class map, subsets, conditions, layers, fingerprint
+    and attributes. ``labels``: the model's output labels, where its source names them."""
     conditions = _conditions(cfg.attacks)
     model.to(device).eval()
-    residual = verify_classifier(model, example_inputs(ds, device), ds.n_classes,
-                                 f"model {model_attrs['arch']!r}",
+    what = f"model {model_attrs['arch']!r}"
+    n_outputs = model.classifier_module().out_features
+    class_map = resolve_class_map(ds.class_names, n_outputs, labels, cfg.class_map, what)
+    residual = verify_classifier(model, example_inputs(ds, device), n_outputs, what,
                                  explicit=cfg.classifier is not None)
     if residual > LOGITS_RTOL:
         log.warning("W h + b of the classifier %r differs from the model's logits (relative "
@@ -316,6 +331,7 @@ def _plan(model, ds, cfg, device, *, epochs, load, checkpoints, model_attrs) -> 
         "arch_kwargs": cfg.arch_kwargs, "classifier": model.classifier,
         "normalization": model_attrs["normalization"],
         "subsets": {s: hashlib.sha256(i.tobytes()).hexdigest()[:16] for s, i in subsets.items()},
+        "class_map": class_map and class_map.as_dict(),
     }
     attrs = {
         "class_names": ds.class_names,
@@ -328,14 +344,21 @@ def _plan(model, ds, cfg, device, *, epochs, load, checkpoints, model_attrs) -> 
                   "parameters": int(sum(p.numel() for p in model.net.parameters())),
                   "output_key": cfg.output_key,
                   "checkpoints": checkpoints},
+        "class_map": class_map and class_map.as_dict(),
         "versions": versions(),
     }
     return ExtractionPlan(model, ds, list(splits), subsets, conditions, layers, paths_by_name,
-                          reducers, list(epochs), load, config, attrs, cfg)
+                          reducers, list(epochs), load, config, attrs, cfg, class_map)
 
 
 def plan_checkpoints(cfg: ExtractConfig, device) -> ExtractionPlan:
-    """The plan of ``nc-extract``: the model rebuilt from checkpoint files (and sidecars)."""
+    """The plan of ``nc-extract``: the model rebuilt from checkpoint files (and sidecars), or
+    pretrained weights from its hub (:func:`plan_pretrained`)."""
+    if hub.is_hub(cfg.arch, cfg.pretrained):
+        return plan_pretrained(cfg, device)
+    if cfg.pretrained is not None:
+        raise ModelError(f"`pretrained` is for torchvision:NAME, timm:NAME and hf:ORG/NAME, not "
+                         f"{cfg.arch!r}; pass its weights with `checkpoint`")
     paths, metas, arch, dataset_name, root = _model_source(cfg)
     ds = load_dataset(dataset_name, root=root)
     spec = None if cfg.normalize == "auto" else cfg.normalize
@@ -345,7 +368,7 @@ def plan_checkpoints(cfg: ExtractConfig, device) -> ExtractionPlan:
                  "override)", arch)
     mean, std, _ = resolve_normalization(spec, metas[0], ds)
     model = build_model(arch, ds.input_shape, ds.n_classes, mean, std, cfg.arch_kwargs,
-                        cfg.classifier, cfg.output_key)
+                        cfg.classifier, cfg.output_key, match_outputs=cfg.class_map is None)
     apply_auto_normalization(model, cfg, ds)
 
     def load(k):
@@ -365,7 +388,59 @@ def plan_checkpoints(cfg: ExtractConfig, device) -> ExtractionPlan:
                    "training": {"mode": metas[0].get("mode"), "attack": metas[0].get("attack")},
                    "normalization": normalization(model, cfg, metas[0], ds)}
     return _plan(model, ds, cfg, device, epochs=epochs, load=load, checkpoints=checkpoints,
-                 model_attrs=model_attrs)
+                 model_attrs=model_attrs, labels=hub.hf_labels(model.net))
+
+
+def _pretrained_dataset(cfg: ExtractConfig, hm: hub.HubModel) -> Dataset:
+    """The dataset, prepared as the weights' own preprocessing says (image folders are
+    resized and cropped on load); a one-line error for images of another size."""
+    if cfg.dataset is None:
+        raise ModelError(f"{cfg.arch!r}: pretrained weights carry no dataset; pass `dataset` "
+                         "(e.g. imagefolder with `data_root`)")
+    pre = hm.preprocess
+    options = pre.loader_options() if pre and cfg.dataset == "imagefolder" else {}
+    ds = load_dataset(cfg.dataset, root=cfg.data_root, **options)
+    if pre and tuple(ds.input_shape[-2:]) != pre.shape:
+        shape = "x".join(map(str, ds.input_shape))
+        raise NcprobeError(f"dataset {ds.name!r} has {shape} inputs, but the weights of "
+                           f"{cfg.arch!r} expect {'x'.join(map(str, pre.shape))} images ("
+                           f"{pre.source}); use an image folder (`dataset` imagefolder), which "
+                           "is resized and cropped on load as the weights say")
+    return ds
+
+
+def plan_pretrained(cfg: ExtractConfig, device) -> ExtractionPlan:
+    """The plan of a pretrained model from its hub (:mod:`ncprobe.extract.hub`): the weights
+    from the package's cache, the images prepared as they expect, the input normalisation
+    theirs (unless `normalize` says otherwise) and the dataset's classes mapped to the
+    outputs."""
+    if cfg.checkpoints:
+        raise ModelError(f"{cfg.arch!r} with `pretrained` takes its weights from the hub; drop "
+                         "`checkpoint` (or drop `pretrained` to load the checkpoint)")
+    hm = hub.load(cfg.arch, cfg.pretrained or None)
+    ds = _pretrained_dataset(cfg, hm)
+    spec = cfg.normalize or ("auto" if hm.normalization else None)
+    if spec == "auto":
+        if hm.normalization is None:
+            resolve_normalization("auto", {}, ds)  # raises, saying what auto needs
+        mean, std, source = hm.normalization
+        mode = f"auto ({source})"
+    else:
+        mean, std, mode = resolve_normalization(spec, {}, ds)
+    if len(mean) != len(ds.mean):
+        raise NcprobeError(f"the normalisation of {cfg.arch!r} has {len(mean)} channel(s), the "
+                           f"dataset {len(ds.mean)}; pass `normalize` explicitly")
+    model = wrap_module(hm.net, ds.input_shape, mean, std, cfg.classifier,
+                        f"model {cfg.arch!r}", hm.n_outputs, cfg.output_key)
+    used = _used_normalization(model)
+    checkpoints = [{"path": hm.weights["file"], "sha256": hm.weights["sha256"], "epoch": 0}]
+    model_attrs = {"arch": cfg.arch, "factory": cfg.arch,
+                   "training": {"mode": None, "attack": None},
+                   "normalization": {"mode": mode, "mean": used[0], "std": used[1]},
+                   "pretrained": hm.weights,
+                   "preprocess": hm.preprocess and hm.preprocess.as_dict()}
+    return _plan(model, ds, cfg, device, epochs=[0], load=lambda k: None,
+                 checkpoints=checkpoints, model_attrs=model_attrs, labels=hm.labels)
 
 
 def state_sha256(model: torch.nn.Module) -> str:
@@ -387,8 +462,8 @@ def plan_module(model: torch.nn.Module, ds: Dataset, cfg: ExtractConfig, device,
         mean, std, mode = resolve_normalization("none" if auto else cfg.normalize or "none",
                                                 {}, ds)
         model = wrap_module(model, ds.input_shape, mean, std, cfg.classifier,
-                            f"model {name or type(model).__name__!r}", ds.n_classes,
-                            cfg.output_key)
+                            f"model {name or type(model).__name__!r}",
+                            ds.n_classes if cfg.class_map is None else None, cfg.output_key)
         apply_auto_normalization(model, cfg, ds)
         if auto:
             mode = f"auto ({known_normalization(model.net)[2]})"
@@ -400,4 +475,5 @@ def plan_module(model: torch.nn.Module, ds: Dataset, cfg: ExtractConfig, device,
     model_attrs = {"arch": name or type(model).__name__, "factory": None,
                    "training": {"mode": None, "attack": None}, "normalization": norm}
     return _plan(model, ds, cfg, device, epochs=[epoch], load=lambda k: None,
-                 checkpoints=checkpoints, model_attrs=model_attrs)
+                 checkpoints=checkpoints, model_attrs=model_attrs,
+                 labels=hub.hf_labels(model.net))

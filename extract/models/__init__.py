@@ -64,7 +64,7 @@ def _call_factory(spec, factory, n_classes, kwargs):
 
 
 def _user_model(spec, input_shape, n_classes, mean, std, kwargs=None, classifier=None,
-                output_key=None) -> NCModel:
+                output_key=None, match_outputs=True) -> NCModel:
     """Build ``spec`` (a zoo source's model, or ``package.module:factory``) and wrap it.
 
     Importing a factory runs the user's code: it is the one deliberate exception to "never
@@ -85,22 +85,28 @@ def _user_model(spec, input_shape, n_classes, mean, std, kwargs=None, classifier
         return net
     if not isinstance(net, nn.Module):
         raise ModelError(f"factory {spec!r} returned {type(net).__name__}, expected nn.Module")
-    return wrap_module(net, input_shape, mean, std, classifier, f"model from {spec!r}", n_classes,
-                       output_key)
+    # the classifier is the last nn.Linear of the class count: the dataset's, a Hugging Face
+    # config's own (num_labels), or any with a class map (more outputs than classes)
+    width = getattr(getattr(net, "config", None), "num_labels", n_classes) \
+        if spec.startswith("hf:") else n_classes
+    return wrap_module(net, input_shape, mean, std, classifier, f"model from {spec!r}",
+                       width if match_outputs else None, output_key)
 
 
 def build_model(arch: str, input_shape, n_classes: int, mean, std,
                 arch_kwargs: dict | None = None, classifier: str | None = None,
-                output_key: str | None = None) -> NCModel:
+                output_key: str | None = None, match_outputs: bool = True) -> NCModel:
     """The model ``arch`` with input normalisation (mean, std) as its first module.
 
     ``arch`` is a built-in name, ``torchvision:NAME``, ``timm:NAME``, ``hf:FOLDER`` or
     ``package.module:factory`` (called with ``arch_kwargs``); ``classifier`` names the final
     ``nn.Linear`` of a foreign model, ``output_key`` where its logits are in its output.
+    Without ``match_outputs`` (a class map: the model has more outputs than the dataset has
+    classes) the classifier is the last ``nn.Linear`` of any width.
     """
     if ":" in arch:
         return _user_model(arch, input_shape, n_classes, mean, std, arch_kwargs, classifier,
-                           output_key)
+                           output_key, match_outputs)
     if output_key is not None:
         raise ModelError(f"`output_key` is for foreign models; built-in {arch!r} returns "
                          "its logits")

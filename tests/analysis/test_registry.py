@@ -110,7 +110,7 @@ def test_every_declared_statistic_exists():
                   within=np.ones((4, c)), projected=np.ones((4, c)),
                   own_hits=np.ones(4), mismatch=np.ones(4), ref_hits=np.ones(c),
                   ref_counted=np.float64(15), transitions=np.eye(c), flipped=np.float64(1),
-                  leapt=np.float64(1), projected_w=np.ones(c),
+                  leapt=np.float64(1), outside=np.float64(0), projected_w=np.ones(c),
                   clean_centred=rng.standard_normal((c, d)),
                   weight=rng.standard_normal((c, d)))
     for source, cls in ((block, Block), (block.label, Grouping)):
