@@ -89,6 +89,10 @@ def read_class_map(path) -> dict:
     return out
 
 
+def _some(names, k=4) -> str:
+    return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
+
+
 def _label_key(label: str) -> str:
     """A label as matched to a class folder: its first comma-separated name, lower case
     (torchvision's 'tench', Hugging Face's 'tench, Tinca tinca')."""
@@ -126,7 +130,7 @@ def resolve_class_map(class_names, n_outputs: int, labels=None, path=None,
         if missing:
             raise ClassMapError(f"`class_map` {str(path)!r} maps no output to class(es) "
                                 f"{', '.join(missing[:5])}; expected every class of the "
-                                f"dataset ({', '.join(class_names[:5])}, ...)")
+                                f"dataset ({_some(class_names)})")
         index, source = [given[n] for n in class_names], f"class_map {Path(path).name}"
     elif n_outputs == 1000 and c < 1000 and are_wnids(class_names):
         wnids = imagenet1k_wnids()
@@ -147,7 +151,7 @@ def resolve_class_map(class_names, n_outputs: int, labels=None, path=None,
     else:
         raise ClassMapError(
             f"{what} has {n_outputs} outputs and the dataset {c} classes "
-            f"({', '.join(class_names[:4])}{', ...' if c > 4 else ''}), which are neither "
+            f"({_some(class_names)}), which are neither "
             "ImageNet WordNet ids (n01440764, ...) nor the model's label names; pass "
             "`class_map` (a file of 'class_name output_index' lines) or the class count to "
             "the model (num_classes)")

@@ -23,7 +23,7 @@ from torch import nn
 
 from .checkpoints import sha256
 from .models import ModelError
-from .models.zoo import import_source
+from .models.zoo import import_source, quiet
 
 #: values of ``HF_HUB_OFFLINE`` that mean "read the caches only"
 _TRUE = ("1", "true", "yes", "on")
@@ -252,8 +252,9 @@ def _file_identity(file) -> dict:
 def _hf(arch, repo, revision) -> HubModel:
     transformers = import_source("transformers", arch)
     try:
-        net = transformers.AutoModelForImageClassification.from_pretrained(
-            repo, revision=revision)
+        with quiet(transformers):
+            net = transformers.AutoModelForImageClassification.from_pretrained(
+                repo, revision=revision)
     except OSError as e:  # transformers' "couldn't connect ... nor find them in the cache"
         raise _uncached(arch, f"model {repo}{'@' + revision if revision else ''} is",
                         _hf_cache(), f"hf download {repo}", _one_line(e)) from None

@@ -23,6 +23,29 @@ def rows() -> list[tuple[int, str, str, str]]:
     return out
 
 
+def make_hub_fixtures(tmp: Path, mp) -> None:
+    """Offline hub caches holding one 1000-class Hugging Face model (``tiny-org/vit-1k``) and
+    nothing else; the stand-in torchvision (its weights not cached); image folders ``nette``
+    (ten ImageNet WordNet ids) and ``pets`` (cat, dog, fish) with a map ``pets.txt`` that
+    leaves out fish and one ``twice.txt`` that maps cat and dog to one output."""
+    import sys
+
+    import transformers  # noqa: F401 - before the stand-in: it looks for torchvision once
+
+    from tests import hub_caches as hc
+    from tests import zoo_models
+
+    caches = hc.offline_hub(mp, tmp / "caches")
+    hc.save_hf_model(caches["hf"], "tiny-org/vit-1k", hc.tiny_vit())
+    tv = zoo_models.fake_torchvision()
+    mp.setitem(sys.modules, "torchvision", tv)
+    mp.setitem(sys.modules, "torchvision.models", tv.models)
+    hc.image_folder(tmp / "nette", hc.IMAGENETTE, per_class=1)
+    hc.image_folder(tmp / "pets", ("cat", "dog", "fish"), per_class=1)
+    (tmp / "pets.txt").write_text("cat 281\ndog 7\n")
+    (tmp / "twice.txt").write_text("cat 281\ndog 281\nfish 1\n")
+
+
 def make_fixtures(tmp: Path) -> dict:
     """Every path a row refers to, created under ``tmp``."""
     from ncprobe.data.store.from_arrays import write_activation_store

@@ -11,6 +11,7 @@ config), :func:`known_normalization` returns it for ``normalize="auto"``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 from pathlib import Path
@@ -83,6 +84,20 @@ def _hf_model(arch: str, folder: Path, kwargs: dict) -> nn.Module:
     return net
 
 
+@contextlib.contextmanager
+def quiet(transformers):
+    """transformers' own progress bars off while ncprobe loads a model (ncprobe reports its
+    own progress), restored after."""
+    bars = transformers.utils.logging
+    was = bars.is_progress_bar_enabled()
+    bars.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            bars.enable_progress_bar()
+
+
 def hf_weights(folder) -> Path | None:
     """The weight file of a Hugging Face folder (one with a ``config.json``), or None."""
     if not (Path(folder) / "config.json").is_file():
@@ -99,8 +114,9 @@ def hf_state_dict(folder) -> dict:
     keeps between the file's names and the modules' (they differ in transformers 5)."""
     transformers = import_source("transformers", f"hf:{folder}")
     try:
-        net = transformers.AutoModelForImageClassification.from_pretrained(
-            folder, local_files_only=True)
+        with quiet(transformers):
+            net = transformers.AutoModelForImageClassification.from_pretrained(
+                folder, local_files_only=True)
     except Exception as e:  # noqa: BLE001 - transformers' own errors: report, do not crash
         raise ModelError(f"Hugging Face folder {str(folder)!r} could not be loaded: "
                          f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None

@@ -10,7 +10,7 @@ from ncprobe.analyze.cli import main as analyze_main
 from ncprobe.extract.cli import main as extract_main
 from ncprobe.extract.training.cli import main as train_main
 from ncprobe.plots.cli import main as plot_main
-from tests.bad_inputs import make_fixtures, rows
+from tests.bad_inputs import make_fixtures, make_hub_fixtures, rows
 
 MAINS = {"nc-train": train_main, "nc-extract": extract_main, "nc-analyze": analyze_main,
          "nc-plot": plot_main}
@@ -24,7 +24,10 @@ def test_table_has_at_least_25_rows_across_every_command():
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory):
-    return make_fixtures(tmp_path_factory.mktemp("bad"))
+    with pytest.MonkeyPatch.context() as mp:
+        tmp = tmp_path_factory.mktemp("bad")
+        make_hub_fixtures(tmp, mp)
+        yield make_fixtures(tmp)
 
 
 @pytest.mark.parametrize(("number", "command", "args", "message"), ROWS,
