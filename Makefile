@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # torch: the CPU build by default; on a GPU box install the CUDA build you want first.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench compat install clean
+.PHONY: demo test test-hubs lint bench compat install clean
 
 # the demo's environment: ncprobe with the extract extra (torch) and nothing test-only
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -33,6 +33,19 @@ lint: $(VENV)/.tested
 test: $(VENV)/.tested lint
 	$(PY) -m pytest --doctest-modules data analyze tests -q
 
+# the real torchvision and timm, which do not import beside the CPU torch above: their
+# pretrained weights from prepared caches, in an environment of their own
+HUBS ?= .venv-hubs
+$(HUBS)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(HUBS)
+	$(HUBS)/bin/python -m pip install -q --disable-pip-version-check torch==2.14.1 \
+		torchvision==0.29.1 timm
+	$(HUBS)/bin/python -m pip install -q --disable-pip-version-check -e ".[extract,test]"
+	touch $@
+
+test-hubs: $(HUBS)/.installed
+	$(HUBS)/bin/python -m pytest -q -s tests/torch/test_pretrained_real.py
+
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 
@@ -42,4 +55,4 @@ compat: $(VENV)/.installed
 	$(PY) -m benchmarks compat
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(HUBS) runs .pytest_cache .ruff_cache

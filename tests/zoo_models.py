@@ -383,16 +383,23 @@ def fake_timm() -> types.ModuleType:
 STAND_INS = {
     "torchvision/__init__.py": "from . import models  # noqa: F401\n",
     "torchvision/models.py": (
-        "from tests.zoo_models import ResNet\n\n\n"
+        "from tests.zoo_models import ResNet, fake_torchvision\n\n"
+        "_models = fake_torchvision().models\n"
+        "get_model_weights = _models.get_model_weights\n\n\n"
         "def resnet18(*, weights=None, progress=True, **kwargs):\n"
         "    return ResNet(in_chans=3, **kwargs)\n\n\n"
-        "def get_model(name, **config):\n"
+        "def get_model(name, weights=None, progress=True, **config):\n"
+        "    if weights is not None:\n"
+        "        return _models.get_model(name, weights=weights, progress=progress)\n"
         "    return {'resnet18': resnet18}[name](**config)\n"),
     "timm.py": (
-        "from tests.zoo_models import fake_timm\n\n\n"
+        "from tests.zoo_models import fake_timm\n\n"
+        "_timm = fake_timm()\n"
+        "data = _timm.data\n\n\n"
         "def create_model(model_name, pretrained=False, **kwargs):\n"
-        "    kwargs.setdefault('in_chans', 3)\n"
-        "    return fake_timm().create_model(model_name, pretrained, **kwargs)\n"),
+        "    if not pretrained:\n"
+        "        kwargs.setdefault('in_chans', 3)\n"
+        "    return _timm.create_model(model_name, pretrained, **kwargs)\n"),
     "robustbench/__init__.py": "",
     "robustbench/model_zoo/__init__.py": "",
     "robustbench/model_zoo/architectures/__init__.py": "",

@@ -28,15 +28,17 @@ def _read(path: Path, size, crop: int | None, interpolation: str) -> np.ndarray:
             im = im.convert("RGB")
             w, h = im.size
             if isinstance(size, int):  # the shorter side to ``size``, the aspect kept
-                scale = size / min(w, h)
-                least = crop or size
-                target = (max(least, round(w * scale)), max(least, round(h * scale)))
+                # the longer side truncated, as torchvision's Resize (timm's eval transform
+                # is torchvision's), so that pixels match the weights' own pipeline
+                short, long = sorted((w, h))
+                long = max(crop or size, int(size * long / short))
+                target = (size, long) if w <= h else (long, size)
             else:  # exactly (height, width)
                 target = (size[1], size[0])
             im = im.resize(target, resample)
             if crop:
                 w, h = im.size
-                left, top = (w - crop) // 2, (h - crop) // 2
+                left, top = int(round((w - crop) / 2)), int(round((h - crop) / 2))
                 im = im.crop((left, top, left + crop, top + crop))
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError) as e:

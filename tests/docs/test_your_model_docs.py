@@ -74,6 +74,36 @@ def _zoo_inputs(folder):
     transformers.ViTForImageClassification(config).save_pretrained(folder / "my-vit")
     transformers.ViTImageProcessor(image_mean=[0.5], image_std=[0.5]).save_pretrained(
         folder / "my-vit")
+    _hub_inputs(folder)
+
+
+def _hub_inputs(folder):
+    """Recipes 13-16: the hubs' caches under ``folder/caches`` holding the stand-ins' weights
+    where each package looks for them (environment: :func:`hub_environment`), Imagenette-like
+    folders of WordNet ids and a pets folder with its class map."""
+    from safetensors.torch import save_file
+
+    from tests import hub_caches as hc
+    from tests import zoo_models as zm
+
+    hf, checkpoints = folder / "caches" / "hf" / "hub", folder / "caches" / "torch" / "hub"
+    (checkpoints / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(0)
+    net = zm.ResNet(num_classes=1000, in_chans=3)
+    torch.save(net.state_dict(), checkpoints / "checkpoints" / "resnet18-f37072fd.pth")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+              hc.hf_snapshot(hf, "timm/resnet18.a1_in1k") / "model.safetensors")
+    hc.save_hf_model(hf, "google/vit-base-patch16-224", hc.tiny_vit())
+    for split in ("train", "val"):
+        hc.image_folder(folder / "imagenette2" / split, hc.IMAGENETTE, per_class=2)
+        hc.image_folder(folder / "pets" / split, ("cat", "dog"), per_class=3)
+    (folder / "pets.txt").write_text("cat 281\ndog 207\n")
+
+
+def hub_environment(folder) -> dict:
+    """The hubs' caches of :func:`_hub_inputs`, offline."""
+    return {"HF_HUB_OFFLINE": "1", "HF_HOME": str(folder / "caches" / "hf"),
+            "TORCH_HOME": str(folder / "caches" / "torch")}
 
 
 @pytest.mark.slow
@@ -95,7 +125,7 @@ def test_every_recipe_runs_as_written(tmp_path):
     write_cifar_binary(tmp_path / "cifar", "cifar10", n_train=10, n_test=60)
     _zoo_inputs(tmp_path)
     commands = [_dedent(b).replace("\\\n", " ") for b in _blocks("bash")]
-    assert len(commands) == 11
+    assert len(commands) == 15
     for command in commands:
         argv = shlex.split(command)
         assert argv[0] == "nc-extract"
@@ -103,7 +133,8 @@ def test_every_recipe_runs_as_written(tmp_path):
         path = [str(ROOT)] + ([] if "hf:" in command else [str(tmp_path / "stand-ins")])
         done = subprocess.run([sys.executable, "-m", "ncprobe.extract.cli", *argv[1:],
                                "--no-progress"], **run,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(path)})
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(path),
+                                   **hub_environment(tmp_path)})
         assert done.returncode == 0, (command, done.stderr[-2000:])
         out = tmp_path / argv[argv.index("--out") + 1]
         tree = xr.open_datatree(out, engine="zarr")
@@ -127,6 +158,11 @@ def test_every_recipe_runs_as_written(tmp_path):
     timm = xr.open_datatree(tmp_path / "timm.zarr", engine="zarr")
     assert timm.attrs["layers"] == ["blocks.0", "blocks.1", "blocks.2", "penultimate"]
     assert timm.attrs["model"]["normalization"]["mean"] == [0.25] * 3
+    for name, outputs in (("tv-in1k", 10), ("timm-in1k", 10), ("vit-in1k", 10), ("pets", 2)):
+        tree = xr.open_datatree(tmp_path / f"{name}.zarr", engine="zarr")
+        assert tree.attrs["model"]["pretrained"]["sha256"]
+        assert len(tree.attrs["class_map"]["index"]) == outputs
+        assert tree.attrs["class_map"]["outputs"] == 1000
     done = subprocess.run([sys.executable, "api.py"], **run)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "feature_2" in done.stdout
