@@ -77,6 +77,10 @@ class ModelEntry:
     arch_kwargs: dict = field(default_factory=dict)
     checkpoint_key: str | None = None
     strip_prefix: str | None = None
+    #: the hub's pretrained weights (nc-extract --pretrained): "" for the default, else a tag
+    pretrained: str | None = None
+    #: a file mapping dataset class names to the model's outputs (nc-extract --class-map)
+    class_map: str | None = None
     family: str | None = None
     training: str | None = None
     reported_clean: float | None = None
@@ -91,7 +95,10 @@ class ModelEntry:
         place is new weights): a finished model is done again only when this changes."""
         decisive = {k: v for k, v in asdict(self).items()
                     if k not in ("family", "training", "reported_clean", "reported_robust",
-                                 "pair", "meta")}
+                                 "pair", "meta")
+                    # settings added later count only when set: finished models of older
+                    # manifests keep their signature
+                    and not (k in ("pretrained", "class_map") and v is None)}
         files = sorted(glob.glob(self.checkpoint)) if self.checkpoint else []
         decisive["checkpoint_files"] = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns)
                                         for f in files if os.path.isfile(f)]
@@ -197,6 +204,14 @@ def _protocol(table: dict) -> Protocol:
     return out
 
 
+def _pretrained(table: dict, where: str) -> str | None:
+    """``pretrained = true`` (the source's default weights) or a tag."""
+    value = _typed(table, "pretrained", (str, bool), where)
+    if value is False:
+        return None
+    return "" if value is True else value
+
+
 def _model(table: dict, i: int) -> ModelEntry:
     where = f"[[model]] #{i + 1}"
     if not isinstance(table, dict):
@@ -220,16 +235,19 @@ def _model(table: dict, i: int) -> ModelEntry:
         arch_kwargs=dict(table.get("arch_kwargs", {})),
         checkpoint_key=_typed(table, "checkpoint_key", str, where),
         strip_prefix=_typed(table, "strip_prefix", str, where),
+        pretrained=_pretrained(table, where),
+        class_map=_typed(table, "class_map", str, where),
         family=_typed(table, "family", str, where),
         training=_typed(table, "training", str, where),
         reported_clean=_typed(table, "reported_clean", float, where),
         reported_robust=_typed(table, "reported_robust", float, where),
         pair=_typed(table, "pair", str, where),
         meta=dict(table.get("meta", {})), train=table.get("train"))
-    if entry.checkpoint is None and entry.train is None and not (entry.arch or "").startswith(
-            "hf:"):
+    if entry.checkpoint is None and entry.train is None and entry.pretrained is None \
+            and not (entry.arch or "").startswith("hf:"):
         raise ManifestError(f"{where}: no checkpoint; give checkpoint (a file or glob), a "
-                            "[model.train] table, or arch hf:FOLDER")
+                            "[model.train] table, pretrained (the hub's weights) or arch "
+                            "hf:FOLDER")
     for key in ("reported_clean", "reported_robust"):
         value = getattr(entry, key)
         if value is not None and not 0 <= value <= 1:
@@ -240,7 +258,7 @@ def _model(table: dict, i: int) -> ModelEntry:
 def load_manifest(path, folder=None) -> Manifest:
     """Read and check the manifest at ``path``; the study's files go to ``folder`` (default:
     the manifest's folder, ``<stem>.study``). Relative paths in the manifest (checkpoints,
-    data_root) are relative to the manifest's folder."""
+    data_root, class maps, hf: folders) are relative to the manifest's folder."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {str(path)!r} does not exist; expected a TOML file "
@@ -264,8 +282,12 @@ def load_manifest(path, folder=None) -> Manifest:
         entry = _model(table, i)
         if entry.checkpoint is not None and not Path(entry.checkpoint).is_absolute():
             entry = replace(entry, checkpoint=str(base / entry.checkpoint))
-        if (entry.arch or "").startswith("hf:") and not Path(entry.arch[3:]).is_absolute():
+        # a folder beside the manifest; anything else is a hub id (ORG/NAME)
+        if (entry.arch or "").startswith("hf:") and (base / entry.arch[3:]).is_dir() \
+                and not Path(entry.arch[3:]).is_absolute():
             entry = replace(entry, arch=f"hf:{base / entry.arch[3:]}")
+        if entry.class_map is not None and not Path(entry.class_map).is_absolute():
+            entry = replace(entry, class_map=str(base / entry.class_map))
         entries.append(entry)
     names = [e.name for e in entries]
     dup = sorted({n for n in names if names.count(n) > 1})

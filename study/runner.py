@@ -67,7 +67,8 @@ def _extract_config(manifest: Manifest, entry: ModelEntry, checkpoint):
         max_per_class=p.max_per_class, seed=p.seed, arch_kwargs=dict(entry.arch_kwargs),
         checkpoint_key=entry.checkpoint_key, classifier=entry.classifier,
         normalize=entry.normalize if entry.normalize is not None else p.normalize,
-        output_key=entry.output_key, strip_prefix=entry.strip_prefix)
+        output_key=entry.output_key, strip_prefix=entry.strip_prefix,
+        pretrained=entry.pretrained, class_map=entry.class_map)
 
 
 def _work(manifest: Manifest, entry: ModelEntry, device: str, progress: bool) -> dict:

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ncprobe.data.store.schema import OUTSIDE
-
 #: rows converted to float64 at a time: a few MB that stay in cache and are reused, rather than
 #: a fresh chunk-sized float64 copy per step (page faults cost more than the arithmetic)
 ROW_BLOCK = 128
@@ -333,7 +331,9 @@ class _Pass2Sums:
                                 else SparseCounts.of(codes)),
                 "flipped": np.float64(np.count_nonzero(flipped)),
                 "leapt": np.float64(np.count_nonzero(flipped & (near_ref == pred))),
-                "outside": np.float64(np.count_nonzero(pred == OUTSIDE))}
+                # -1: predictions unknown; lower codes are outputs that are no class of the
+                # dataset (the store's OUTSIDE, -2)
+                "outside": np.float64(np.count_nonzero(pred < -1))}
 
 
 def _add_grouping(sums: _Pass2Sums, plan: _Pass2Plan, slot, xc, prod, sq, groups, y, p_,

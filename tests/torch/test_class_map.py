@@ -70,3 +70,9 @@ def test_unmatched_classes_and_too_many_classes_are_refused():
         resolve_class_map(["n01440764", "n09999999"], 1000)
     with pytest.raises(ClassMapError, match="the dataset has 3 classes but the model only 2"):
         resolve_class_map(["a", "b", "c"], 2)
+
+
+def test_outside_is_below_the_unknown_code():
+    """The analysis kernels count codes below -1 (not -1: predictions unknown, untargeted)
+    as predictions outside the dataset's classes, without importing the store's names."""
+    assert OUTSIDE < -1

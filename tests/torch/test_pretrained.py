@@ -226,3 +226,41 @@ def test_attack_targets_stay_in_the_models_outputs(tmp_path, caches, nette):
     target = acts["train/outputs"]["target"].sel(condition="pgd").values[0]
     assert (target == OUTSIDE).mean() > 0.9  # 990 of 1000 outputs are no dataset class
     assert ((target == OUTSIDE) | ((target >= 0) & (target < 10))).all()
+
+
+def test_a_study_of_pretrained_hub_models(tmp_path, caches, nette):
+    """A study manifest takes hub ids and pretrained weights: one command, one study.zarr,
+    each model's store mapped to the ten classes present."""
+    from ncprobe.study import load_manifest
+    from ncprobe.study.cli import main as study
+
+    for seed, repo in enumerate(("tiny-org/vit-a", "tiny-org/vit-b")):
+        hc.save_hf_model(caches["hf"], repo, hc.tiny_vit(seed=seed))
+    manifest = tmp_path / "hubs.toml"
+    manifest.write_text(f"""
+[protocol]
+dataset = "imagefolder"
+data_root = "{nette}"
+attacks = ["clean", "fgsm:eps=0.03"]
+
+[[model]]
+name = "vit-a"
+arch = "hf:tiny-org/vit-a"
+
+[[model]]
+name = "vit-b"
+arch = "hf:tiny-org/vit-b"
+pretrained = true
+""")
+    m = load_manifest(manifest)
+    assert m.model("vit-a").arch == "hf:tiny-org/vit-a"  # a hub id, not a path
+    assert m.model("vit-b").pretrained == ""
+    assert study(["run", str(manifest), "--no-progress"]) == 0
+    folder = tmp_path / "hubs.study"
+    for name in ("vit-a", "vit-b"):
+        acts = xr.open_datatree(folder / "models" / name / "acts.zarr", engine="zarr")
+        assert acts.attrs["class_map"]["outputs"] == 1000
+        assert acts.attrs["model"]["pretrained"]["revision"] == hc.REVISION
+    summary = xr.open_datatree(folder / "study.zarr", engine="zarr")["summary"]
+    assert list(summary["model"].values) == ["vit-a", "vit-b"]
+    assert np.isfinite(summary["pred_outside"].values).any()
