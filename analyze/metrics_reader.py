@@ -45,9 +45,11 @@ def feature_layer(tree: xr.DataTree, fallback: bool = True) -> str | None:
 
 
 def value(tree, metric, *, split, layer, condition, grouping="label", checkpoint=-1) -> float:
-    """One scalar of ``/summary`` (the last checkpoint by default); NaN when absent."""
+    """One scalar of ``/summary`` (the last checkpoint by default); NaN when absent (a
+    metric of a newer ncprobe than the store's)."""
     s = tree[schema.SUMMARY_GROUP].to_dataset()
-    if split not in s[schema.SPLIT].values or condition not in s[schema.CONDITION].values:
+    if metric not in s or split not in s[schema.SPLIT].values \
+            or condition not in s[schema.CONDITION].values:
         return np.nan
     v = s[metric].sel({schema.SPLIT: split, schema.LAYER: layer, schema.CONDITION: condition}).isel(
         {schema.CHECKPOINT: checkpoint})

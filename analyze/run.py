@@ -298,7 +298,7 @@ def _collapse(job: _Job, stats, within):
     attrs = {"schema": schema.METRICS_SCHEMA, "source": str(job.store),
              "source_attrs": {k: tree.attrs.get(k) for k in ("schema", "dataset", "model",
                                                              "conditions", "created",
-                                                             "class_names")},
+                                                             "class_names", "class_map")},
              "options": asdict(job.opts), "classifier_layer": job.classifier_layer,
              "conventions": "nc1 = (1/C) Tr(Sigma_W Sigma_B^+), Sigma_B = (1/C) M M^T, "
                             "mu_G sample-weighted; basis keeps s_k^2 > C eps64 s_1^2"}

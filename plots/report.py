@@ -47,8 +47,15 @@ def key_numbers(models: dict) -> pd.DataFrame:
                 "nc1_shuffled (train)": value(tree, "nc1_shuffled", split="train", layer=layer,
                                               condition=cond),
                 "leap_rate (test)": value(tree, "leap_rate", split="test", layer=layer,
-                                          condition=cond)})
-    return pd.DataFrame(rows)
+                                          condition=cond),
+                "pred_outside (test)": value(tree, "pred_outside", split="test", layer=layer,
+                                             condition=cond)})
+    table = pd.DataFrame(rows)
+    # a model with more outputs than the dataset's classes: leaps to no vertex of the simplex
+    outside = table.pop("pred_outside (test)")
+    if (outside.fillna(0) > 0).any():
+        table["pred_outside (test)"] = outside
+    return table
 
 
 def save_figure(drawn, out, name) -> Path:

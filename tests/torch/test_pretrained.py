@@ -44,8 +44,10 @@ def stand_ins(monkeypatch):
 
 @pytest.fixture
 def nette(tmp_path):
-    """Ten ImageNet classes by WordNet id, three images each of assorted sizes."""
-    return hc.image_folder(tmp_path / "nette", hc.IMAGENETTE)
+    """Ten ImageNet classes by WordNet id, as Imagenette lays them out: train (three images
+    each, of assorted sizes) and val (one each, read as the split test)."""
+    hc.image_folder(tmp_path / "nette" / "val", hc.IMAGENETTE, per_class=1, seed=1)
+    return hc.image_folder(tmp_path / "nette" / "train", hc.IMAGENETTE).parent
 
 
 def _favour(forward, linear, x, index):
@@ -124,6 +126,14 @@ def test_hf_hub_model_on_an_imagenet_wnid_subset(tmp_path, caches, nette):
     assert model["normalization"]["mean"] == [0.5] * 3
     assert acts.attrs["class_map"]["source"] == "ImageNet-1k WordNet ids"
     assert acts.attrs["dataset"]["options"]["crop"] == 16
+    # the metrics store keeps the map; the report's key numbers show the leaps outside it
+    from ncprobe.plots.report import key_numbers
+
+    assert metrics.attrs["source_attrs"]["class_map"] == acts.attrs["class_map"]
+    table = key_numbers({"vit": metrics}).set_index("condition")
+    test_pred = acts["test/outputs"]["pred"].values[0]
+    np.testing.assert_allclose(table["pred_outside (test)"].values,
+                               (test_pred == OUTSIDE).mean(axis=-1))
 
 
 def test_torchvision_weights_from_torch_home(tmp_path, caches, stand_ins, nette):
