@@ -141,7 +141,7 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
     Dataset over the leading dims of ``stats``: per-grouping metrics (grouping: label, pred,
     target), scalars, ``class_<name>`` per-class metrics (class), ``transitions`` (label,
     vertex), as the registry declares them, and ``means`` (grouping, class, feature_dim).
-    Beyond :data:`~ncprobe.analyze.kernels.passes.DENSE_TRANSITIONS` classes ``transitions``
+    Beyond :data:`~ncprobe.analyze.kernels.statistics.DENSE_TRANSITIONS` classes ``transitions``
     is an object array (...) of :class:`~ncprobe.analyze.kernels.passes.SparseCounts` (the
     pairs that occur, ``codes = label * C + vertex``, and their ``counts``).
     Lazy when the inputs are: every metric of every block is one numpy call per layer

@@ -27,8 +27,22 @@ from .blocks import (
     lead_dims,
     reduce_blocks,
 )
-from .kernels import passes
+from .kernels import passes, statistics
 from .kernels.geometry import projection_coefs
+
+
+def named_dims(stat: statistics.Statistic, feature_dim: str, n_classes: int) -> tuple:
+    """A declared statistic's dims as the datasets name them (the features' own feature dim);
+    () where it is sparse (one object per block)."""
+    if stat.is_sparse(n_classes):
+        return ()
+    return tuple(feature_dim if d == "feature" else d for d in stat.dims)
+
+
+def _statistics_dataset(parts: dict, lead, feature_dim, n_classes) -> dict:
+    """Each statistic a pass returned, as a variable by dim name."""
+    return {k: ((*lead, *named_dims(statistics.STATISTICS[k], feature_dim, n_classes)), v)
+            for k, v in parts.items()}
 
 
 def _groups(groups: xr.DataArray, features, lead, sample_dim):
@@ -110,10 +124,9 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
     global_mean = xp.where(total > 0, sums.sum(axis=-2) / xp.maximum(total, 1), np.nan)
     dg = (*lead, schema.GROUPING)
     ds = xr.Dataset(
-        {"count": ((*dg, schema.CLASS), counts), "sum": ((*dg, schema.CLASS, feature_dim), sums),
+        {**_statistics_dataset(parts, lead, feature_dim, n_classes),
          "mean": ((*dg, schema.CLASS, feature_dim), means),
-         "global_mean": ((*dg, feature_dim), global_mean),
-         "n_nonfinite": (lead, parts["n_nonfinite"])},
+         "global_mean": ((*dg, feature_dim), global_mean)},
         coords={**lead_coords(f, lead), schema.CLASS: np.arange(n_classes)})
     return _finish(ds, has_grouping, coord)
 
@@ -189,15 +202,7 @@ def _reference_inputs(reference, f, lead, feature_dim, c, d) -> list:
 
 def _pass2_dataset(parts: dict, f, lead, c, feature_dim) -> xr.Dataset:
     """Pass 2's statistics as a Dataset by dim name."""
-    pair = (schema.LABEL, schema.VERTEX)
-    per_grouping = (schema.GROUPING, schema.CLASS)
-    dims = {"within": per_grouping, "projected": per_grouping, "projected_w": (schema.CLASS,),
-            "own_hits": (schema.GROUPING,), "nc4_mismatch": (schema.GROUPING,),
-            "ref_hits": (schema.CLASS,), "ref_counted": (), "flipped": (), "leapt": (),
-            "outside": (),
-            "transitions": () if c > passes.DENSE_TRANSITIONS else pair,
-            "scatter": (feature_dim, schema.FEATURE2)}
-    return xr.Dataset({k: ((*lead, *dims[k]), v) for k, v in parts.items()},
+    return xr.Dataset(_statistics_dataset(parts, lead, feature_dim, c),
                       coords={**lead_coords(f, lead), schema.CLASS: np.arange(c),
                               schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
 
@@ -236,7 +241,7 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     and, per block only, ``ref_hits`` (class): samples whose nearest ``reference`` centre is
     their class, ``ref_counted``: samples with a nearest reference centre,
     ``transitions`` (label, vertex): true label vs nearest reference centre (beyond
-    :data:`~ncprobe.analyze.kernels.passes.DENSE_TRANSITIONS` classes an object array of
+    :data:`~ncprobe.analyze.kernels.statistics.DENSE_TRANSITIONS` classes an object array of
     :class:`~ncprobe.analyze.kernels.passes.SparseCounts`, one per block),
     ``flipped``: pred != label, ``leapt``: flipped with nearest reference = pred,
     ``outside``: pred is no class of the dataset.

@@ -2,8 +2,9 @@
 
 Each kernel maps one chunk of samples to a dict of named, *additive* float64 statistics, so
 the sum over all chunks is the statistic of the whole set (a tree reduction in dask, see
-:func:`ncprobe.analyze.blocks.reduce_blocks`). ``pass1_shapes`` and ``pass2_shapes`` declare
-the name and shape of each, which is what a lazy reduction needs before any chunk is read.
+:func:`ncprobe.analyze.blocks.reduce_blocks`). Their names, dims and shapes are declared in
+:mod:`.statistics` (``pass1_shapes`` and ``pass2_shapes`` read them), which is what a lazy
+reduction needs before any chunk is read.
 The xarray layer in :mod:`ncprobe.analyze.stats` works by dim name on top.
 
 Shapes: ``h`` (n, D) features of one chunk; ``groups`` (n, G) integer group labels for G
@@ -16,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import statistics
 
 #: rows converted to float64 at a time: a few MB that stay in cache and are reused, rather than
 #: a fresh chunk-sized float64 copy per step (page faults cost more than the arithmetic)
@@ -38,10 +41,14 @@ def row_blocks(h: np.ndarray, origin=None, rows: int = ROW_BLOCK):
         yield i, j, x
 
 
+def _sizes(n_groupings, n_classes, dim) -> dict:
+    return {"grouping": n_groupings, "class": n_classes, "label": n_classes,
+            "vertex": n_classes, "feature": dim, "feature2": dim}
+
+
 def pass1_shapes(n_groupings: int, n_classes: int, dim: int) -> dict:
-    """Name -> shape of each :func:`pass1` statistic."""
-    return {"sum": (n_groupings, n_classes, dim), "count": (n_groupings, n_classes),
-            "n_nonfinite": ()}
+    """Name -> shape of each :func:`pass1` statistic (:mod:`.statistics`)."""
+    return statistics.shapes(1, _sizes(n_groupings, n_classes, dim))
 
 
 #: up to this many indicator columns (groupings x classes), class sums are one BLAS product
@@ -86,21 +93,26 @@ def _class_counts(groups, n_classes):
 
 
 def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
-    """Class sums and counts for every grouping, and the count of non-finite values.
+    """Class sums and counts for every grouping, the count of non-finite values, and every
+    declared statistic with a chunk function (:mod:`.statistics`).
 
-    Returns ``{"sum": (G, C, D), "count": (G, C), "n_nonfinite": ()}``
+    Returns ``{"sum": (G, C, D), "count": (G, C), "n_nonfinite": (), ...}``
     (:func:`pass1_shapes`). Row block by row block: memory O(G C D) beyond the chunk, time
     O(n D G) (dense indicators when G C is small, sparse ones beyond).
     """
     n, d = h.shape
     groups = np.asarray(groups).astype(np.intp, copy=False)
     sums = np.zeros((groups.shape[1], n_classes, d))
+    extra = {s.name: (s.chunk, np.zeros(s.shape(_sizes(groups.shape[1], n_classes, d))))
+             for s in statistics.of_pass(1) if s.chunk is not None}
     total = np.zeros(d)  # finite exactly when every value is: the full check only when not
     # sparse products pay per call: larger row blocks when the dense indicators are not used
     rows = ROW_BLOCK if groups.shape[1] * n_classes <= DENSE_INDICATORS else 1024
     with np.errstate(invalid="ignore", over="ignore"):
         for i, j, x in row_blocks(h, rows=rows):
             total += _add_class_sums(sums, x, groups[i:j], n_classes)
+            for chunk, acc in extra.values():
+                acc += chunk(x, groups[i:j], n_classes)
     bad = 0
     if not np.isfinite(total).all():
         x = np.asarray(h, dtype=np.float64)
@@ -109,12 +121,7 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
         sums[...] = 0.0  # counted and reported; kept out of the sums
         _add_class_sums(sums, np.where(finite, x, 0.0), groups, n_classes)
     return {"sum": sums, "count": _class_counts(groups, n_classes),
-            "n_nonfinite": np.float64(bad)}
-
-
-#: up to this many classes the transitions are a dense C x C matrix per block; beyond, the
-#: (label, vertex) pairs that occur and their counts (:class:`SparseCounts`)
-DENSE_TRANSITIONS = 1024
+            "n_nonfinite": np.float64(bad), **{k: acc for k, (_, acc) in extra.items()}}
 
 
 class SparseCounts:
@@ -148,14 +155,7 @@ class SparseCounts:
 
 def pass2_shapes(n_groupings: int, n_classes: int, dim: int, dense: bool) -> dict:
     """Name -> shape of each :func:`pass2` statistic (None: a :class:`SparseCounts`)."""
-    g, c = n_groupings, n_classes
-    shapes = {"within": (g, c), "projected": (g, c), "projected_w": (c,), "own_hits": (g,),
-              "nc4_mismatch": (g,), "ref_hits": (c,), "ref_counted": (), "flipped": (),
-              "leapt": (), "outside": (),
-              "transitions": (c, c) if c <= DENSE_TRANSITIONS else None}
-    if dense:
-        shapes["scatter"] = (dim, dim)
-    return shapes
+    return statistics.shapes(2, _sizes(n_groupings, n_classes, dim), dense)
 
 
 def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid, own_valid,
@@ -192,7 +192,7 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     ``ref_hits[c]`` samples of class c whose nearest reference centre is c, ``ref_counted``
     those with a nearest reference centre at all;
     ``transitions[y, v]`` counts true label y, nearest reference centre v (a
-    :class:`SparseCounts` beyond :data:`DENSE_TRANSITIONS` classes);
+    :class:`SparseCounts` beyond :data:`~.statistics.DENSE_TRANSITIONS` classes);
     ``flipped`` counts pred != label; ``leapt`` those whose nearest reference centre is pred;
     ``outside`` those predicted as an output that is no class of the dataset (``pred`` =
     :data:`~ncprobe.data.store.schema.OUTSIDE`: flipped, and never leapt).
@@ -326,9 +326,10 @@ class _Pass2Sums:
                 "nc4_mismatch": self.mismatch,
                 "ref_hits": np.bincount(labels[hit], minlength=c).astype(np.float64),
                 "ref_counted": np.float64(np.count_nonzero(counted)),
-                "transitions": (np.bincount(codes, minlength=c * c).reshape(c, c)
-                                .astype(np.float64) if c <= DENSE_TRANSITIONS
-                                else SparseCounts.of(codes)),
+                "transitions": (SparseCounts.of(codes)
+                                if statistics.STATISTICS["transitions"].is_sparse(c)
+                                else np.bincount(codes, minlength=c * c).reshape(c, c)
+                                .astype(np.float64)),
                 "flipped": np.float64(np.count_nonzero(flipped)),
                 "leapt": np.float64(np.count_nonzero(flipped & (near_ref == pred))),
                 # -1: predictions unknown; lower codes are outputs that are no class of the

@@ -143,7 +143,12 @@ def test_pairwise_blocks_give_the_same_numbers(monkeypatch):
 
 
 def test_sparse_transitions_beyond_the_dense_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(passes, "DENSE_TRANSITIONS", 10)
+    from dataclasses import replace
+
+    from ncprobe.analyze.kernels.statistics import STATISTICS
+
+    monkeypatch.setitem(STATISTICS, "transitions",
+                        replace(STATISTICS["transitions"], sparse_beyond=10))
     path, feats, labels, _ = wide_store(tmp_path / "acts.zarr", c=16, d=20)
     m = analyze_store(path, tmp_path / "m.zarr", progress=False)
     t = xr.open_datatree(tmp_path / "m.zarr", engine="zarr")["transitions"].to_dataset()
