@@ -22,30 +22,12 @@ from ncprobe.data import schema
 
 from . import registry
 from .blocks import AnalysisError, is_dask, lead_dims
-from .kernels import passes
+from .kernels import passes, statistics
 from .kernels.collapse import GROUPINGS, Block
 from .kernels.geometry import NC2_KEYS
 from .registry import REPORTED
-from .stats import class_stats, within_stats
+from .stats import class_stats, named_dims, within_stats
 
-#: the inputs of a Block: (source, name in the source, core dims besides the feature dim)
-_BLOCK_INPUTS = {
-    "sums": ("stats", "sum", (schema.GROUPING, schema.CLASS, "F")),
-    "counts": ("stats", "count", (schema.GROUPING, schema.CLASS)),
-    "within": ("within", "within", (schema.GROUPING, schema.CLASS)),
-    "projected": ("within", "projected", (schema.GROUPING, schema.CLASS)),
-    "own_hits": ("within", "own_hits", (schema.GROUPING,)),
-    "mismatch": ("within", "nc4_mismatch", (schema.GROUPING,)),
-    "ref_hits": ("within", "ref_hits", (schema.CLASS,)),
-    "ref_counted": ("within", "ref_counted", ()),
-    "transitions": ("within", "transitions", (schema.LABEL, schema.VERTEX)),
-    "flipped": ("within", "flipped", ()),
-    "leapt": ("within", "leapt", ()),
-    "outside": ("within", "outside", ()),
-    "projected_w": ("within", "projected_w", (schema.CLASS,)),
-    "clean_centred": ("extra", "clean_centred", (schema.CLASS, "F")),
-    "weight": ("extra", "weight", (schema.CLASS, "F")),
-}
 #: the grouping dim of per-grouping results while they are computed (the inputs' grouping
 #: dim has all four groupings, the results only those reported)
 _REPORTED_DIM = "reported_grouping"
@@ -119,7 +101,7 @@ def _classifier_rows(weight, stats, feature_dim):
     return weight.astype(np.float64)
 
 
-def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
+def collapse_metrics(stats: xr.Dataset, within: xr.Dataset | None, *,
                      weight: xr.DataArray | None = None, clean: str = schema.CLEAN,
                      condition_dim: str = schema.CONDITION, feature_dim: str = schema.FEATURE,
                      only=None, warn_no_simplex: bool = True) -> xr.Dataset:
@@ -129,7 +111,9 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
     ----------
     stats, within : Datasets (..., grouping, ...)
         :func:`~ncprobe.analyze.stats.class_stats` and
-        :func:`~ncprobe.analyze.stats.within_stats` of :func:`grouping_labels` groupings.
+        :func:`~ncprobe.analyze.stats.within_stats` of :func:`grouping_labels` groupings;
+        ``within`` may be None when the metrics ``only`` names need nothing from pass 2
+        (:func:`~ncprobe.analyze.registry.passes_needed`).
     weight : DataArray (..., class, feature_dim), optional
         Classifier rows, when these features feed the final linear map (nc3, NC2 on W).
     clean : the condition whose class means the alignment angles compare with.
@@ -157,25 +141,31 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
     if unknown:
         raise AnalysisError(f"unknown metrics {unknown}; registered: "
                             f"{', '.join(registry.METRICS)}")
-    metrics = [registry.METRICS[k] for k in (only or registry.METRICS)]
+    keys = list(only or registry.METRICS)
+    metrics = [registry.METRICS[k] for k in keys]
+    needed = [statistics.STATISTICS[n] for n in sorted(registry.needed_statistics(keys))]
+    if within is None and any(s.pass_number == 2 for s in needed):
+        raise AnalysisError(f"metrics {', '.join(keys)} need the second pass (within_stats); "
+                            "pass its result")
     c = stats.sizes[schema.CLASS]
     if warn_no_simplex and c > stats.sizes[feature_dim] + 1:
         warnings.warn(no_simplex_warning(c, [stats.sizes[feature_dim]]), stacklevel=2)
     # beyond DENSE_TRANSITIONS classes pass 2 keeps the transitions sparse (an object array of
     # SparseCounts): they bypass the kernels and are returned as they are
-    sparse = within["transitions"].dtype == object
+    sparse = statistics.STATISTICS["transitions"].is_sparse(c)
     if sparse:
         metrics = [m for m in metrics if m.dims != (schema.LABEL, schema.VERTEX)]
-    sources = {"stats": stats, "within": within,
-               "extra": {"clean_centred": _clean_centred(stats, clean, condition_dim),
-                         "weight": _classifier_rows(weight, stats, feature_dim)}}
-    names = list(_BLOCK_INPUTS)
-    args = [xr.DataArray(np.nan) if sparse and var == "transitions" else sources[src][var]
-            for src, var, _ in _BLOCK_INPUTS.values()]
-    core = [[] if sparse and name == "transitions" else
-            [feature_dim if d == "F" else d for d in dims]
-            for name, (_, _, dims) in _BLOCK_INPUTS.items()]
+    extra = {"clean_centred": lambda: _clean_centred(stats, clean, condition_dim),
+             "weight": lambda: _classifier_rows(weight, stats, feature_dim)}
+    inputs = [s for s in needed if s.block_input and not (sparse and s.is_sparse(c))]
+    names = [s.name for s in inputs]
+    args = [{1: stats, 2: within}[s.pass_number][s.name] if s.pass_number else
+            extra[s.name]() for s in inputs]
+    core = [list(named_dims(s, feature_dim, c)) for s in inputs]
     out_core = [[_REPORTED_DIM] if m.per_grouping else list(m.dims) for m in metrics]
+    if not metrics:  # only sparse transitions asked for: nothing for the kernels
+        return xr.Dataset({"transitions": within["transitions"]}).assign(
+            means=stats["mean"].sel({schema.GROUPING: list(REPORTED)}))
     results = xr.apply_ufunc(
         _evaluate, *args, kwargs={"names": names, "metrics": metrics, "core": core},
         input_core_dims=core, output_core_dims=out_core, dask="parallelized",
@@ -185,7 +175,7 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset, *,
     results = results if isinstance(results, tuple) else (results,)
     ds = xr.Dataset({m.key: r for m, r in zip(metrics, results, strict=True)})
     ds = ds.rename({_REPORTED_DIM: schema.GROUPING}) if _REPORTED_DIM in ds.dims else ds
-    if sparse:
+    if sparse and "transitions" in keys:
         ds["transitions"] = within["transitions"]
     ds = ds.assign_coords({schema.GROUPING: list(REPORTED), schema.CLASS: np.arange(c)})
     if not sparse:
@@ -237,7 +227,8 @@ def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, 
                   pred: xr.DataArray | None = None, target: xr.DataArray | None = None,
                   reference: xr.DataArray | None = None, weight: xr.DataArray | None = None,
                   shuffle_seed: int = 0, clean: str = schema.CLEAN, dense: bool = False,
-                  condition_dim: str = schema.CONDITION, sample_dim: str = schema.SAMPLE,
+                  metrics=None, condition_dim: str = schema.CONDITION,
+                  sample_dim: str = schema.SAMPLE,
                   feature_dim: str = schema.FEATURE) -> xr.Dataset:
     """Every per-layer metric of docs/metrics.md for one layer's features, in one call.
 
@@ -258,6 +249,11 @@ def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, 
     weight : DataArray (..., class, feature_dim), optional
         Classifier rows when this layer feeds the final linear map.
     dense : also return ``sigma_w`` and ``sigma_b`` (feature, feature2).
+    metrics : list of str, optional
+        The registered metrics to compute (default: all). Only the statistics they need are
+        computed (:func:`~ncprobe.analyze.registry.needed_statistics`): when none comes from
+        the second pass, it does not run and each chunk is read once. A metric's value does not
+        depend on what else is selected.
 
     Returns
     -------
@@ -281,11 +277,13 @@ def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, 
                         feature_dim=feature_dim)
     if reference is None:
         reference = clean_reference(stats, clean, condition_dim)
-    within = within_stats(features, groups, stats, labels=labels, pred=pred,
-                          reference=reference, dense=dense, sample_dim=sample_dim,
-                          feature_dim=feature_dim)
+    within = None
+    if dense or 2 in registry.passes_needed(metrics):
+        within = within_stats(features, groups, stats, labels=labels, pred=pred,
+                              reference=reference, dense=dense, sample_dim=sample_dim,
+                              feature_dim=feature_dim)
     out = collapse_metrics(stats, within, weight=weight, clean=clean,
-                           condition_dim=condition_dim, feature_dim=feature_dim)
+                           condition_dim=condition_dim, feature_dim=feature_dim, only=metrics)
     return out.merge(covariances(stats, within, feature_dim)) if dense else out
 
 
@@ -297,7 +295,7 @@ def _label_metrics(features, labels, n_classes, keys, *, weight=None, sample_dim
     stats = class_stats(features, groups, n_classes, sample_dim=sample_dim,
                         feature_dim=feature_dim)
     within = within_stats(features, groups, stats, labels=labels, sample_dim=sample_dim,
-                          feature_dim=feature_dim)
+                          feature_dim=feature_dim) if 2 in registry.passes_needed(keys) else None
     out = collapse_metrics(stats, within, weight=weight, feature_dim=feature_dim, only=keys)
     return out.drop_vars("means").sel({schema.GROUPING: "label"}, drop=True) \
         if schema.GROUPING in out.dims else out.drop_vars("means")

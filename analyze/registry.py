@@ -24,7 +24,7 @@ import numpy as np
 from ncprobe.data import schema
 from ncprobe.data.errors import NcprobeError
 
-from .kernels import collapse
+from .kernels import collapse, statistics
 from .kernels.collapse import GROUPINGS
 from .kernels.geometry import NC2_KEYS
 
@@ -119,6 +119,10 @@ class _Needs:
         self._source, self._needs, self._name = source, frozenset(needs), name
 
     def __getattr__(self, attr):
+        # ``label.<name>``: the true-label grouping, held to the names declared for it
+        inner = {n.split(".", 1)[1] for n in self._needs if n.startswith(f"{attr}.")}
+        if inner and attr not in self._needs:
+            return _Needs(getattr(self._source, attr), inner, self._name)
         if attr not in self._needs:
             raise MetricError(f"metric {self._name!r} reads {attr!r}, which its `needs` does "
                               f"not declare ({', '.join(sorted(self._needs))})")
@@ -145,6 +149,8 @@ def register(metric: Metric) -> Metric:
         raise MetricError(f"metric {metric.name!r}: grouping {metric.groupings!r} is not one "
                           f"of {GROUPINGS}")
     known = (collapse.Block if metric.groupings is None else collapse.Grouping).STATISTICS
+    if metric.groupings is None:  # one statistic of the true labels: label.<name>
+        known = known | {f"label.{n}" for n in collapse.Grouping.STATISTICS}
     unknown = sorted(set(metric.needs) - known)
     if unknown:
         raise MetricError(f"metric {metric.name!r} needs {unknown}, which are not statistics "
@@ -157,6 +163,39 @@ def register(metric: Metric) -> Metric:
 def unregister(key: str) -> None:
     """Remove a metric (e.g. one a test registered)."""
     METRICS.pop(key)
+
+
+def _reaches(name: str) -> set:
+    """The declared statistics that ``name`` (a need) reads, through :data:`collapse.READS`."""
+    if name in statistics.STATISTICS:
+        return {name}
+    name = name.removeprefix("label.")
+    if name not in collapse.READS:
+        raise MetricError(f"{name!r} is neither a statistic nor a quantity of "
+                          "ncprobe.analyze.kernels.collapse.READS")
+    return set().union(*(_reaches(n) for n in collapse.READS[name]))
+
+
+def needed_statistics(keys=None) -> set:
+    """The statistics (:mod:`~ncprobe.analyze.kernels.statistics`) that the metrics ``keys``
+    (default: all) need, through their ``needs``.
+
+    >>> sorted(needed_statistics(["equinorm"]))
+    ['count', 'sum']
+    >>> sorted(needed_statistics(["nc1"]))
+    ['count', 'projected', 'sum']
+    """
+    keys = list(METRICS) if keys is None else list(keys)
+    unknown = [k for k in keys if k not in METRICS]
+    if unknown:
+        raise MetricError(f"unknown metric(s) {', '.join(unknown)}; registered: "
+                          f"{', '.join(METRICS)}")
+    return set().union(*(_reaches(n) for k in keys for n in METRICS[k].needs))
+
+
+def passes_needed(keys=None) -> set:
+    """Which passes over the samples the metrics ``keys`` need: {1} or {1, 2}."""
+    return {1} | {statistics.STATISTICS[s].pass_number for s in needed_statistics(keys)} - {0}
 
 
 def in_group(group: str) -> list[Metric]:
@@ -217,7 +256,7 @@ def _builtin():
                         formula + ("; NaN when C > D + 1 (no simplex of C vertices fits in D "
                                    "dimensions)" if simplex_only else ""),
                         f"{_PAPYAN}, NC2", groupings=_G, label=label))
-    register(Metric("nc4", collapse.nc4, ("mismatch", "n_total", "pred_known") + _G_NEEDS,
+    register(Metric("nc4", collapse.nc4, ("nc4_mismatch", "n_total", "pred_known") + _G_NEEDS,
                     "fraction of samples whose nearest class mean (this grouping's own means) "
                     "differs from the network's prediction", f"{_PAPYAN}, NC4", groupings=_G))
     register(Metric("ncc_acc_self", collapse.ncc_acc_self, ("own_hits", "n_total") + _G_NEEDS,
@@ -264,16 +303,19 @@ def _builtin():
                         f"`{key}` of the classifier rows w_c (not centred, as Papyan et al.'s "
                         "code); only for the layer that feeds the classifier",
                         f"{_PAPYAN}, NC2"))
-    register(Metric("nc3", collapse.nc3, ("weight_ok", "weight", "label"),
+    register(Metric("nc3", collapse.nc3, ("weight_ok", "weight", "label.simplex",
+                                          "label.present"),
                     "‖Wᵀ/‖W‖_F - M̄/‖M̄‖_F‖²_F (squared, as the published code of Papyan et "
                     "al. and of Su et al.); only for the layer that feeds the classifier",
                     f"{_PAPYAN}, NC3", label="NC3"))
-    register(Metric("fuzziness", collapse.fuzziness, ("label", "projected_w"),
+    register(Metric("fuzziness", collapse.fuzziness,
+                    ("label.n", "label.where_valid", "projected_w"),
                     "Tr(SS_W SS_B^+), SS_W = Sigma_W, SS_B = (1/N) Σ_c n_c (mu_c - mu_G)"
                     "(mu_c - mu_G)ᵀ (count-weighted; C·`nc1` for balanced classes); the law of "
                     "data separation fits log D_l = a + l log rho over the layers",
                     "He and Su 2023, separation fuzziness", label="fuzziness D = Tr(SS_W SS_B⁺)"))
-    register(Metric("hull_margin", collapse.hull_margin, ("label",),
+    register(Metric("hull_margin", collapse.hull_margin,
+                    ("label.hull_margins", "label.where_valid"),
                     "min over classes of the distance from u_c to the convex hull of the other "
                     "u_c' (true labels; one-vs-rest distance, C/(C-1) for a simplex ETF); costs "
                     "about C³ D, so NaN beyond 256 classes", "Jiang et al. 2023, generalised NC2",
@@ -281,9 +323,10 @@ def _builtin():
     register(Metric("count", collapse.class_count, ("label_counts",),
                     "samples per class (true labels)",
                     dims=(schema.CLASS,)))
-    register(Metric("mean_norm", collapse.mean_norm, ("label",), "‖mu_c - mu_bar‖ (true labels)",
+    register(Metric("mean_norm", collapse.mean_norm, ("label.simplex",),
+                    "‖mu_c - mu_bar‖ (true labels)",
                     dims=(schema.CLASS,)))
-    register(Metric("within_var", collapse.within_var, ("label",),
+    register(Metric("within_var", collapse.within_var, ("label.variance",),
                     "mean squared distance to mu_c (true labels; 0 for one sample)",
                     dims=(schema.CLASS,)))
     register(Metric("align_angle", collapse.class_align_angle, ("align",),
@@ -292,7 +335,7 @@ def _builtin():
     register(Metric("ncc_recall", collapse.ncc_recall, ("ref_hits", "label_counts"),
                     "recall of class c under the nearest-clean-centre classifier",
                     dims=(schema.CLASS,)))
-    register(Metric("hull_margin", collapse.class_hull_margin, ("label",),
+    register(Metric("hull_margin", collapse.class_hull_margin, ("label.hull_margins",),
                     "distance from u_c to the convex hull of the other classes' u_c' (true "
                     "labels; up to 256 classes)", "Jiang et al. 2023", dims=(schema.CLASS,)))
     register(Metric("transitions", collapse.transitions, ("transitions",),

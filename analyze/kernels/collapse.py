@@ -21,38 +21,53 @@ import numpy as np
 
 from . import geometry
 from .geometry import divide_or_nan
+from .statistics import STATISTICS
 
 #: the groupings of a block, in the order their statistics are stacked along one axis
 GROUPINGS = ("label", "pred", "target", "shuffled")
 
 
-class Grouping:
+class _Statistics:
+    """Declared statistics (:mod:`.statistics`) as attributes, from a dict by name; one that
+    was not computed (the metrics asked for do not need it) is an error that says so."""
+
+    def __getattr__(self, name):
+        held = self.__dict__.get("_stats", {})
+        if name in held:
+            return held[name]
+        if name.startswith("__") or name not in STATISTICS:
+            raise AttributeError(name)
+        raise LookupError(f"statistic {name!r} was not computed: the selected metrics' needs "
+                          "do not reach it (collapse.READS says what each quantity reads)")
+
+
+class Grouping(_Statistics):
     """Statistics of one grouping (or several, stacked on the last leading axis).
 
     Parameters
     ----------
-    sums : (..., C, D); counts, within, projected : (..., C); own_hits : (...) samples whose
-    nearest own mean is their true label; mismatch : (...) samples whose nearest own mean is
-    not the network's prediction; n_total : (...) samples in the block (ncc_acc_self and nc4 cover
-    every sample); pred_known : (...) whether the network's predictions were given.
+    stats : dict
+        The per-grouping statistics of :mod:`.statistics` (``sum`` (..., C, D), ``count``,
+        ``within``, ``projected`` (..., C), ``own_hits``, ``nc4_mismatch`` (...)), the
+        grouping axis taken; those not computed are absent.
+    n_total : (...) samples in the block (ncc_acc_self and nc4 cover every sample).
+    pred_known : (...) whether the network's predictions were given.
     """
 
-    #: what a metric's kernel may read (its ``needs``): the inputs and what is derived
-    STATISTICS = frozenset({"sums", "counts", "within", "projected", "own_hits", "mismatch",
-                            "n_total", "pred_known", "means", "global_mean", "present", "n",
-                            "n_present", "valid", "centred", "simplex", "singular", "variance",
-                            "nc2", "simplex_exists", "uniformity", "hull_margins",
-                            "where_valid"})
+    #: what a metric's kernel may read (its ``needs``): the statistics and what is derived
+    STATISTICS = frozenset({s.name for s in STATISTICS.values() if s.per_grouping}
+                           | {"n_total", "pred_known", "means", "global_mean", "present", "n",
+                              "n_present", "valid", "centred", "simplex", "singular",
+                              "variance", "nc2", "simplex_exists", "uniformity",
+                              "hull_margins", "where_valid"})
 
-    def __init__(self, sums, counts, within, projected, own_hits, mismatch, n_total,
-                 pred_known):
-        self.sums, self.counts, self.within, self.projected = sums, counts, within, projected
-        self.own_hits, self.mismatch = own_hits, mismatch
+    def __init__(self, stats: dict, n_total, pred_known):
+        self._stats = stats
         self.n_total, self.pred_known = n_total, pred_known
 
     @cached_property
     def _means(self):
-        return geometry.means_from_sums(self.sums, self.counts)
+        return geometry.means_from_sums(self.sum, self.count)
 
     @property
     def means(self):
@@ -72,7 +87,7 @@ class Grouping:
     @cached_property
     def n(self):
         """(...) samples in the grouping."""
-        return self.counts.sum(axis=-1)
+        return self.count.sum(axis=-1)
 
     @cached_property
     def n_present(self):
@@ -103,7 +118,7 @@ class Grouping:
     @cached_property
     def variance(self):
         """(..., C) mean squared distance to the class mean; NaN for empty classes."""
-        return np.where(self.counts >= 1, divide_or_nan(self.within, self.counts), np.nan)
+        return np.where(self.count >= 1, divide_or_nan(self.within, self.count), np.nan)
 
     @cached_property
     def nc2(self):
@@ -113,7 +128,7 @@ class Grouping:
     @cached_property
     def simplex_exists(self):
         """(...) C' <= D + 1: only then can C' class means form a simplex ETF."""
-        return self.n_present <= self.sums.shape[-1] + 1
+        return self.n_present <= self.sum.shape[-1] + 1
 
     @cached_property
     def uniformity(self):
@@ -129,40 +144,30 @@ class Grouping:
         return np.where(self.valid, x, np.nan)
 
 
-class Block:
+class Block(_Statistics):
     """Every statistic of a block: the groupings of :data:`GROUPINGS` and the rest.
 
     Parameters
     ----------
-    sums : (..., 4, C, D); counts, within, projected : (..., 4, C); own_hits, mismatch :
-        (..., 4): per grouping, in the order of :data:`GROUPINGS`.
-    ref_hits : (..., C) samples of each class whose nearest reference centre is their class;
-    ref_counted : (...) samples with a nearest reference centre; transitions : (..., C, C)
-    [true label, nearest reference centre], dense (sparse ones stay outside the kernels);
-    flipped, leapt : (...); outside : (...) samples predicted as an output that is no class of
-    the dataset.
-    projected_w : (..., C) projections on the count-weighted between basis (true labels).
-    clean_centred : (..., C, D) clean class means (true labels) centred on their centroid,
-        NaN without a clean condition.
-    weight : (..., C, D) classifier rows when the layer feeds the final linear map, else NaN.
+    **stats : the statistics of :mod:`.statistics` by name, each (..., *dims): the
+        per-grouping ones with the four groupings in the order of :data:`GROUPINGS`
+        (``sum`` (..., 4, C, D), ``count`` (..., 4, C), ...); ``transitions`` (..., C, C)
+        dense (sparse ones stay outside the kernels); ``clean_centred`` (..., C, D) NaN without
+        a clean condition; ``weight`` (..., C, D) NaN unless the layer feeds the classifier.
+        Only those the metrics asked for need (:data:`READS`) have to be given.
     """
 
-    #: what a metric's kernel may read (its ``needs``); a grouping's statistics come through
-    #: ``label``, ``grouping`` and ``groupings``
-    STATISTICS = frozenset({"ref_hits", "ref_counted", "transitions", "flipped", "leapt",
-                            "outside",
-                            "projected_w", "clean_centred", "weight", "label", "label_counts",
-                            "pred_known", "n_total", "align", "weight_ok", "nc2_w",
-                            "w_simplex_exists", "grouping", "groupings"})
+    #: what a metric's kernel may read (its ``needs``): the statistics that are not per
+    #: grouping and what is derived; a grouping's come through ``label``, ``grouping`` and
+    #: ``groupings``, or one by one as ``label.<name>``
+    STATISTICS = frozenset({s.name for s in STATISTICS.values()
+                            if s.block_input and not s.per_grouping}
+                           | {"label", "label_counts", "pred_known", "n_total", "align",
+                              "weight_ok", "nc2_w", "w_simplex_exists", "grouping",
+                              "groupings"})
 
-    def __init__(self, *, sums, counts, within, projected, own_hits, mismatch, ref_hits,
-                 ref_counted, transitions, flipped, leapt, outside, projected_w, clean_centred,
-                 weight):
-        self._per_grouping = (sums, counts, within, projected, own_hits, mismatch)
-        self.ref_hits, self.ref_counted, self.transitions = ref_hits, ref_counted, transitions
-        self.flipped, self.leapt, self.outside = flipped, leapt, outside
-        self.projected_w = projected_w
-        self.clean_centred, self.weight = clean_centred, weight
+    def __init__(self, **stats):
+        self._stats = stats
         self._cache = {}
 
     def grouping(self, name: str) -> Grouping:
@@ -177,19 +182,24 @@ class Block:
         key = (names, squeeze)
         if key not in self._cache:
             idx = [GROUPINGS.index(n) for n in names]
-            # (..., G, rest) with the grouping axis at position -ndim(rest) - 1
-            take = [np.take(a, idx[0] if squeeze else idx, axis=a.ndim - nd - 1)
-                    for a, nd in zip(self._per_grouping, (2, 1, 1, 1, 0, 0), strict=True)]
+            take = {}
+            for name, a in self._stats.items():
+                stat = STATISTICS.get(name)
+                if stat is not None and stat.per_grouping:
+                    axis = a.ndim - len(stat.dims) + stat.dims.index("grouping")
+                    take[name] = np.take(a, idx[0] if squeeze else idx, axis=axis)
             n_total = self.label_counts.sum(axis=-1)
-            pred_known = self.pred_known
+            pred_known = self.pred_known if "outside" in self._stats else None
             if not squeeze:
-                n_total, pred_known = n_total[..., None], pred_known[..., None]
-            self._cache[key] = Grouping(*take, n_total, pred_known)
+                n_total = n_total[..., None]
+                pred_known = None if pred_known is None else pred_known[..., None]
+            self._cache[key] = Grouping(take, n_total, pred_known)
         return self._cache[key]
 
     @property
     def label_counts(self):
-        return self._per_grouping[1][..., 0, :]
+        """(..., C) samples of each class (true labels)."""
+        return self.count[..., 0, :]
 
     @cached_property
     def label(self) -> Grouping:
@@ -199,7 +209,7 @@ class Block:
     def pred_known(self):
         """(...) no prediction in the ``pred`` grouping nor outside the dataset's classes
         means the predictions are unknown."""
-        return self._per_grouping[1][..., 1, :].sum(axis=-1) + self.outside > 0
+        return self.count[..., 1, :].sum(axis=-1) + self.outside > 0
 
     @cached_property
     def n_total(self):
@@ -225,6 +235,28 @@ class Block:
     def w_simplex_exists(self):
         """(...) the classifier's C' rows fit a simplex ETF: C' <= D + 1."""
         return self.label.present.sum(axis=-1) <= self.weight.shape[-1] + 1
+
+
+#: what each derived quantity of a Grouping or Block reads: statistics, other quantities, or
+#: ``label.<name>`` (the true-label grouping's). The closure of a metric's ``needs`` over this
+#: map is the statistics it needs (:func:`ncprobe.analyze.registry.needed_statistics`); a
+#: test computes every metric from those alone.
+READS = {
+    "means": ("sum", "count"), "global_mean": ("sum", "count"), "present": ("sum", "count"),
+    "n": ("count",), "n_present": ("present",), "valid": ("n", "n_present"),
+    "centred": ("means", "global_mean", "present"), "simplex": ("means", "present"),
+    "singular": ("centred", "present"), "variance": ("count", "within"),
+    "nc2": ("simplex", "present", "simplex_exists"), "simplex_exists": ("n_present", "sum"),
+    "uniformity": ("simplex", "present"), "hull_margins": ("simplex", "present"),
+    "where_valid": ("valid",), "n_total": ("count",), "pred_known": ("count", "outside"),
+    "label_counts": ("count",), "align": ("label.simplex", "clean_centred"),
+    "weight_ok": ("weight",), "w_simplex_exists": ("label.present", "weight"),
+    "nc2_w": ("weight", "weight_ok", "label.present", "w_simplex_exists"),
+    # a whole grouping: every statistic of one
+    "label": ("sum", "count", "within", "projected", "own_hits", "nc4_mismatch", "n_total",
+              "pred_known"),
+}
+READS["grouping"] = READS["groupings"] = READS["label"]
 
 
 # metrics of one grouping: (...) arrays, NaN where the grouping is not valid
@@ -269,7 +301,7 @@ def nc2_part(key):
 
 
 def nc4(g: Grouping):
-    out = g.where_valid(divide_or_nan(g.mismatch, g.n_total))
+    out = g.where_valid(divide_or_nan(g.nc4_mismatch, g.n_total))
     return np.where(g.pred_known, out, np.nan)
 
 

@@ -100,22 +100,47 @@ def test_docs_table_is_the_registry():
         "ncprobe.analyze.registry.markdown_table() over it")
 
 
+def _random_block(c=3, d=4, only=None):
+    """A Block of random statistics of every declared shape (or only those ``only`` names)."""
+    from ncprobe.analyze.kernels.collapse import Block
+    from ncprobe.analyze.kernels.statistics import STATISTICS
+
+    import zlib
+
+    sizes = {"grouping": 4, "class": c, "label": c, "vertex": c, "feature": d, "feature2": d}
+    # each statistic drawn from its own seed: the same values whatever else is held
+    stats = {s.name: np.abs(np.random.default_rng(zlib.crc32(s.name.encode()))
+                            .standard_normal(s.shape(sizes))) + 1.0
+             for s in STATISTICS.values() if s.block_input and (only is None or s.name in only)}
+    return Block(**stats)
+
+
 def test_every_declared_statistic_exists():
     """What a kernel may declare in ``needs`` is what a Block and a Grouping hold."""
     from ncprobe.analyze.kernels.collapse import Block, Grouping
 
-    c, d = 3, 4
-    rng = np.random.default_rng(0)
-    block = Block(sums=rng.standard_normal((4, c, d)), counts=np.full((4, c), 5.0),
-                  within=np.ones((4, c)), projected=np.ones((4, c)),
-                  own_hits=np.ones(4), mismatch=np.ones(4), ref_hits=np.ones(c),
-                  ref_counted=np.float64(15), transitions=np.eye(c), flipped=np.float64(1),
-                  leapt=np.float64(1), outside=np.float64(0), projected_w=np.ones(c),
-                  clean_centred=rng.standard_normal((c, d)),
-                  weight=rng.standard_normal((c, d)))
+    block = _random_block()
     for source, cls in ((block, Block), (block.label, Grouping)):
         for name in cls.STATISTICS:
             assert getattr(source, name) is not None, name
+
+
+@pytest.mark.parametrize("key", list(registry.METRICS))
+def test_each_metric_computes_from_the_statistics_its_needs_reach(key):
+    """collapse.READS is complete: every metric runs on a Block holding only the statistics
+    that needed_statistics gives for it (any other is a LookupError)."""
+    only = registry.needed_statistics([key])
+    full, partial = _random_block(), _random_block(only=only)
+    np.testing.assert_array_equal(registry.METRICS[key].compute(partial),
+                                  registry.METRICS[key].compute(full))
+
+
+def test_passes_needed_follow_the_needs():
+    nc2 = ["equinorm", "equiangular", "max_angle", "etf_distance", "uniformity", "rank_b"]
+    assert registry.passes_needed(nc2 + ["nc3", "align_angle", "class_count",
+                                         "class_mean_norm"]) == {1}
+    assert registry.passes_needed(["nc1"]) == {1, 2}
+    assert registry.passes_needed() == {1, 2}
 
 
 def test_only_names_registered_metrics():
