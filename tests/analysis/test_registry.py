@@ -102,10 +102,10 @@ def test_docs_table_is_the_registry():
 
 def _random_block(c=3, d=4, only=None):
     """A Block of random statistics of every declared shape (or only those ``only`` names)."""
+    import zlib
+
     from ncprobe.analyze.kernels.collapse import Block
     from ncprobe.analyze.kernels.statistics import STATISTICS
-
-    import zlib
 
     sizes = {"grouping": 4, "class": c, "label": c, "vertex": c, "feature": d, "feature2": d}
     # each statistic drawn from its own seed: the same values whatever else is held
