@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-limit", type=int, default=4096, help="largest D for --dense")
     p.add_argument("--allow-partial", action="store_true",
                    help="analyse an incomplete store (missing chunks read as NaN)")
+    p.add_argument("--metrics", metavar="NAME,...",
+                   help="the metrics to compute, names of docs/metrics.md (default: all); "
+                        "only what they need is computed, and a selection that needs nothing "
+                        "from the second pass (nc2, nc3, align_angle, ...) reads each array "
+                        "once")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing metrics store of another source or options")
     add_common_flags(p)
@@ -56,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args) -> int:
     opts = AnalysisOptions(reference_split=args.reference_split, layers=csv_list(args.layers),
                            splits=csv_list(args.splits), dense=args.dense,
-                           dense_limit=args.dense_limit, allow_partial=args.allow_partial)
+                           dense_limit=args.dense_limit, allow_partial=args.allow_partial,
+                           metrics=csv_list(args.metrics))
     analyze_store(args.store, args.out, opts, scheduler=args.scheduler, memory=args.memory,
                   progress=not args.no_progress, overwrite=args.overwrite)
     print(f"wrote {args.out} and {csv_path(args.out)}")

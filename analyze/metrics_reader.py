@@ -69,9 +69,10 @@ def tidy_summary(summary: xr.Dataset) -> pd.DataFrame:
         df = df.rename(columns={name: "value"})
         df["metric"] = name
         frames.append(df[[schema.SPLIT, schema.LAYER, schema.DEPTH, schema.CHECKPOINT,
-                          schema.CONDITION, schema.GROUPING,
-                          "metric", "value"]])
-    return pd.concat(frames, ignore_index=True)
+                          schema.CONDITION, schema.GROUPING, "metric", "value"]])
+    columns = [schema.SPLIT, schema.LAYER, schema.DEPTH, schema.CHECKPOINT, schema.CONDITION,
+               schema.GROUPING, "metric", "value"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 

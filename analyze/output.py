@@ -60,7 +60,8 @@ def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
                                 ).drop_encoding()
 
     def group(name):
-        """The registry's metrics of one store group, under their stored names."""
+        """The registry's metrics of one store group, under their stored names (at least one
+        of them computed)."""
         metrics = [m for m in registry.in_group(name) if m.key in first]
         ds = stacked([m.key for m in metrics]).rename({m.key: m.store_name for m in metrics})
         for m in metrics:
@@ -69,17 +70,19 @@ def assemble(per_layer: dict, *, splits, layers, depth, attrs) -> xr.DataTree:
         return ds
 
     first = per_layer[(splits[0], layers[0])]
-    summary = group(schema.SUMMARY_GROUP)
     sparse = "transitions" in first and first["transitions"].dtype == object
-    nodes = {f"/{g}": objects(group(g) if g != schema.SUMMARY_GROUP else summary)
+    # a group none of whose metrics were asked for (nc-analyze --metrics) is empty
+    nodes = {f"/{g}": objects(group(g)) if any(m.key in first for m in registry.in_group(g))
+             else xr.Dataset()
              for g in (schema.SUMMARY_GROUP, schema.PER_CLASS_GROUP, schema.TRANSITIONS_GROUP)
              if not (sparse and g == schema.TRANSITIONS_GROUP)}
     if sparse:
         nodes[f"/{schema.TRANSITIONS_GROUP}"] = objects(sparse_transitions(
             stacked(["transitions"])["transitions"], int(first.sizes[schema.CLASS])))
-    if "fuzziness" in summary:
+    if "fuzziness" in first:
         # the law of data separation: across layers, so fitted once the layers are stacked
-        nodes[f"/{schema.SEPARATION_GROUP}"] = objects(separation_law(summary["fuzziness"]))
+        fuzziness = nodes[f"/{schema.SUMMARY_GROUP}"]["fuzziness"]
+        nodes[f"/{schema.SEPARATION_GROUP}"] = objects(separation_law(fuzziness))
     dense = [n for n in ("sigma_w", "sigma_b") if n in first]
     for la in layers:
         ds = xr.concat([per_layer[(s, la)][["means", *dense]] for s in splits], dim=schema.SPLIT)

@@ -165,6 +165,20 @@ def unregister(key: str) -> None:
     METRICS.pop(key)
 
 
+def select(names=None) -> list[str]:
+    """The keys of the metrics ``names`` asks for (default: all), in registry order: a name
+    matches the metric of that key or that name (``align_angle``: the summary scalar and the
+    per-class one; ``class_align_angle``: the per-class one)."""
+    if names is None:
+        return list(METRICS)
+    unknown = [n for n in names if not any(n in (m.key, m.name) for m in METRICS.values())]
+    if unknown:
+        names_known = sorted({m.name for m in METRICS.values()})
+        raise MetricError(f"unknown metric(s) {', '.join(unknown)}; expected names of "
+                          f"docs/metrics.md: {', '.join(names_known)}")
+    return [k for k, m in METRICS.items() if k in names or m.name in names]
+
+
 def _reaches(name: str) -> set:
     """The declared statistics that ``name`` (a need) reads, through :data:`collapse.READS`."""
     if name in statistics.STATISTICS:

@@ -29,6 +29,7 @@ from ncprobe.data.store import (
 from ncprobe.data.store import layers as store_layers
 from ncprobe.data.store import splits as store_splits
 
+from . import registry
 from .blocks import AnalysisError
 from .cluster import connect, parse_scheduler
 from .memory import auto_budget, parse_memory, plan_reads
@@ -58,15 +59,29 @@ class AnalysisOptions:
     dense_limit: int = 4096
     allow_partial: bool = False
     shuffle_seed: int = 0
+    #: the metrics to compute (names of docs/metrics.md; default: all): only the statistics
+    #: they need are computed, and the second pass runs only when one needs it
+    metrics: list | None = None
 
     _constraints = {"reference_split": Optional(Instance(str, "a split name")),
                     "layers": Optional(StrList()), "splits": Optional(StrList()),
                     "dense": Instance(bool, "True or False"), "dense_limit": Interval(int, 1),
                     "allow_partial": Instance(bool, "True or False"),
-                    "shuffle_seed": Interval(int, 0)}
+                    "shuffle_seed": Interval(int, 0), "metrics": Optional(StrList())}
 
     def __post_init__(self):
         check_params(self, self._constraints)
+        self.metrics = None if self.metrics is None else list(self.metrics)
+        registry.select(self.metrics)  # a one-line error for an unknown name, before reading
+
+    @property
+    def metric_keys(self) -> list:
+        return registry.select(self.metrics)
+
+    @property
+    def second_pass(self) -> bool:
+        """Whether a selected metric (or ``dense``) needs the second pass."""
+        return self.dense or 2 in registry.passes_needed(self.metric_keys)
 
 
 def _select(kind, asked, available):
@@ -190,12 +205,18 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
         source = "given"
         if budget is None:
             budget, source = auto_budget(store, client)
-        plan = plan_reads({key: job.nbytes(key) for key in job.feats}, budget, source,
-                          job.ref_split)
         bar = make_bar(progress)
-        stats, within = _run_passes(job, plan, bar, client)
+        if opts.second_pass:
+            plan = plan_reads({key: job.nbytes(key) for key in job.feats}, budget, source,
+                              job.ref_split)
+            stats, within = _run_passes(job, plan, bar, client)
+        else:  # one pass: every array read once, nothing held
+            plan = None
+            stats, within = _first_pass(job, list(job.feats), bar, client), {}
+            _warn_small_classes(stats)
         bar.close()
-    log.info("%s", plan.describe())  # after the passes: a failed run says only why it failed
+    if plan is not None:  # after the passes: a failed run says only why it failed
+        log.info("%s", plan.describe())
     metrics = _collapse(job, stats, within)
     if out is not None:
         write_metrics(metrics, out, overwrite=overwrite)
@@ -290,7 +311,8 @@ def _collapse(job: _Job, stats, within):
     per_layer = {}
     for key in job.out_keys:
         w = job.weight if key[1] == job.classifier_layer else None
-        m = collapse_metrics(stats[key], within[key], weight=w, warn_no_simplex=False)
+        m = collapse_metrics(stats[key], within.get(key), weight=w, warn_no_simplex=False,
+                             only=job.opts.metric_keys)
         per_layer[key] = m.merge(covariances(stats[key], within[key])) if _dense(job, key) \
             else m
     tree = job.tree

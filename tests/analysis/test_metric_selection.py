@@ -1,0 +1,142 @@
+"""--metrics: the metrics asked for decide the statistics computed and the passes run."""
+
+import collections
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from ncprobe.analyze import layer_metrics, registry
+from ncprobe.analyze.cli import main as analyze
+from ncprobe.analyze.kernels import statistics
+from ncprobe.analyze.kernels.statistics import Statistic
+from ncprobe.analyze.registry import Metric
+from ncprobe.analyze.run import AnalysisOptions, analyze_store
+from ncprobe.data.datasets import make_synthetic_arrays
+from ncprobe.data.store import open_metrics
+from tests.helpers import synthetic_store
+
+#: nc2, nc3 and the alignment: class means and the classifier only
+FIRST_PASS = ["equinorm", "equiangular", "max_angle", "etf_distance", "uniformity", "nc3",
+              "align_angle", "mean_norm", "count", "equinorm_w", "rank_b", "hull_margin"]
+
+
+@pytest.fixture
+def chunk_reads(monkeypatch):
+    """Every read of a feature chunk from a local zarr store, by key."""
+    reads = collections.Counter()
+    get = zarr.storage.LocalStore.get
+
+    async def counting(self, key, *args, **kwargs):
+        if "/features/c/" in key:
+            reads[key] += 1
+        return await get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "get", counting)
+    return reads
+
+
+def test_first_pass_selection_reads_every_array_once(tmp_path, chunk_reads):
+    path = synthetic_store(tmp_path / "a.zarr", dims=(12, 6), chunk_samples=11)[0]
+    assert registry.passes_needed(registry.select(FIRST_PASS)) == {1}
+    analyze_store(path, progress=False, memory=0, options=AnalysisOptions(metrics=FIRST_PASS))
+    assert chunk_reads and set(chunk_reads.values()) == {1}, chunk_reads
+    chunks = len(chunk_reads)
+    chunk_reads.clear()
+    # the counter sees a second pass: the default streamed run reads each chunk twice
+    analyze_store(path, progress=False, memory=0)
+    assert len(chunk_reads) == chunks and set(chunk_reads.values()) == {2}
+
+
+def _equal(a, b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_metrics_value_does_not_depend_on_the_selection(tmp_path):
+    """Each metric alone, nc1 alone and the first-pass set equal the default run bitwise."""
+    path = synthetic_store(tmp_path / "a.zarr", dims=(12, 6), chunk_samples=11)[0]
+    full = analyze_store(path, progress=False)
+    selections = [FIRST_PASS, ["nc1"], ["leap_rate", "transitions"]]
+    selections += [[m.name] for m in registry.METRICS.values()]
+    for names in selections:
+        got = analyze_store(path, progress=False, options=AnalysisOptions(metrics=names))
+        groups = ("summary", "per_class", "transitions")
+        for group in groups:
+            for var in got[group].data_vars:
+                _equal(got[group][var], full[group][var])
+        stored = {v for g in groups for v in got[g].data_vars}
+        wanted = {registry.METRICS[k].store_name for k in registry.select(names)}
+        assert stored == wanted, (names, stored)
+
+
+def test_layer_metrics_selection_skips_the_second_pass(monkeypatch):
+    import ncprobe.analyze.metrics as metrics_module
+
+    x, y, _ = make_synthetic_arrays(n_classes=3, dim=6, n_per_class=20, noise=0.2)
+    h, labels = xr.DataArray(x, dims=("sample", "feature")), xr.DataArray(y, dims="sample")
+    full = layer_metrics(h, labels, 3)
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the second pass ran for a first-pass selection")
+
+    monkeypatch.setattr(metrics_module, "within_stats", no_second_pass)
+    got = layer_metrics(h, labels, 3, metrics=["equinorm", "etf_distance"])
+    _equal(got["equinorm"], full["equinorm"])
+    _equal(got["etf_distance"], full["etf_distance"])
+    assert "nc1" not in got
+
+
+def test_unknown_metric_is_one_line(tmp_path, capsys):
+    path = synthetic_store(tmp_path / "a.zarr")[0]
+    assert analyze([str(path), "--out", str(tmp_path / "m.zarr"), "--metrics", "nc1,nc7",
+                    "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nc-analyze: error: unknown metric(s) nc7; expected names of "
+                          "docs/metrics.md: align_angle, cdnv") and err.count("\n") == 1
+    assert not (tmp_path / "m.zarr").exists()
+
+
+def _sumsq(x, groups, n_classes):
+    """A test-only statistic: per class of each grouping, sum_i ||h_i||^2."""
+    out = np.zeros((groups.shape[1], n_classes))
+    sq = np.einsum("nd,nd->n", x, x)
+    for k in range(groups.shape[1]):
+        ok = (groups[:, k] >= 0) & (groups[:, k] < n_classes)
+        out[k] = np.bincount(groups[ok, k], weights=sq[ok], minlength=n_classes)
+    return out
+
+
+def _mean_sq_norm(g):
+    """A test-only metric: (1/N) sum_i ||h_i||^2 of the grouping, from the new statistic."""
+    return g.where_valid(g.sumsq.sum(axis=-1) / g.n)
+
+
+@pytest.fixture
+def sumsq_metric():
+    statistics.declare(Statistic("sumsq", 1, ("grouping", "class"), "sum_{i in c} ||h_i||^2",
+                                 chunk=_sumsq))
+    from ncprobe.analyze.kernels.collapse import Grouping
+
+    # a grouping's vocabulary comes from the declarations; Grouping.STATISTICS was fixed at
+    # import, so the test's statistic joins it here (and leaves with it)
+    before = Grouping.STATISTICS
+    Grouping.STATISTICS = before | {"sumsq"}
+    metric = registry.register(Metric("mean_sq_norm", _mean_sq_norm, ("sumsq", "n",
+                                                                       "where_valid"),
+                                      "(1/N) Σ ‖h_i‖²", groupings=registry.REPORTED))
+    yield metric
+    registry.unregister(metric.key)
+    Grouping.STATISTICS = before
+    statistics.undeclare("sumsq")
+
+
+def test_a_declared_statistic_and_its_metric_reach_the_store(tmp_path, sumsq_metric):
+    path, feats, labels, _, _ = synthetic_store(tmp_path / "a.zarr", chunk_samples=11)
+    assert analyze([str(path), "--out", str(tmp_path / "m.zarr"), "--metrics",
+                    "mean_sq_norm,nc1", "--no-progress"]) == 0
+    got = open_metrics(tmp_path / "m.zarr")["summary"]["mean_sq_norm"]
+    x = feats["train"]["l1"][0, 0]
+    want = np.mean(np.einsum("nd,nd->n", x, x))
+    assert float(got.sel(split="train", layer="l1", condition="clean", grouping="label")
+                 .isel(checkpoint=0)) == pytest.approx(want, rel=1e-12)
