@@ -148,9 +148,9 @@ def register(metric: Metric) -> Metric:
     if isinstance(metric.groupings, str) and metric.groupings not in GROUPINGS:
         raise MetricError(f"metric {metric.name!r}: grouping {metric.groupings!r} is not one "
                           f"of {GROUPINGS}")
-    known = (collapse.Block if metric.groupings is None else collapse.Grouping).STATISTICS
+    known = (collapse.Block if metric.groupings is None else collapse.Grouping).vocabulary()
     if metric.groupings is None:  # one statistic of the true labels: label.<name>
-        known = known | {f"label.{n}" for n in collapse.Grouping.STATISTICS}
+        known = known | {f"label.{n}" for n in collapse.Grouping.vocabulary()}
     unknown = sorted(set(metric.needs) - known)
     if unknown:
         raise MetricError(f"metric {metric.name!r} needs {unknown}, which are not statistics "

@@ -28,7 +28,7 @@ from .blocks import (
     reduce_blocks,
 )
 from .kernels import passes, statistics
-from .kernels.geometry import projection_coefs
+from .kernels.geometry import projection_coefs, within_from_sumsq
 
 
 def named_dims(stat: statistics.Statistic, feature_dim: str, n_classes: int) -> tuple:
@@ -96,9 +96,13 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
     Returns
     -------
     Dataset with ``count`` (..., [grouping,] class), ``sum`` and ``mean`` (..., [grouping,]
-    class, feature) (mean NaN for empty classes), ``global_mean`` (..., [grouping,] feature)
-    mu_G = (1/N) sum_i h_i over the samples in the grouping, and ``n_nonfinite`` (...)
-    (NaN/inf values seen, kept out of the sums). Lazy when ``features`` is dask-backed.
+    class, feature) (mean NaN for empty classes), ``sumsq`` (..., [grouping,] class) =
+    sum_{i in c} ||h_i||^2 and ``within`` = sum_{i in c} ||h_i - mu_c||^2 from it
+    (:func:`~ncprobe.analyze.kernels.geometry.within_from_sumsq`: Tr Sigma_W in one pass),
+    ``global_mean`` (..., [grouping,] feature) mu_G = (1/N) sum_i h_i over the samples in the
+    grouping, ``n_nonfinite`` (...) (NaN/inf values seen, kept out of the sums), and every
+    other statistic declared for pass 1 (:mod:`~ncprobe.analyze.kernels.statistics`). Lazy
+    when ``features`` is dask-backed.
 
     Examples
     --------
@@ -128,6 +132,12 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
          "mean": ((*dg, schema.CLASS, feature_dim), means),
          "global_mean": ((*dg, feature_dim), global_mean)},
         coords={**lead_coords(f, lead), schema.CLASS: np.arange(n_classes)})
+    # one numpy call per block: the same formula as dask operations on these arrays, computed
+    # beside them, failed in dask 2026.8 with "Missing dependency pick-..." in the graph
+    ds["within"] = xr.apply_ufunc(
+        within_from_sumsq, ds["sumsq"], ds["sum"], ds["count"],
+        input_core_dims=[[schema.CLASS], [schema.CLASS, feature_dim], [schema.CLASS]],
+        output_core_dims=[[schema.CLASS]], dask="parallelized", output_dtypes=[np.float64])
     return _finish(ds, has_grouping, coord)
 
 
@@ -211,7 +221,7 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
                  labels: xr.DataArray | None = None, pred: xr.DataArray | None = None,
                  reference: xr.DataArray | None = None, dense: bool = False,
                  sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE) -> xr.Dataset:
-    """Pass 2: within-class scatter, its projection on the between-class basis, NCC counts.
+    """Pass 2: the within-class residuals' projection on the between-class basis, NCC counts.
 
     Parameters
     ----------
@@ -230,10 +240,10 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     Returns
     -------
     Dataset, lazy when the inputs are, with (..., [grouping,]) prefixed to each of
-    ``within`` (class) = sum_{i in c} ||h_i - mu_c||^2;
     ``projected`` (class) = sum_{i in c} ||S^-1 U^T (h_i - mu_c)||^2, U S V^T the thin SVD of
-    the centred means, so Tr Sigma_W = sum(within) / N and nc1 = (1/C) Tr(Sigma_W Sigma_B^+)
-    = sum(projected) / N exactly (docs/metrics.md), with no D x D matrix;
+    the centred means, so nc1 = (1/C) Tr(Sigma_W Sigma_B^+) = sum(projected) / N exactly
+    (docs/metrics.md), with no D x D matrix (Tr Sigma_W is pass 1's: ``within`` of
+    :func:`class_stats`);
     ``projected_w`` (class), true labels only: the same on the count-weighted basis, so the
     separation fuzziness Tr(SS_W SS_B^+) = sum(projected_w) / N (He and Su 2023);
     ``own_hits`` (): nearest own class mean is the true label;

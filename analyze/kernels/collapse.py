@@ -54,12 +54,17 @@ class Grouping(_Statistics):
     pred_known : (...) whether the network's predictions were given.
     """
 
-    #: what a metric's kernel may read (its ``needs``): the statistics and what is derived
-    STATISTICS = frozenset({s.name for s in STATISTICS.values() if s.per_grouping}
-                           | {"n_total", "pred_known", "means", "global_mean", "present", "n",
-                              "n_present", "valid", "centred", "simplex", "singular",
-                              "variance", "nc2", "simplex_exists", "uniformity",
-                              "hull_margins", "where_valid"})
+    #: what is derived from the statistics, each computed once when first asked for
+    DERIVED = frozenset({"within", "n_total", "pred_known", "means", "global_mean", "present",
+                         "n", "n_present", "valid", "centred", "simplex", "singular",
+                         "variance", "nc2", "simplex_exists", "uniformity", "hull_margins",
+                         "where_valid"})
+
+    @classmethod
+    def vocabulary(cls) -> frozenset:
+        """What a metric's kernel may read (its ``needs``): the per-grouping statistics
+        declared now (:mod:`.statistics`) and :data:`DERIVED`."""
+        return frozenset({s.name for s in STATISTICS.values() if s.per_grouping}) | cls.DERIVED
 
     def __init__(self, stats: dict, n_total, pred_known):
         self._stats = stats
@@ -116,6 +121,12 @@ class Grouping(_Statistics):
         return geometry.between_singular_values(self.centred, self.present)
 
     @cached_property
+    def within(self):
+        """(..., C) sum_{i in c} ||h_i - mu_c||^2, from pass 1
+        (:func:`~.geometry.within_from_sumsq`)."""
+        return geometry.within_from_sumsq(self.sumsq, self.sum, self.count)
+
+    @cached_property
     def variance(self):
         """(..., C) mean squared distance to the class mean; NaN for empty classes."""
         return np.where(self.count >= 1, divide_or_nan(self.within, self.count), np.nan)
@@ -157,14 +168,17 @@ class Block(_Statistics):
         Only those the metrics asked for need (:data:`READS`) have to be given.
     """
 
-    #: what a metric's kernel may read (its ``needs``): the statistics that are not per
-    #: grouping and what is derived; a grouping's come through ``label``, ``grouping`` and
-    #: ``groupings``, or one by one as ``label.<name>``
-    STATISTICS = frozenset({s.name for s in STATISTICS.values()
-                            if s.block_input and not s.per_grouping}
-                           | {"label", "label_counts", "pred_known", "n_total", "align",
-                              "weight_ok", "nc2_w", "w_simplex_exists", "grouping",
-                              "groupings"})
+    #: what is derived (a grouping's statistics come through ``label``, ``grouping`` and
+    #: ``groupings``, or one by one as ``label.<name>``)
+    DERIVED = frozenset({"label", "label_counts", "pred_known", "n_total", "align", "weight_ok",
+                         "nc2_w", "w_simplex_exists", "grouping", "groupings"})
+
+    @classmethod
+    def vocabulary(cls) -> frozenset:
+        """What a metric's kernel may read (its ``needs``): the statistics declared now that
+        are not per grouping (:mod:`.statistics`) and :data:`DERIVED`."""
+        return frozenset({s.name for s in STATISTICS.values()
+                          if s.block_input and not s.per_grouping}) | cls.DERIVED
 
     def __init__(self, **stats):
         self._stats = stats
@@ -246,6 +260,7 @@ READS = {
     "n": ("count",), "n_present": ("present",), "valid": ("n", "n_present"),
     "centred": ("means", "global_mean", "present"), "simplex": ("means", "present"),
     "singular": ("centred", "present"), "variance": ("count", "within"),
+    "within": ("sumsq", "sum", "count"),
     "nc2": ("simplex", "present", "simplex_exists"), "simplex_exists": ("n_present", "sum"),
     "uniformity": ("simplex", "present"), "hull_margins": ("simplex", "present"),
     "where_valid": ("valid",), "n_total": ("count",), "pred_known": ("count", "outside"),
@@ -253,7 +268,7 @@ READS = {
     "weight_ok": ("weight",), "w_simplex_exists": ("label.present", "weight"),
     "nc2_w": ("weight", "weight_ok", "label.present", "w_simplex_exists"),
     # a whole grouping: every statistic of one
-    "label": ("sum", "count", "within", "projected", "own_hits", "nc4_mismatch", "n_total",
+    "label": ("sum", "count", "sumsq", "projected", "own_hits", "nc4_mismatch", "n_total",
               "pred_known"),
 }
 READS["grouping"] = READS["groupings"] = READS["label"]

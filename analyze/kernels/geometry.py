@@ -36,6 +36,20 @@ def means_from_sums(sums: np.ndarray, counts: np.ndarray):
     return means, mu_g, present
 
 
+def within_from_sumsq(sumsq: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(..., C) sum_{i in c} ||h_i - mu_c||^2 = sumsq_c - ||s_c||^2 / n_c from pass 1's class
+    sums s_c (..., C, D), counts n_c (..., C) and sums of squared norms (..., C).
+
+    Both terms are float64 sums; their difference loses at most about 4 eps64 sum_{i in c}
+    ||h_i||^2 absolutely (tested), a relative error of order eps64 ||mu_c||^2 / var_c
+    (docs/metrics.md, "How NC1 is computed exactly").
+    Rounding can leave a class whose samples all sit on its mean slightly negative: clipped
+    to 0. Empty classes give 0.
+    """
+    own = (sums * sums).sum(axis=-1) / np.maximum(counts, 1)
+    return np.maximum(np.where(counts > 0, sumsq - own, 0.0), 0.0)
+
+
 def simplex_centred(means: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Class means (..., C, D) minus the simplex's centroid mu_bar = (1/C') sum_c mu_c over the
     C' classes present (rows of absent classes stay NaN).

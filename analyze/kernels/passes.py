@@ -160,7 +160,8 @@ def pass2_shapes(n_groupings: int, n_classes: int, dim: int, dense: bool) -> dic
 
 def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid, own_valid,
           n_classes, dense=False, origin=None, nearest_own=None):
-    """Second pass: within-class scatter, projections on the between-class basis, NCC counts.
+    """Second pass: projections on the between-class basis, NCC counts (and, with ``dense``,
+    the within-class scatter matrix).
 
     Parameters
     ----------
@@ -184,7 +185,6 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     Returns
     -------
     dict of float64 arrays (:func:`pass2_shapes`):
-    ``within[g, c] = sum_{i: g_i = c} ||h_i - mu_c||^2``;
     ``projected[g, c] = sum_{i: g_i = c} ||B_g^T (h_i - mu_c)||^2`` (so nc1 = sum / N);
     ``projected_w[c]`` the same on the count-weighted basis of grouping 0 (fuzziness = sum / N);
     ``own_hits[g]`` samples whose nearest mean of grouping g is their true label;
@@ -214,9 +214,8 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
     sums = _Pass2Sums.zeros(groups.shape[1], n_classes, len(labels))
     for i, k, xc in row_blocks(h, plan.origin, plan.rows):
         prod = xc @ plan.stacked
-        sq = np.einsum("nd,nd->n", xc, xc)
         for slot in range(len(plan.prep)):
-            _add_grouping(sums, plan, slot, xc, prod, sq, groups[i:k], labels[i:k],
+            _add_grouping(sums, plan, slot, xc, prod, groups[i:k], labels[i:k],
                           pred[i:k], slice(i, k))
         if plan.ref_valid.any() and not (plan.ref_is_label and plan.nearest_own[0]):
             d = prod[:, plan.ref_at: plan.ref_at + n_classes]
@@ -299,7 +298,6 @@ class _Pass2Plan:
 class _Pass2Sums:
     """The running sums of :func:`pass2` over row blocks, and each sample's nearest centre."""
 
-    within: np.ndarray
     projected: np.ndarray
     projected_w: np.ndarray
     own_hits: np.ndarray
@@ -308,20 +306,18 @@ class _Pass2Sums:
 
     @classmethod
     def zeros(cls, n_g, c, n):
-        return cls(np.zeros((n_g, c)), np.zeros((n_g, c)), np.zeros(c), np.zeros(n_g),
-                   np.zeros(n_g), np.full(n, -1, dtype=np.intp))
+        return cls(np.zeros((n_g, c)), np.zeros(c), np.zeros(n_g), np.zeros(n_g),
+                   np.full(n, -1, dtype=np.intp))
 
     def statistics(self, labels, pred, c) -> dict:
         """The named statistics of :func:`pass2` (without the dense scatter)."""
-        # a class whose samples all sit on its mean can round to a tiny negative sum
-        np.maximum(self.within, 0.0, out=self.within)
         near_ref = self.near_ref
         valid_y = (labels >= 0) & (labels < c)
         counted = valid_y & (near_ref >= 0)
         hit = counted & (near_ref == labels)
         codes = labels[counted] * c + near_ref[counted]
         flipped = pred != labels
-        return {"within": self.within, "projected": self.projected,
+        return {"projected": self.projected,
                 "projected_w": self.projected_w, "own_hits": self.own_hits,
                 "nc4_mismatch": self.mismatch,
                 "ref_hits": np.bincount(labels[hit], minlength=c).astype(np.float64),
@@ -337,10 +333,10 @@ class _Pass2Sums:
                 "outside": np.float64(np.count_nonzero(pred < -1))}
 
 
-def _add_grouping(sums: _Pass2Sums, plan: _Pass2Plan, slot, xc, prod, sq, groups, y, p_,
+def _add_grouping(sums: _Pass2Sums, plan: _Pass2Plan, slot, xc, prod, groups, y, p_,
                   rows: slice):
-    """One row block's within-class scatter, projections and nearest own mean, for the
-    ``slot``-th grouping in use."""
+    """One row block's projections and nearest own mean, for the ``slot``-th grouping in
+    use."""
     c = plan.c
     j, m_sq, both, gram_both = plan.prep[slot]
     g = groups[:, j]
@@ -349,11 +345,6 @@ def _add_grouping(sums: _Pass2Sums, plan: _Pass2Plan, slot, xc, prod, sq, groups
     if j in plan.dotted:
         at = plan.dotted.index(j) * c
         dots = prod[:, at: at + c]                         # x . m_{g,c}
-        own_dot = dots[np.arange(len(gi)), gi]
-    else:
-        own_dot = np.einsum("nd,nd->n", xc, plan.m[j][gi])
-    r2 = sq - 2.0 * own_dot + m_sq[gi]
-    sums.within[j] += np.bincount(gi, weights=np.where(ok, r2, 0.0), minlength=c)
     pr = prod[:, plan.offsets[slot]:plan.offsets[slot + 1]] if plan.direct else dots @ both
     pr = pr - gram_both[gi]
     r_cols = plan.r_cols

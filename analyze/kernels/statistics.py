@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 #: the dim names a statistic's shape may use
 DIMS = ("grouping", "class", "feature", "feature2", "label", "vertex")
 #: up to this many classes the transitions are a dense C x C matrix per block; beyond, the
@@ -102,15 +104,27 @@ def shapes(number: int, sizes: dict, dense: bool = False) -> dict:
     return {s.name: s.shape(sizes) for s in of_pass(number, dense)}
 
 
+def _class_sumsq(x, groups, n_classes):
+    """(G, C) sum of ||h_i||^2 over the rows of each class, for every grouping."""
+    sq = np.einsum("nd,nd->n", x, x)
+    out = np.zeros((groups.shape[1], n_classes))
+    for k in range(groups.shape[1]):
+        ok = (groups[:, k] >= 0) & (groups[:, k] < n_classes)
+        out[k] = np.bincount(groups[ok, k], weights=sq[ok], minlength=n_classes)
+    return out
+
+
 def _builtin():
     for name, dims, doc in (
             ("sum", ("grouping", "class", "feature"), "sum_{i in c} h_i"),
             ("count", ("grouping", "class"), "n_c, the samples of class c"),
             ("n_nonfinite", (), "NaN or inf values seen (kept out of the sums)")):
         declare(Statistic(name, 1, dims, doc, block_input=name != "n_nonfinite"))
+    # Tr Sigma_W in one pass: within_c = sumsq_c - n_c ||mu_c||^2 (collapse.Grouping.within)
+    declare(Statistic("sumsq", 1, ("grouping", "class"), "sum_{i in c} ||h_i||^2",
+                      chunk=_class_sumsq))
     per_grouping = ("grouping", "class")
     for name, dims, doc in (
-            ("within", per_grouping, "sum_{i in c} ||h_i - mu_c||^2"),
             ("projected", per_grouping, "sum_{i in c} ||S^-1 U^T (h_i - mu_c)||^2, U S V^T "
                                         "the thin SVD of the centred means"),
             ("projected_w", ("class",), "the same on the count-weighted between basis, true "

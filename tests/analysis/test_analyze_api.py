@@ -46,8 +46,7 @@ def test_etf_closed_form_orthogonal_noise_is_invisible_to_nc1_not_to_trace():
     assert abs(float(nc1(*da_(x, y), c))) < 1e-25
     h, g = da_(x, y)
     st_ = class_stats(h, g, c)
-    w = within_stats(h, g, st_)
-    tr_w = float(w["within"].sum()) / x.shape[0]
+    tr_w = float(st_["within"].sum()) / x.shape[0]
     assert tr_w / a**2 == pytest.approx(delta**2 / a**2, rel=1e-12)  # Tr Sigma_B = a^2
 
 

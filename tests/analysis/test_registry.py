@@ -121,7 +121,7 @@ def test_every_declared_statistic_exists():
 
     block = _random_block()
     for source, cls in ((block, Block), (block.label, Grouping)):
-        for name in cls.STATISTICS:
+        for name in cls.vocabulary():
             assert getattr(source, name) is not None, name
 
 
