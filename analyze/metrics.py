@@ -22,7 +22,7 @@ from ncprobe.data import schema
 
 from . import registry
 from .blocks import AnalysisError, is_dask, lead_dims
-from .kernels import passes, statistics
+from .kernels import geometry, passes, statistics
 from .kernels.collapse import GROUPINGS, Block
 from .kernels.geometry import NC2_KEYS
 from .registry import REPORTED
@@ -65,8 +65,14 @@ def _clean_centred(stats, clean, condition_dim):
     or NaN without a clean condition."""
     label = stats.sel({schema.GROUPING: "label"}, drop=True)
     if condition_dim in label.dims and clean in label[condition_dim].values:
-        means = label["mean"].sel({condition_dim: clean}, drop=True)
-        return means - means.mean(schema.CLASS, skipna=True)  # the simplex's centroid
+        clean_label = label.sel({condition_dim: clean}, drop=True)
+        feature_dim = next(d for d in clean_label["mean"].dims
+                           if d not in clean_label["count"].dims)
+        return xr.apply_ufunc(geometry.simplex_centred, clean_label["mean"],
+                              clean_label["count"] > 0,
+                              input_core_dims=[[schema.CLASS, feature_dim], [schema.CLASS]],
+                              output_core_dims=[[schema.CLASS, feature_dim]],
+                              dask="parallelized", output_dtypes=[np.float64])
     return xr.full_like(label["mean"], np.nan)
 
 
@@ -217,7 +223,11 @@ def covariances(stats: xr.Dataset, within: xr.Dataset,
     D x D each: only for layers narrow enough (``dense_limit``)."""
     label = stats.sel({schema.GROUPING: "label"}, drop=True)
     present = label["count"] > 0
-    centred = (label["mean"] - label["global_mean"]).where(present, 0.0)
+    centred = xr.apply_ufunc(geometry.centred_means, label["mean"], label["global_mean"], present,
+                             input_core_dims=[[schema.CLASS, feature_dim], [feature_dim],
+                                              [schema.CLASS]],
+                             output_core_dims=[[schema.CLASS, feature_dim]], dask="parallelized",
+                             output_dtypes=[np.float64])
     sigma_b = xr.dot(centred, centred.rename({feature_dim: schema.FEATURE2}), dim=schema.CLASS)
     return xr.Dataset({"sigma_w": within["scatter"] / label["count"].sum(schema.CLASS),
                        "sigma_b": sigma_b / present.sum(schema.CLASS)})

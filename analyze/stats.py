@@ -27,8 +27,8 @@ from .blocks import (
     lead_dims,
     reduce_blocks,
 )
-from .kernels import passes, statistics
-from .kernels.geometry import projection_coefs, within_from_sumsq
+from .kernels import geometry, passes, statistics
+from .kernels.geometry import projection_coefs
 
 
 def named_dims(stat: statistics.Statistic, feature_dim: str, n_classes: int) -> tuple:
@@ -119,25 +119,21 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
     n_g, d = g.shape[-1], f.shape[-1]
     parts = reduce_blocks(functools.partial(passes.pass1, n_classes=n_classes), f.data,
                           [g.data], [], passes.pass1_shapes(n_g, n_classes, d))
-    sums, counts = parts["sum"], parts["count"]
-    xp = da if isinstance(sums, da.Array) else np
-    # divisors of empty classes (groupings) replaced by 1 and the result by NaN: lazy
-    # arithmetic runs outside any errstate, so nothing may divide by zero
-    total = counts.sum(axis=-1)[..., None]
-    means = xp.where(counts[..., None] > 0, sums / xp.maximum(counts, 1)[..., None], np.nan)
-    global_mean = xp.where(total > 0, sums.sum(axis=-2) / xp.maximum(total, 1), np.nan)
-    dg = (*lead, schema.GROUPING)
-    ds = xr.Dataset(
-        {**_statistics_dataset(parts, lead, feature_dim, n_classes),
-         "mean": ((*dg, schema.CLASS, feature_dim), means),
-         "global_mean": ((*dg, feature_dim), global_mean)},
-        coords={**lead_coords(f, lead), schema.CLASS: np.arange(n_classes)})
-    # one numpy call per block: the same formula as dask operations on these arrays, computed
-    # beside them, failed in dask 2026.8 with "Missing dependency pick-..." in the graph
+    ds = xr.Dataset(_statistics_dataset(parts, lead, feature_dim, n_classes),
+                    coords={**lead_coords(f, lead), schema.CLASS: np.arange(n_classes)})
+    # what is derived, by the kernels that derive it in the metrics, one numpy call per block
+    # (the same formulas as dask operations on these arrays, computed beside them, failed in
+    # dask 2026.8 with "Missing dependency pick-..." in the graph)
+    per_class, per_feature = [schema.CLASS], [schema.CLASS, feature_dim]
+    ds["mean"], ds["global_mean"], _ = xr.apply_ufunc(
+        geometry.means_from_sums, ds["sum"], ds["count"],
+        input_core_dims=[per_feature, per_class],
+        output_core_dims=[per_feature, [feature_dim], per_class], dask="parallelized",
+        output_dtypes=[np.float64, np.float64, bool])
     ds["within"] = xr.apply_ufunc(
-        within_from_sumsq, ds["sumsq"], ds["sum"], ds["count"],
-        input_core_dims=[[schema.CLASS], [schema.CLASS, feature_dim], [schema.CLASS]],
-        output_core_dims=[[schema.CLASS]], dask="parallelized", output_dtypes=[np.float64])
+        geometry.within_from_sumsq, ds["sumsq"], ds["sum"], ds["count"],
+        input_core_dims=[per_class, per_feature, per_class], output_core_dims=[per_class],
+        dask="parallelized", output_dtypes=[np.float64])
     return _finish(ds, has_grouping, coord)
 
 

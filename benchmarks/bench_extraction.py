@@ -31,7 +31,7 @@ def attacks_and_forward_only(model, ds, specs, batch_size, chunk, *, device="cpu
 
     ``amp`` is an autocast context (or None); ``limit`` keeps the first samples of each split.
     """
-    from ncprobe.extract.attacks import draw_randomness, run_condition, slice_randomness
+    from ncprobe.extract.attacks import slice_randomness
 
     for split in splits or ds.splits:
         x_all = torch.from_numpy(ds.images[split][:limit])
@@ -39,14 +39,14 @@ def attacks_and_forward_only(model, ds, specs, batch_size, chunk, *, device="cpu
         for spec in specs:
             for lo in range(0, len(x_all), chunk):
                 xb, yb = x_all[lo:lo + chunk], y_all[lo:lo + chunk]
-                rand = draw_randomness(spec, xb, yb, ds.n_classes, torch.Generator(), ds.box)
+                rand = spec.draw(xb, yb, ds.n_classes, torch.Generator(), ds.box)
                 for i in range(0, len(xb), batch_size):
                     j = min(i + batch_size, len(xb))
                     x = xb[i:j].to(device, non_blocking=True)
                     y = yb[i:j].to(device, non_blocking=True)
                     with amp or contextlib.nullcontext():
-                        x_adv, _, _ = run_condition(model, x, y, spec, ds.n_classes,
-                                                    slice_randomness(rand, i, j))
+                        x_adv, _, _ = spec.run(model, x, y, ds.n_classes,
+                                               slice_randomness(rand, i, j))
                         with torch.no_grad():
                             model(x_adv)
     if torch.device(device).type == "cuda":

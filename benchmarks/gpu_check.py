@@ -242,7 +242,7 @@ def check_throughput(ckpt, device, sizes, tmp) -> list[Row]:
 
 
 def check_torchrun(ckpt, device, sizes, tmp) -> list[Row]:
-    from ncprobe.data.store import store_arrays
+    from ncprobe.data.store.reader import store_arrays
 
     attacks = ["clean", "pgd:norm=linf,eps=8/255,steps=3"]
     single = _extract(_config(ckpt, attacks, sizes.n_correct, sizes.batch), tmp / "one.zarr",

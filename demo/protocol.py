@@ -25,7 +25,7 @@ from ncprobe.analyze.run import AnalysisOptions, analyze_store
 from ncprobe.data.cli_support import UserError
 from ncprobe.data.datasets import load_dataset
 from ncprobe.data.store import open_activations
-from ncprobe.extract.attacks import parse_attack, perturbation_norm, run_condition
+from ncprobe.extract.attacks import parse_attack, perturbation_norm
 from ncprobe.extract.checkpoints import checkpoint_path, load_state_dict
 from ncprobe.extract.extraction import ExtractConfig, extract_store
 from ncprobe.extract.models import build_model, load_state
@@ -128,10 +128,9 @@ def matched_noise_eps(out: Path, p: Protocol, arch: str, *, data_root, device) -
     n = p.noise_samples
     x = torch.from_numpy(ds.images["test"][:n]).to(device)
     y = torch.from_numpy(ds.labels["test"][:n]).to(device)
-    norms = []
+    norms, attack = [], parse_attack(p.attack)
     for i in range(0, len(x), 256):
-        x_adv, _, _ = run_condition(model, x[i:i + 256], y[i:i + 256], parse_attack(p.attack),
-                                    ds.n_classes, box=ds.box)
+        x_adv, _, _ = attack.run(model, x[i:i + 256], y[i:i + 256], ds.n_classes, box=ds.box)
         norms.append(perturbation_norm(x_adv, x[i:i + 256], "l2"))
     return float(torch.cat(norms).mean())
 

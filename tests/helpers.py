@@ -6,8 +6,8 @@ import dask
 import numpy as np
 
 from ncprobe.data.datasets import make_synthetic_arrays
-from ncprobe.data.store import store_arrays  # noqa: F401 - re-exported for the tests
 from ncprobe.data.store.from_arrays import write_activation_store
+from ncprobe.data.store.reader import store_arrays  # noqa: F401 - re-exported for the tests
 
 
 class CountingScheduler:

@@ -107,8 +107,7 @@ class Grouping(_Statistics):
     @cached_property
     def centred(self):
         """(..., C, D) M: class means minus mu_G (NC1's centre), zero rows for absent ones."""
-        return np.where(self.present[..., None], self.means - self.global_mean[..., None, :],
-                        0.0)
+        return geometry.centred_means(self.means, self.global_mean, self.present)
 
     @cached_property
     def simplex(self):

@@ -50,6 +50,12 @@ def within_from_sumsq(sumsq: np.ndarray, sums: np.ndarray, counts: np.ndarray) -
     return np.maximum(np.where(counts > 0, sumsq - own, 0.0), 0.0)
 
 
+def centred_means(means: np.ndarray, mu_g: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """M: class means (..., C, D) minus the sample-weighted global mean mu_G (..., D), NC1's
+    centre; zero rows for absent classes (which then add nothing to M M^T)."""
+    return np.where(present[..., None], means - mu_g[..., None, :], 0.0)
+
+
 def simplex_centred(means: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Class means (..., C, D) minus the simplex's centroid mu_bar = (1/C') sum_c mu_c over the
     C' classes present (rows of absent classes stay NaN).

@@ -12,10 +12,8 @@ from .noise import Noise, noise
 from .pgd import ce_objective, perturbation_norm, pgd, project, random_start
 from .registry import (
     ATTACKS,
-    draw_randomness,
     parse_attack,
     register_attack,
-    run_condition,
     slice_randomness,
     unregister_attack,
 )
@@ -25,6 +23,6 @@ for _attack in (Clean, PGD, FGSM, Noise, AutoAttack):
     register_attack(_attack)
 
 __all__ = ["ATTACKS", "Attack", "AttackSpecError", "AutoAttack", "Clean", "FGSM", "Noise",
-           "PGD", "ce_objective", "choose_targets", "draw_randomness", "noise", "parse_attack",
+           "PGD", "ce_objective", "choose_targets", "noise", "parse_attack",
            "perturbation_norm", "pgd", "project", "random_start", "register_attack",
-           "run_condition", "slice_randomness", "unregister_attack"]
+           "slice_randomness", "unregister_attack"]

@@ -7,10 +7,7 @@ it like a built-in one.
 
 from __future__ import annotations
 
-import torch
-
 from .base import Attack, AttackSpecError
-from .pgd import UNIT_BOX
 
 #: kind -> Attack subclass; filled by :func:`register_attack`
 ATTACKS: dict[str, type[Attack]] = {}
@@ -59,20 +56,9 @@ def parse_attack(text: str) -> Attack:
     return cls.from_params(params, text)
 
 
-def draw_randomness(attack: Attack, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                    generator: torch.Generator, box=UNIT_BOX) -> dict:
-    """:meth:`Attack.draw`: every random number of a block, drawn at once on the CPU."""
-    return attack.draw(x, y, n_classes, generator, box)
-
-
 def slice_randomness(rand: dict, i: int, j: int) -> dict:
-    """The rows i:j of every tensor drawn by :func:`draw_randomness` (lists: of each; the
+    """The rows i:j of every tensor an attack drew (:meth:`Attack.draw`; lists: of each; the
     key ``seed`` holds the block's, kept whole)."""
     return {k: v if k == "seed" else [t[i:j] for t in v] if isinstance(v, list) else v[i:j]
             for k, v in rand.items()}
 
-
-def run_condition(model, x, y, attack: Attack, n_classes: int, rand: dict | None = None,
-                  box=UNIT_BOX):
-    """:meth:`Attack.run`: ``(x_adv, target, norm)`` of a batch."""
-    return attack.run(model, x, y, n_classes, rand, box)

@@ -21,7 +21,7 @@ from ncprobe.data.errors import NcprobeError
 from ncprobe.data.store import StoreError
 from ncprobe.data.store.writer import ActivationStoreWriter
 
-from ..attacks import draw_randomness, run_condition, slice_randomness
+from ..attacks import slice_randomness
 from ..models import ModelError
 from ..runtime import pick_device, set_threads
 from . import distributed
@@ -153,14 +153,14 @@ def compute_block(plan: ExtractionPlan, capture: LayerCapture, bufs: dict, x, y,
     n_outputs = ds.n_classes if cmap is None else cmap.n_outputs
     if cmap is not None:
         y = cmap.to_outputs(y)
-    rand = draw_randomness(spec, x, y, n_outputs, torch.Generator().manual_seed(seed), ds.box)
+    rand = spec.draw(x, y, n_outputs, torch.Generator().manual_seed(seed), ds.box)
     for i in range(0, len(x), batch):
         j = min(i + batch, len(x))
         xb = x[i:j].to(dev, non_blocking=True)
         yb = y[i:j].to(dev, non_blocking=True)
         with amp:
-            x_adv, target, norm = run_condition(plan.model, xb, yb, spec, n_outputs,
-                                                slice_randomness(rand, i, j), box=ds.box)
+            x_adv, target, norm = spec.run(plan.model, xb, yb, n_outputs,
+                                           slice_randomness(rand, i, j), box=ds.box)
             capture.reset({name: bufs[name][i:j] for name in names})
             with torch.no_grad(), capture:
                 logits = plan.model(x_adv)

@@ -8,10 +8,8 @@ from torch import nn
 from ncprobe.extract.attacks import (
     AttackSpecError,
     ce_objective,
-    draw_randomness,
     parse_attack,
     pgd,
-    run_condition,
     slice_randomness,
 )
 from ncprobe.extract.attacks.targets import choose_targets
@@ -66,8 +64,8 @@ CONDITIONS = ["pgd:norm=linf,eps=0.1,steps=10", "pgd:norm=l2,eps=0.5,steps=10",
 def test_inside_ball_and_box(model, batch, text):
     x, y = batch
     spec = parse_attack(text)
-    x_adv, _, norm = run_condition(model, x, y, spec, 10,
-                                   draw_randomness(spec, x, y, 10, torch.Generator()))
+    x_adv, _, norm = spec.run(model, x, y, 10,
+                                   spec.draw(x, y, 10, torch.Generator()))
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     d = (x_adv - x).flatten(1)
     measured = d.abs().amax(1) if spec.measure_norm == "linf" else d.norm(dim=1)
@@ -81,7 +79,7 @@ def test_inside_ball_and_box(model, batch, text):
 def test_attack_raises_the_loss(model, batch, text):
     x, y = batch
     spec = parse_attack(text)
-    x_adv, _, _ = run_condition(model, x, y, spec, 10)
+    x_adv, _, _ = spec.run(model, x, y, 10)
     with torch.no_grad():
         clean = nn.functional.cross_entropy(model(x), y, reduction="none")
         adv = nn.functional.cross_entropy(model(x_adv), y, reduction="none")
@@ -93,8 +91,8 @@ def test_attack_raises_the_loss(model, batch, text):
 def test_targeted_attack_moves_predictions_to_the_target(model, batch, rule):
     x, y = batch
     spec = parse_attack(f"pgd:norm=linf,eps=0.3,steps=20,target={rule}")
-    x_adv, target, _ = run_condition(model, x, y, spec, 10,
-                                     draw_randomness(spec, x, y, 10, torch.Generator()))
+    x_adv, target, _ = spec.run(model, x, y, 10,
+                                     spec.draw(x, y, 10, torch.Generator()))
     with torch.no_grad():
         before = (model(x).argmax(1) == target).float().mean()
         after = (model(x_adv).argmax(1) == target).float().mean()
@@ -110,9 +108,9 @@ def test_restarts_keep_the_strongest(model, batch):
     one = parse_attack("pgd:norm=linf,eps=0.05,steps=3,restarts=1")
     many = parse_attack("pgd:norm=linf,eps=0.05,steps=3,restarts=4")
     g = torch.Generator().manual_seed(0)
-    r_many = draw_randomness(many, x, y, 10, g)
-    x_many, _, _ = run_condition(model, x, y, many, 10, r_many)
-    x_one, _, _ = run_condition(model, x, y, one, 10, {"starts": r_many["starts"][:1]})
+    r_many = many.draw(x, y, 10, g)
+    x_many, _, _ = many.run(model, x, y, 10, r_many)
+    x_one, _, _ = one.run(model, x, y, 10, {"starts": r_many["starts"][:1]})
     with torch.no_grad():
         l_one = nn.functional.cross_entropy(model(x_one), y, reduction="none")
         l_many = nn.functional.cross_entropy(model(x_many), y, reduction="none")
@@ -122,10 +120,10 @@ def test_restarts_keep_the_strongest(model, batch):
 def test_results_do_not_depend_on_batch_size(model, batch):
     x, y = batch
     spec = parse_attack("pgd:norm=linf,eps=0.1,steps=5,target=random")
-    rand = draw_randomness(spec, x, y, 10, torch.Generator().manual_seed(5))
-    whole, _, _ = run_condition(model, x, y, spec, 10, rand)
-    parts = [run_condition(model, x[i:i + 7], y[i:i + 7], spec, 10,
-                           slice_randomness(rand, i, i + 7))[0] for i in range(0, 64, 7)]
+    rand = spec.draw(x, y, 10, torch.Generator().manual_seed(5))
+    whole, _, _ = spec.run(model, x, y, 10, rand)
+    parts = [spec.run(model, x[i:i + 7], y[i:i + 7], 10, slice_randomness(rand, i, i + 7))[0]
+             for i in range(0, 64, 7)]
     torch.testing.assert_close(torch.cat(parts), whole, rtol=0, atol=1e-6)
 
 
@@ -156,9 +154,9 @@ def test_autoattack_extra(model, batch):
         y = model(x).argmax(1)  # labels the model gets right, so AutoAttack attacks them all
     spec = parse_attack("autoattack:eps=0.1,version=custom,attacks=apgd-ce")
     assert spec.name == "autoattack-linf-0.1" and spec.sub_attacks == ("apgd-ce",)
-    rand = draw_randomness(spec, x, y, 10, torch.Generator().manual_seed(0))
-    x_adv, target, norm = run_condition(model, x, y, spec, 10, rand)
-    again, _, _ = run_condition(model, x, y, spec, 10, rand)
+    rand = spec.draw(x, y, 10, torch.Generator().manual_seed(0))
+    x_adv, target, norm = spec.run(model, x, y, 10, rand)
+    again, _, _ = spec.run(model, x, y, 10, rand)
     assert torch.equal(x_adv, again)  # the block's seed makes it repeatable
     assert x_adv.min() >= 0 and x_adv.max() <= 1 and (norm <= 0.1 + 1e-6).all()
     assert (target == -1).all()
@@ -192,7 +190,7 @@ def test_attacks_and_noise_stay_in_the_datasets_box_or_none():
 
 
 def test_pgd_restarts_and_no_random_start_draw_only_from_the_given_generator():
-    from ncprobe.extract.attacks import draw_randomness, parse_attack, run_condition
+    from ncprobe.extract.attacks import parse_attack
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
@@ -203,8 +201,8 @@ def test_pgd_restarts_and_no_random_start_draw_only_from_the_given_generator():
         runs = []
         for global_seed in (1, 2):
             torch.manual_seed(global_seed)  # must not matter
-            rand = draw_randomness(spec, x, y, 4, torch.Generator().manual_seed(7))
-            runs.append(run_condition(model, x, y, spec, 4, rand)[0])
+            rand = spec.draw(x, y, 4, torch.Generator().manual_seed(7))
+            runs.append(spec.run(model, x, y, 4, rand)[0])
         torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
         if "false" in text:
             assert all(torch.equal(s, torch.zeros_like(x)) for s in rand["starts"])

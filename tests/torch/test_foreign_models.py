@@ -214,7 +214,7 @@ def test_a_classifier_input_that_is_no_modules_output_is_captured_exactly():
 @pytest.mark.slow
 def test_the_python_api_writes_the_clis_store_bitwise(digits_checkpoints, tmp_path):
     from ncprobe.data.datasets import load_dataset
-    from ncprobe.data.store import store_arrays
+    from ncprobe.data.store.reader import store_arrays
     from ncprobe.extract.api import extract_model
     from ncprobe.extract.extraction.plan import ExtractConfig, plan_checkpoints
 
