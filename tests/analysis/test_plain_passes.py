@@ -1,0 +1,51 @@
+"""The fused passes against their plain, one-sample-at-a-time definitions on random blocks."""
+
+import numpy as np
+import pytest
+
+from ncprobe.analyze.kernels import geometry, passes, plain
+
+
+def _block(seed, n=60, d=7, c=5, n_g=3, offset=0.0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, c, n)
+    h = (rng.standard_normal((c, d)) * 3)[labels] + rng.standard_normal((n, d)) + offset
+    pred = np.where(rng.random(n) < 0.3, (labels + 1) % c, labels)
+    pred[rng.random(n) < 0.1] = -2  # outputs outside the dataset's classes
+    groups = np.stack([labels, pred, np.where(rng.random(n) < 0.5, rng.integers(0, c, n), -1)],
+                      axis=1)[:, :n_g]
+    return h.astype(np.float32), groups, labels, pred, c
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pass1_equals_its_definition(seed):
+    h, groups, _, _, c = _block(seed, offset=50.0)
+    fused, slow = passes.pass1(h, groups, c), plain.pass1(h, groups, c)
+    for k in slow:
+        np.testing.assert_allclose(fused[k], slow[k], rtol=1e-12, atol=1e-9, err_msg=k)
+
+
+@pytest.mark.parametrize(("seed", "d", "c", "reference"),
+                         [(0, 7, 5, "own"), (1, 7, 5, "other"), (2, 3, 6, "other"),
+                          (3, 3, 6, "own"), (4, 7, 5, "partial")])
+def test_pass2_equals_its_definition(seed, d, c, reference):
+    """Wide (C <= D) and narrow (D < C) blocks; reference centres the label grouping's own
+    means (shared distances), others, or with missing rows."""
+    h, groups, labels, pred, c = _block(seed, d=d, c=c)
+    st = plain.pass1(h, groups, c)
+    means, _, present = geometry.means_from_sums(st["sum"], st["count"])
+    rank = min(c, d)
+    coefs = np.stack([geometry.projection_coefs(np.nan_to_num(means[k]), st["count"][k], rank)
+                      for k in range(groups.shape[1])])
+    coefs_w = geometry.projection_coefs(np.nan_to_num(means[0]), st["count"][0], rank,
+                                        weighted=True)
+    rng = np.random.default_rng(seed)
+    ref = {"own": means[0], "other": means[0] + rng.standard_normal(means[0].shape),
+           "partial": np.where(np.arange(c)[:, None] == 1, np.nan, means[0])}[reference]
+    ref_valid = np.isfinite(ref).all(axis=1)
+    fused = passes.pass2(h, groups, labels, pred, np.nan_to_num(means), coefs, coefs_w,
+                         np.where(ref_valid[:, None], ref, 0.0), ref_valid, present, c,
+                         origin=h.astype(np.float64).mean(axis=0))
+    slow = plain.pass2(h, groups, labels, pred, means, st["count"], ref, c)
+    for k in slow:
+        np.testing.assert_allclose(fused[k], slow[k], rtol=1e-9, atol=1e-9, err_msg=k)
