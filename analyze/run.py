@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -84,6 +85,29 @@ class AnalysisOptions:
         return self.dense or 2 in registry.passes_needed(self.metric_keys)
 
 
+class Key(NamedTuple):
+    """One array of the store that the analysis reads: a layer of a split."""
+
+    split: str
+    layer: str
+
+
+class SplitInputs(NamedTuple):
+    """What every layer of a split shares: true labels (sample), the network's predictions
+    (checkpoint, condition, sample) and the four groupings (..., sample, grouping)."""
+
+    labels: object
+    pred: object
+    groups: object
+
+
+class Held(NamedTuple):
+    """Pass 1's statistics of a key and its features, read once and kept for pass 2."""
+
+    stats: object
+    features: object
+
+
 def _select(kind, asked, available):
     if asked is None:
         return list(available)
@@ -109,7 +133,7 @@ def _split_inputs(store, tree, split, layer0, n_classes, seed):
     pred = outs[schema.PRED].reset_coords(drop=True)
     target = outs[schema.TARGET].reset_coords(drop=True)
     groups = grouping_labels(labels, pred, target, shuffle_seed=seed)
-    return labels, pred, groups
+    return SplitInputs(labels, pred, groups)
 
 
 def _classifier(tree):
@@ -134,12 +158,12 @@ class _Job:
     ref_split: str | None
     classifier_layer: str | None
     weight: object
-    inputs: dict  # split -> (labels, pred, groups)
-    feats: dict  # (split, layer) -> lazy features (checkpoint, condition, sample, feature)
+    inputs: dict  # split -> SplitInputs
+    feats: dict  # Key -> lazy features (checkpoint, condition, sample, feature)
 
     @property
     def out_keys(self):
-        return [key for key in self.feats if key[0] in self.splits]
+        return [key for key in self.feats if key.split in self.splits]
 
     def nbytes(self, key) -> int:
         return int(self.feats[key].size * self.feats[key].dtype.itemsize)
@@ -167,7 +191,7 @@ def _open_job(store, opts: AnalysisOptions) -> _Job:
                       stacklevel=3)
     inputs = {s: _split_inputs(store, tree, s, layers[0], n_classes, opts.shuffle_seed)
               for s in work_splits}
-    feats = {(s, la): layer_dataset(tree, s, la)[schema.FEATURES].reset_coords(drop=True)
+    feats = {Key(s, la): layer_dataset(tree, s, la)[schema.FEATURES].reset_coords(drop=True)
              for s in work_splits for la in layers}
     return _Job(store, tree, opts, n_classes, splits, layers, ref_split, cls_layer, weight,
                 inputs, feats)
@@ -230,10 +254,10 @@ def _run_passes(job: _Job, plan, bar, client):
     stats, within = {}, {}
     stats.update(_first_pass(job, plan.streamed, bar, client))
     for batch in plan.batches:
-        held = _first_pass(job, batch, bar, client, hold=True)
-        stats.update({key: st for key, (st, _) in held.items()})
+        held = _held_first_pass(job, batch, bar, client)
+        stats.update({key: h.stats for key, h in held.items()})
         within.update(_second_pass(job, [k for k in batch if k in job.out_keys], stats,
-                                   {key: f for key, (_, f) in held.items()}, bar, client))
+                                   {key: h.features for key, h in held.items()}, bar, client))
         del held  # released before the next batch is read: one batch in memory at a time
     within.update(_second_pass(job, [k for k in plan.streamed if k in job.out_keys], stats,
                                job.feats, bar, client))
@@ -255,30 +279,40 @@ def _in_numpy(job: _Job, keys, client) -> bool:
         for k in keys)
 
 
-def _first_pass(job: _Job, keys, bar, client, hold=False) -> dict:
-    """Pass 1 (:func:`class_stats`) of ``keys``; with ``hold``, each key's (stats, features
-    held in memory), the chunks read once for both."""
+def _first_pass(job: _Job, keys, bar, client) -> dict:
+    """Pass 1 (:func:`class_stats`) of ``keys``: Key -> statistics, the chunks streamed."""
     if not keys:
         return {}
-    if hold and _in_numpy(job, keys, client):
+    lazy = [class_stats(job.feats[key], job.inputs[key.split].groups, job.n_classes)
+            for key in keys]
+    stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
+                     strict=True))
+    for key, st in stats.items():
+        _check_finite(st, key)
+    return stats
+
+
+def _held_first_pass(job: _Job, keys, bar, client) -> dict:
+    """Pass 1 of ``keys`` with their features kept in memory for pass 2: Key -> Held, the
+    chunks read once for both."""
+    if not keys:
+        return {}
+    if _in_numpy(job, keys, client):
         feats = _checked(compute_all, [job.feats[k] for k in keys], bar, store=job.store)
         with one_blas_thread():  # as in dask's tasks: the same arithmetic, bit for bit
-            stats = {k: class_stats(f, job.inputs[k[0]][2], job.n_classes)
-                     for k, f in zip(keys, feats, strict=True)}
-        for (s, la), st in stats.items():
-            _check_finite(st, s, la)
-        return {k: (stats[k], f) for k, f in zip(keys, feats, strict=True)}
-    lazy = [class_stats(job.feats[key], job.inputs[key[0]][2], job.n_classes) for key in keys]
-    if hold:
+            stats = [class_stats(f, job.inputs[k.split].groups, job.n_classes)
+                     for k, f in zip(keys, feats, strict=True)]
+    else:
+        lazy = [class_stats(job.feats[k], job.inputs[k.split].groups, job.n_classes)
+                for k in keys]
         # the features and pass 1 together: each chunk read once for both
         done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client,
                         store=job.store)
-        feats, lazy = done[:len(keys)], done[len(keys):]
-    stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
-                     strict=True))
-    for (s, la), st in stats.items():
-        _check_finite(st, s, la)
-    return {k: (stats[k], f) for k, f in zip(keys, feats, strict=True)} if hold else stats
+        feats = done[:len(keys)]
+        stats = _checked(compute_all, done[len(keys):], bar, client, store=job.store)
+    for key, st in zip(keys, stats, strict=True):
+        _check_finite(st, key)
+    return {k: Held(st, f) for k, st, f in zip(keys, stats, feats, strict=True)}
 
 
 def _dense(job: _Job, key) -> bool:
@@ -290,12 +324,12 @@ def _second_pass(job: _Job, keys, stats, feats, bar, client) -> dict:
     of the reference split (each split's own without one)."""
     lazy = []
     with one_blas_thread():  # features held in numpy are computed here, not in dask's tasks
-        for s, la in keys:
-            labels, pred, groups = job.inputs[s]
-            reference = clean_reference(stats[(job.ref_split or s, la)])
-            lazy.append(within_stats(feats[(s, la)], groups, stats[(s, la)], labels=labels,
-                                     pred=pred, reference=reference,
-                                     dense=_dense(job, (s, la))))
+        for key in keys:
+            inputs = job.inputs[key.split]
+            reference = clean_reference(stats[Key(job.ref_split or key.split, key.layer)])
+            lazy.append(within_stats(feats[key], inputs.groups, stats[key],
+                                     labels=inputs.labels, pred=inputs.pred,
+                                     reference=reference, dense=_dense(job, key)))
     if not lazy:
         return {}
     return dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
@@ -310,7 +344,7 @@ def _collapse(job: _Job, stats, within):
         warnings.warn(no_simplex_warning(job.n_classes, narrow), stacklevel=3)
     per_layer = {}
     for key in job.out_keys:
-        w = job.weight if key[1] == job.classifier_layer else None
+        w = job.weight if key.layer == job.classifier_layer else None
         m = collapse_metrics(stats[key], within.get(key), weight=w, warn_no_simplex=False,
                              only=job.opts.metric_keys)
         per_layer[key] = m.merge(covariances(stats[key], within[key])) if _dense(job, key) \
@@ -343,12 +377,13 @@ def _checked(compute, *args, store):
             from None
 
 
-def _check_finite(stats, split, layer):
+def _check_finite(stats, key: Key):
     bad = stats["n_nonfinite"]
     if (bad > 0).any():
         where = bad[tuple(np.argwhere(bad.values > 0)[0])]
         raise AnalysisError(
-            f"split {split!r}, layer {layer!r}, checkpoint {int(where[schema.CHECKPOINT])}, "
+            f"split {key.split!r}, layer {key.layer!r}, checkpoint "
+            f"{int(where[schema.CHECKPOINT])}, "
             "condition "
             f"{str(where[schema.CONDITION].values)!r}: {int(where)} NaN or inf feature values; "
             "expected finite features (was the model diverged or the extraction in float16 "
@@ -358,16 +393,16 @@ def _check_finite(stats, split, layer):
 def _warn_small_classes(stats):
     """One warning per run for empty classes and classes with a single sample."""
     empty, single = [], []
-    for (s, la), st in stats.items():
+    for key, st in stats.items():
         for name in ("label", "pred"):  # target is empty for untargeted conditions
             counts = st["count"].sel({schema.GROUPING: name})
             for q in counts[schema.CONDITION].values:
                 c = counts.sel({schema.CONDITION: q}).values
                 if (c == 0).any():
                     where = np.flatnonzero((c == 0).any(axis=0)).tolist()
-                    empty.append(f"{s}/{la}/{q}/{name}: {where}")
+                    empty.append(f"{key.split}/{key.layer}/{q}/{name}: {where}")
                 if (c == 1).any():
-                    single.append(f"{s}/{la}/{q}/{name}")
+                    single.append(f"{key.split}/{key.layer}/{q}/{name}")
     if empty:
         warnings.warn(f"empty classes excluded from the metrics in {len(empty)} cases, e.g. "
                       f"{empty[0]}", stacklevel=4)

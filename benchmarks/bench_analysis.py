@@ -74,7 +74,7 @@ def passes_from_memory(path):
 
     job = _open_job(path, AnalysisOptions())
     key = next(iter(job.feats))
-    labels, pred, groups = job.inputs[key[0]]
+    labels, pred, groups = job.inputs[key.split]
     bar = make_bar(False)
     (feats,) = persist_all([job.feats[key]], bar)
     t0 = time.perf_counter()  # as nc-analyze computes: same threads, same BLAS limits
