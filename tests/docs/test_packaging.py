@@ -25,12 +25,13 @@ def test_wheel_installs_everything_under_ncprobe(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = sorted({n.split("/")[0] for n in names})
     assert top == ["ncprobe", wheel.name.split("-py")[0] + ".dist-info"], top
-    for module in ("data/store/schema.py", "data/datasets/digits.py",
-                   "extract/extraction/pipeline.py",
-                   "extract/models/mlp.py", "extract/attacks/pgd.py", "analyze/stats.py",
-                   "plots/figures.py", "demo/cli.py", "study/cli.py", "study/dataset.py",
-                   "extract/models/robustbench.py"):
-        assert f"ncprobe/{module}" in names
+    # every module of the package folders, and the data files they read
+    folders = ("data", "extract", "analyze", "plots", "demo", "study")
+    shipped = [p.relative_to(ROOT).as_posix() for f in folders for p in (ROOT / f).rglob("*")
+               if p.suffix in (".py", ".txt") and "__pycache__" not in p.parts]
+    assert "data/datasets/imagenet1k_wnids.txt" in shipped
+    missing = [m for m in shipped if f"ncprobe/{m}" not in names]
+    assert not missing, missing
     assert not any(n.startswith(("ncprobe/benchmarks", "ncprobe/tests")) for n in names)
     entry_points = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
