@@ -9,6 +9,7 @@ axes: numpy in, numpy out; dask in, dask out, with nothing per sample kept beyon
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -55,17 +56,70 @@ def _add_dicts(blocks, axis, keepdims):
     return _one(total, ndim if keepdims else ndim - len(axis))
 
 
-def reduce_blocks(kernel, x, per_sample, consts, shapes: dict) -> dict:
+#: a block's partial sums larger than this (e.g. class sums of thousands of classes) are
+#: added up as the chunks finish, in FOLD_LANES chains per block, rather than one per chunk
+#: for a tree reduction that holds several of them at once
+FOLD_BYTES = 64 * 2**20
+FOLD_LANES = 2
+
+
+def _partial_bytes(shapes: dict) -> int:
+    return 8 * sum(int(np.prod(s)) for s in shapes.values() if s is not None)
+
+
+def _folded(kernel, sampled, consts, n_lead, n_chunks):
+    """Partial sums (*lead, FOLD_LANES) as an object array: each lane of a block a chain of
+    tasks, each of which reads one chunk and adds the kernel's sums of it to the lane's
+    total so far. ``sampled`` are chunked along the samples (n_chunks blocks), ``consts``
+    one block per index of the leading axes."""
+    lead = sampled[0].numblocks[:n_lead]
+    first = (0,) * n_lead
+
+    def link(total, *chunk):
+        # into the kernel's own fresh output: a link holds two sets of sums, never three
+        part = kernel(*[b[first] for b in chunk])
+        if total is not None:
+            total = total.flat[0]
+            for k, v in part.items():
+                if isinstance(v, np.ndarray) and v.ndim:
+                    np.add(v, total[k], out=v)
+                else:  # scalars and mergeable objects (SparseCounts)
+                    part[k] = v + total[k]
+        return _one(part, n_lead + 1)
+
+    chunks = [a.to_delayed(optimize_graph=False) for a in sampled]
+    fixed = [c.to_delayed(optimize_graph=False) for c in consts]
+    bounds = np.linspace(0, n_chunks, FOLD_LANES + 1).round().astype(int)
+    meta = np.empty((0,) * (n_lead + 1), dtype=object)
+    lanes = np.empty(tuple(lead) + (FOLD_LANES,), dtype=object)
+    for i in np.ndindex(*lead):
+        at = [c[i + (0,) * (c.ndim - n_lead)] for c in fixed]
+        for lane in range(FOLD_LANES):
+            total = None
+            for k in range(bounds[lane], bounds[lane + 1]):
+                got = [b[i + (k,) + (0,) * (b.ndim - n_lead - 1)] for b in chunks]
+                total = dask.delayed(link)(total, *got, *at)
+            lanes[i + (lane,)] = da.from_delayed(total, (1,) * (n_lead + 1), dtype=object,
+                                                 meta=meta)
+    return da.block(lanes.tolist())
+
+
+def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None) -> dict:
     """Sum ``kernel(x_chunk, *per_sample_chunks, *consts)`` over the sample chunks of ``x``
     (..., n, D), for every index of its leading axes.
 
+    This is where the analysis forks between numpy and dask: numpy in (every argument),
+    numpy out, one kernel call per block; dask in, dask out.
+
     Parameters
     ----------
-    kernel : returns a dict of float64 arrays, one per key of ``shapes``.
+    kernel : returns a dict of fresh float64 arrays, one per key of ``shapes``.
     per_sample : arrays (..., n, ...) aligned with the rows of ``x``.
     consts : arrays (..., ...) passed whole to every chunk of their block.
     shapes : name -> shape of each statistic the kernel returns; None for an object that
         adds with ``+`` (e.g. sparse counts), returned as an object array (...).
+    prepare : optional ``prepare(*consts) -> object``, worked out once per block (with dask,
+        one task beside the pass) and passed to every chunk's kernel instead of the consts.
 
     Returns
     -------
@@ -80,13 +134,16 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict) -> dict:
         out = {k: np.empty(lead, dtype=object) if s is None else np.empty(lead + tuple(s))
                for k, s in shapes.items()}
         for i in np.ndindex(*lead):
+            at = [c[i] for c in consts]
             got = kernel(np.asarray(x[i]), *[np.asarray(a[i]) for a in per_sample],
-                         *[c[i] for c in consts])
+                         *([prepare(*at)] if prepare else at))
             for k in out:
                 out[k][i] = got[k]
         return out
     n_lead = len(lead)
     ones = (1,) * n_lead
+    if prepare is not None:
+        consts = [_per_block(prepare, consts, n_lead)]
     x = da.asarray(x).rechunk(ones + (da.asarray(x).chunks[n_lead], -1))
     li = tuple(f"l{j}" for j in range(n_lead))
     args = [x, (*li, "s", "d")]
@@ -94,17 +151,24 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict) -> dict:
         a = da.asarray(a).rechunk(ones + (x.chunks[n_lead],) + (-1,) * (a.ndim - n_lead - 1))
         args += [a, (*li, "s", *(f"p{i}_{j}" for j in range(a.ndim - n_lead - 1)))]
     for i, c in enumerate(consts):
-        c = da.asarray(c).rechunk(ones + (-1,) * (c.ndim - n_lead))
+        c = _one_per_block(c, n_lead)
         args += [c, (*li, *(f"c{i}_{j}" for j in range(c.ndim - n_lead)))]
     first = (0,) * n_lead
+    n_chunks = len(x.chunks[n_lead])
+    if _partial_bytes(shapes) > FOLD_BYTES and n_chunks > FOLD_LANES:
+        arrays = args[0::2]
+        parts = _folded(kernel, arrays[:1 + len(per_sample)], arrays[1 + len(per_sample):],
+                        n_lead, n_chunks)
+    else:
+        def block(*blocks):
+            return _one(kernel(*[_only(b)[first] for b in blocks]), n_lead + 1)
 
-    def block(*blocks):
-        return _one(kernel(*[np.asarray(_only(b)[first]) for b in blocks]), n_lead + 1)
-
-    # concatenate=False: every contracted axis is one chunk (rechunked above), and dask's
-    # concatenation would copy each feature chunk into a new array before the kernel reads it
-    parts = da.blockwise(block, (*li, "s"), *args, adjust_chunks={"s": 1}, concatenate=False,
-                         dtype=object, meta=np.empty((0,) * (n_lead + 1), dtype=object))
+        # concatenate=False: every contracted axis is one chunk (rechunked above), and dask's
+        # concatenation would copy each feature chunk into a new array before the kernel
+        # reads it
+        parts = da.blockwise(block, (*li, "s"), *args, adjust_chunks={"s": 1},
+                             concatenate=False, dtype=object,
+                             meta=np.empty((0,) * (n_lead + 1), dtype=object))
     summed = da.reduction(parts, _add_dicts, _add_dicts, combine=_add_dicts, axis=n_lead,
                           dtype=object, concatenate=False,
                           meta=np.empty((0,) * n_lead, dtype=object)).rechunk(-1)
@@ -127,6 +191,30 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict) -> dict:
                                  meta=np.empty((0,) * (n_lead + len(s))))
 
     return {k: named(k, s) for k, s in shapes.items()}
+
+
+def _one_per_block(c, n_lead: int):
+    """``c`` as a dask array with one chunk per index of its first ``n_lead`` axes (a numpy
+    array is sliced into views, never chunked otherwise and copied back together)."""
+    chunks = (1,) * n_lead + tuple(c.shape[n_lead:])
+    return c.rechunk(chunks) if isinstance(c, da.Array) else da.from_array(c, chunks=chunks)
+
+
+def _per_block(fn, consts, n_lead: int):
+    """``fn(*consts)`` of every block, one dask task each: an object array (...), where the
+    first ``n_lead`` axes of each const index the blocks."""
+    first = (0,) * n_lead
+    li = tuple(f"l{j}" for j in range(n_lead))
+    args = []
+    for i, c in enumerate(consts):
+        c = _one_per_block(c, n_lead)
+        args += [c, (*li, *(f"c{i}_{j}" for j in range(c.ndim - n_lead)))]
+
+    def block(*blocks):
+        return _one(fn(*[_only(b)[first] for b in blocks]), n_lead)
+
+    return da.blockwise(block, li, *args, concatenate=False, dtype=object,
+                        meta=np.empty((0,) * n_lead, dtype=object))
 
 
 def lead_dims(features: xr.DataArray, sample_dim: str, feature_dim: str) -> tuple:

@@ -26,7 +26,7 @@ from .kernels import geometry, passes, statistics
 from .kernels.collapse import GROUPINGS, Block
 from .kernels.geometry import NC2_KEYS
 from .registry import REPORTED
-from .stats import class_stats, named_dims, within_stats
+from .stats import class_means, class_stats, named_dims, within_stats
 
 #: the grouping dim of per-grouping results while they are computed (the inputs' grouping
 #: dim has all four groupings, the results only those reported)
@@ -66,14 +66,14 @@ def _clean_centred(stats, clean, condition_dim):
     label = stats.sel({schema.GROUPING: "label"}, drop=True)
     if condition_dim in label.dims and clean in label[condition_dim].values:
         clean_label = label.sel({condition_dim: clean}, drop=True)
-        feature_dim = next(d for d in clean_label["mean"].dims
+        feature_dim = next(d for d in clean_label["sum"].dims
                            if d not in clean_label["count"].dims)
-        return xr.apply_ufunc(geometry.simplex_centred, clean_label["mean"],
+        return xr.apply_ufunc(geometry.simplex_centred, class_means(clean_label)[0],
                               clean_label["count"] > 0,
                               input_core_dims=[[schema.CLASS, feature_dim], [schema.CLASS]],
                               output_core_dims=[[schema.CLASS, feature_dim]],
                               dask="parallelized", output_dtypes=[np.float64])
-    return xr.full_like(label["mean"], np.nan)
+    return xr.full_like(label["sum"], np.nan)
 
 
 def clean_reference(stats: xr.Dataset, clean: str = schema.CLEAN,
@@ -84,14 +84,14 @@ def clean_reference(stats: xr.Dataset, clean: str = schema.CLEAN,
     ``stats`` is :func:`~ncprobe.analyze.stats.class_stats` of true labels (or of
     :func:`grouping_labels`). Pass those of the reference split to :func:`layer_metrics` to
     measure other splits against them, as ``nc-analyze`` does."""
-    label = stats["mean"]
+    label = stats[["sum", "count"]]
     if schema.GROUPING in label.dims:
         label = label.sel({schema.GROUPING: "label"}, drop=True)
-    if condition_dim not in label.dims:
-        return label  # features of one condition: their own class means
-    if clean not in label[condition_dim].values:
-        return None
-    return label.sel({condition_dim: clean}, drop=True)
+    if condition_dim in label.dims:
+        if clean not in label[condition_dim].values:
+            return None
+        label = label.sel({condition_dim: clean}, drop=True)
+    return class_means(label)[0]  # without a condition dim: the features' own class means
 
 
 def _classifier_rows(weight, stats, feature_dim):
@@ -171,7 +171,7 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset | None, *,
     out_core = [[_REPORTED_DIM] if m.per_grouping else list(m.dims) for m in metrics]
     if not metrics:  # only sparse transitions asked for: nothing for the kernels
         return xr.Dataset({"transitions": within["transitions"]}).assign(
-            means=stats["mean"].sel({schema.GROUPING: list(REPORTED)}))
+            means=class_means(stats.sel({schema.GROUPING: list(REPORTED)}))[0])
     results = xr.apply_ufunc(
         _evaluate, *args, kwargs={"names": names, "metrics": metrics, "core": core},
         input_core_dims=core, output_core_dims=out_core, dask="parallelized",
@@ -186,7 +186,7 @@ def collapse_metrics(stats: xr.Dataset, within: xr.Dataset | None, *,
     ds = ds.assign_coords({schema.GROUPING: list(REPORTED), schema.CLASS: np.arange(c)})
     if not sparse:
         ds = ds.assign_coords({schema.LABEL: np.arange(c), schema.VERTEX: np.arange(c)})
-    return ds.assign(means=stats["mean"].sel({schema.GROUPING: list(REPORTED)}))
+    return ds.assign(means=class_means(stats.sel({schema.GROUPING: list(REPORTED)}))[0])
 
 
 def no_simplex_warning(n_classes: int, dims) -> str:
@@ -223,7 +223,7 @@ def covariances(stats: xr.Dataset, within: xr.Dataset,
     D x D each: only for layers narrow enough (``dense_limit``)."""
     label = stats.sel({schema.GROUPING: "label"}, drop=True)
     present = label["count"] > 0
-    centred = xr.apply_ufunc(geometry.centred_means, label["mean"], label["global_mean"], present,
+    centred = xr.apply_ufunc(geometry.centred_means, *class_means(label), present,
                              input_core_dims=[[schema.CLASS, feature_dim], [feature_dim],
                                               [schema.CLASS]],
                              output_core_dims=[[schema.CLASS, feature_dim]], dask="parallelized",

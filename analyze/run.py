@@ -33,6 +33,7 @@ from ncprobe.data.store import splits as store_splits
 from . import registry
 from .blocks import AnalysisError
 from .cluster import connect, parse_scheduler
+from .kernels import statistics
 from .memory import auto_budget, parse_memory, plan_reads
 from .metrics import (
     clean_reference,
@@ -279,11 +280,20 @@ def _in_numpy(job: _Job, keys, client) -> bool:
         for k in keys)
 
 
+def _pass1(features, groups, n_classes):
+    """:func:`class_stats` without what it derives (means, global means, within sums): the
+    run holds only the declared pass-1 statistics of every block, and what needs the means
+    derives them from the sums (:func:`~ncprobe.analyze.stats.class_means`), rather than
+    holding sums and means of C x D each."""
+    stats = class_stats(features, groups, n_classes)
+    return stats[[s.name for s in statistics.of_pass(1)]]
+
+
 def _first_pass(job: _Job, keys, bar, client) -> dict:
     """Pass 1 (:func:`class_stats`) of ``keys``: Key -> statistics, the chunks streamed."""
     if not keys:
         return {}
-    lazy = [class_stats(job.feats[key], job.inputs[key.split].groups, job.n_classes)
+    lazy = [_pass1(job.feats[key], job.inputs[key.split].groups, job.n_classes)
             for key in keys]
     stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
                      strict=True))
@@ -300,10 +310,10 @@ def _held_first_pass(job: _Job, keys, bar, client) -> dict:
     if _in_numpy(job, keys, client):
         feats = _checked(compute_all, [job.feats[k] for k in keys], bar, store=job.store)
         with one_blas_thread():  # as in dask's tasks: the same arithmetic, bit for bit
-            stats = [class_stats(f, job.inputs[k.split].groups, job.n_classes)
+            stats = [_pass1(f, job.inputs[k.split].groups, job.n_classes)
                      for k, f in zip(keys, feats, strict=True)]
     else:
-        lazy = [class_stats(job.feats[k], job.inputs[k.split].groups, job.n_classes)
+        lazy = [_pass1(job.feats[k], job.inputs[k.split].groups, job.n_classes)
                 for k in keys]
         # the features and pass 1 together: each chunk read once for both
         done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -22,13 +21,11 @@ from ncprobe.data import schema
 from .blocks import (
     AnalysisError,
     broadcast_to_lead,
-    is_dask,
     lead_coords,
     lead_dims,
     reduce_blocks,
 )
 from .kernels import geometry, passes, statistics
-from .kernels.geometry import projection_coefs
 
 
 def named_dims(stat: statistics.Statistic, feature_dim: str, n_classes: int) -> tuple:
@@ -78,6 +75,24 @@ def _finish(ds, has_grouping, coord):
     return ds.assign_coords({schema.GROUPING: coord}) if coord is not None else ds
 
 
+def class_means(stats: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+    """Class means (..., class, feature), NaN rows for empty classes, and the sample-weighted
+    global mean (..., feature) from the ``sum`` and ``count`` of :func:`class_stats`: one
+    numpy call per block (:func:`~ncprobe.analyze.kernels.geometry.means_from_sums`), lazy
+    when they are. What the run derives wherever it needs them rather than holding both the
+    sums and the means of every block (C x D each)."""
+    sums, count = stats["sum"], stats["count"]
+    feature_dim = next(d for d in sums.dims if d not in count.dims)
+    per_class, per_feature = [schema.CLASS], [schema.CLASS, feature_dim]
+    # (dask operations on these arrays, computed beside them, failed in dask 2026.8 with
+    # "Missing dependency pick-..." in the graph: one numpy call per block instead)
+    mean, global_mean, _ = xr.apply_ufunc(
+        geometry.means_from_sums, sums, count, input_core_dims=[per_feature, per_class],
+        output_core_dims=[per_feature, [feature_dim], per_class], dask="parallelized",
+        output_dtypes=[np.float64, np.float64, bool])
+    return mean, global_mean
+
+
 def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
                 sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE) -> xr.Dataset:
     """Pass 1: per-class counts, sums and means, and the global mean, in float64.
@@ -121,89 +136,20 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
                           [g.data], [], passes.pass1_shapes(n_g, n_classes, d))
     ds = xr.Dataset(_statistics_dataset(parts, lead, feature_dim, n_classes),
                     coords={**lead_coords(f, lead), schema.CLASS: np.arange(n_classes)})
-    # what is derived, by the kernels that derive it in the metrics, one numpy call per block
-    # (the same formulas as dask operations on these arrays, computed beside them, failed in
-    # dask 2026.8 with "Missing dependency pick-..." in the graph)
-    per_class, per_feature = [schema.CLASS], [schema.CLASS, feature_dim]
-    ds["mean"], ds["global_mean"], _ = xr.apply_ufunc(
-        geometry.means_from_sums, ds["sum"], ds["count"],
-        input_core_dims=[per_feature, per_class],
-        output_core_dims=[per_feature, [feature_dim], per_class], dask="parallelized",
-        output_dtypes=[np.float64, np.float64, bool])
+    ds["mean"], ds["global_mean"] = class_means(ds)
     ds["within"] = xr.apply_ufunc(
         geometry.within_from_sumsq, ds["sumsq"], ds["sum"], ds["count"],
-        input_core_dims=[per_class, per_feature, per_class], output_core_dims=[per_class],
-        dask="parallelized", output_dtypes=[np.float64])
+        input_core_dims=[[schema.CLASS], [schema.CLASS, feature_dim], [schema.CLASS]],
+        output_core_dims=[[schema.CLASS]], dask="parallelized", output_dtypes=[np.float64])
     return _finish(ds, has_grouping, coord)
 
 
-def _coef_block(means, counts, weighted):
-    """(..., C, R) projection coefficients of the between-class basis of each block, R =
-    min(C, D) (the rank of C centred means in D dimensions is at most both)."""
-    rank = min(means.shape[-2], means.shape[-1])
-    out = np.zeros(counts.shape + (rank,))
-    for i in np.ndindex(*counts.shape[:-1]):
-        out[i] = projection_coefs(np.nan_to_num(means[i]), counts[i], rank,
-                                  weighted=weighted)
-    return out
-
-
-def between_coefficients(stats: xr.Dataset, weighted: bool = False) -> xr.DataArray:
-    """Coefficients (..., [grouping,] class, rank) that project on the between-class basis
-    U S^-1 from dot products with the class means (count-weighted rows when ``weighted``);
-    see :func:`ncprobe.analyze.kernels.geometry.projection_coefs`. Lazy when ``stats`` is."""
-    mean, count = stats["mean"], stats["count"]
-    feature_dim = next(d for d in mean.dims if d not in count.dims)
-    return xr.apply_ufunc(
-        _coef_block, mean, count, kwargs={"weighted": weighted},
-        input_core_dims=[[schema.CLASS, feature_dim], [schema.CLASS]],
-        output_core_dims=[[schema.CLASS, "rank"]], dask="parallelized", output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {
-            "rank": min(count.sizes[schema.CLASS], mean.sizes[feature_dim])}})
-
-
-def _pass2_block(h, groups, labels, pred, means, coefs, coefs_w, own_valid, origin, ref,
-                 ref_valid, n_classes, dense, nearest_own):
-    return passes.pass2(h, groups, labels, pred, np.nan_to_num(means), coefs, coefs_w, ref,
-                        ref_valid.astype(bool), own_valid.astype(bool), n_classes, dense=dense,
-                        origin=np.nan_to_num(origin), nearest_own=nearest_own)
-
-
-def _class_inputs(st, f, lead, feature_dim) -> list:
-    """Pass 2's per-block constants from pass 1: class means (G, C, D), the between-class
-    projection coefficients (G, C, R) and the count-weighted ones of the true labels (C, R),
-    and the global mean (D,), each broadcast to the features' leading dims."""
-    def lead_data(arr, core):
-        return broadcast_to_lead(arr, f, lead, core).data
-
-    c, d = st.sizes[schema.CLASS], f.shape[-1]
-    means = lead_data(st["mean"], (schema.GROUPING, schema.CLASS, feature_dim))
-    counts = lead_data(st["count"], (schema.GROUPING, schema.CLASS))
-    # one SVD per block and grouping: lazy tasks that run in parallel with the pass, rather
-    # than one after another before it, when the pass itself is lazy
-    basis_src = st[["mean", "count"]]
-    # (only where they are large: thousands of tiny tasks would cost more than they save)
-    if is_dask(f) and not is_dask(basis_src["mean"]) and c * min(c, d) >= 2**16:
-        basis_src = basis_src.chunk({k: 1 for k in (*lead, schema.GROUPING)
-                                     if k in basis_src.dims})
-    coefs = lead_data(between_coefficients(basis_src),
-                      (schema.GROUPING, schema.CLASS, "rank"))
-    coefs_w = lead_data(between_coefficients(basis_src.isel({schema.GROUPING: 0}),
-                                             weighted=True), (schema.CLASS, "rank"))
-    origin = lead_data(st["global_mean"].isel({schema.GROUPING: 0}), (feature_dim,))
-    return [means, coefs, coefs_w, counts > 0, origin]
-
-
-def _reference_inputs(reference, f, lead, feature_dim, c, d) -> list:
-    """The NCC centres (..., C, D) with NaN rows zeroed, and which rows are valid (..., C)."""
-    if reference is None:  # no centres: nothing is nearest (NaN rows are never chosen)
-        ref = np.full(f.shape[:-2] + (c, d), np.nan)
-    else:
-        ref = broadcast_to_lead(reference.astype(np.float64), f, lead,
-                                (schema.CLASS, feature_dim)).data
-    xp = da if isinstance(ref, da.Array) else np
-    ref_valid = xp.isfinite(ref).all(axis=-1)
-    return [xp.where(ref_valid[..., None], ref, 0.0), ref_valid]
+def _reference(reference, f, lead, feature_dim, c, d):
+    """The NCC centres (..., C, D), NaN rows never chosen (all NaN without centres)."""
+    if reference is None:
+        return np.full(f.shape[:-2] + (c, d), np.nan)
+    return broadcast_to_lead(reference.astype(np.float64), f, lead,
+                             (schema.CLASS, feature_dim)).data
 
 
 def _pass2_dataset(parts: dict, f, lead, c, feature_dim) -> xr.Dataset:
@@ -267,11 +213,15 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     # the shuffled-label baseline reports nc1 only: no nearest-mean counts for it
     names = [str(v) for v in st[schema.GROUPING].values] if schema.GROUPING in st.coords \
         else [""] * n_g
-    kernel = functools.partial(_pass2_block, n_classes=c, dense=dense,
-                               nearest_own=np.array([v != "shuffled" for v in names]))
-    parts = reduce_blocks(kernel, f.data, [g.data, y.data, p.data],
-                          [*_class_inputs(st, f, lead, feature_dim),
-                           *_reference_inputs(reference, f, lead, feature_dim, c, d)],
-                          passes.pass2_shapes(n_g, c, d, dense))
+    # the plan of a block (its constants, multiplied out) once, shared by all its chunks
+    nearest_own = np.array([v != "shuffled" for v in names])
+    consts = [broadcast_to_lead(st["sum"], f, lead,
+                                (schema.GROUPING, schema.CLASS, feature_dim)).data,
+              broadcast_to_lead(st["count"], f, lead, (schema.GROUPING, schema.CLASS)).data,
+              _reference(reference, f, lead, feature_dim, c, d)]
+    parts = reduce_blocks(passes.pass2, f.data, [g.data, y.data, p.data], consts,
+                          passes.pass2_shapes(n_g, c, d, dense),
+                          prepare=functools.partial(passes.pass2_plan, nearest_own=nearest_own,
+                                                    dense=dense))
     ds = _pass2_dataset(parts, f, lead, c, feature_dim)
     return _finish(ds, has_grouping, coord)

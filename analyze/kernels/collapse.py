@@ -195,12 +195,15 @@ class Block(_Statistics):
         key = (names, squeeze)
         if key not in self._cache:
             idx = [GROUPINGS.index(n) for n in names]
+            # a view where the groupings are consecutive (the class sums are C x D each)
+            at = idx[0] if squeeze else (
+                slice(idx[0], idx[-1] + 1) if idx == list(range(idx[0], idx[-1] + 1)) else idx)
             take = {}
             for name, a in self._stats.items():
                 stat = STATISTICS.get(name)
                 if stat is not None and stat.per_grouping:
                     axis = a.ndim - len(stat.dims) + stat.dims.index("grouping")
-                    take[name] = np.take(a, idx[0] if squeeze else idx, axis=axis)
+                    take[name] = a[(slice(None),) * axis + (at,)]
             n_total = self.label_counts.sum(axis=-1)
             pred_known = self.pred_known if "outside" in self._stats else None
             if not squeeze:

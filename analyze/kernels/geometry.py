@@ -30,7 +30,8 @@ def means_from_sums(sums: np.ndarray, counts: np.ndarray):
     The global mean is sample-weighted: mu_G = (1/N) sum_i h_i = sum_c n_c mu_c / N.
     """
     present = counts > 0
-    means = np.where(present[..., None], sums / np.maximum(counts, 1)[..., None], np.nan)
+    means = sums / np.maximum(counts, 1)[..., None]
+    means[~present] = np.nan  # in place: one array of the size of the sums, not two
     n = counts.sum(axis=-1)
     mu_g = divide_or_nan(sums.sum(axis=-2), n[..., None])
     return means, mu_g, present
@@ -137,20 +138,26 @@ def projection_coefs(means: np.ndarray, counts: np.ndarray, rank: int,
     return q - np.outer(w, q.sum(axis=0))
 
 
-#: class rows per block of a pairwise computation: memory O(PAIR_BLOCK x C) per set of
-#: vectors, never C x C, so the pairwise metrics hold at C = 10,000
+#: class rows per block of a pairwise computation, at most: memory O(PAIR_BLOCK x C) per set
+#: of vectors, never C x C
 PAIR_BLOCK = 512
+#: and fewer rows when there are many sets or classes: each (..., rows, C) temporary of a
+#: block stays near this many values (16 MiB of float64), so the pairwise metrics of tens of
+#: thousands of classes, over every condition and grouping at once, hold a few of them
+PAIR_VALUES = 2**21
 
 
 def pair_blocks(v: np.ndarray, present: np.ndarray):
     """Yield ``(a, b, gram, both, upper)`` for the class rows a:b of ``v`` (..., C, D):
     ``gram`` (..., b-a, C) = v_i . v_j, ``both`` the pairs whose classes are both present,
-    ``upper`` those with j > i."""
+    ``upper`` those with j > i. Blocks of :data:`PAIR_BLOCK` rows, fewer when the block's
+    arrays would exceed :data:`PAIR_VALUES` values."""
     c = v.shape[-2]
+    rows = max(1, min(PAIR_BLOCK, PAIR_VALUES // max(1, c * int(np.prod(v.shape[:-2])))))
     idx = np.arange(c)
     vt = np.swapaxes(v, -1, -2)
-    for a in range(0, c, PAIR_BLOCK):
-        b = min(a + PAIR_BLOCK, c)
+    for a in range(0, c, rows):
+        b = min(a + rows, c)
         both = present[..., a:b, None] & present[..., None, :]
         yield a, b, v[..., a:b, :] @ vt, both, both & (idx[None, :] > idx[a:b, None])
 

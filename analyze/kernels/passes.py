@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import statistics
+from . import geometry, statistics
 
 #: rows converted to float64 at a time: a few MB that stay in cache and are reused, rather than
 #: a fresh chunk-sized float64 copy per step (page faults cost more than the arithmetic)
@@ -52,8 +52,8 @@ def pass1_shapes(n_groupings: int, n_classes: int, dim: int) -> dict:
 
 
 #: up to this many indicator columns (groupings x classes), class sums are one BLAS product
-#: of the dense indicators with each row block (fastest for few classes); beyond, a sparse
-#: indicator per grouping, whose cost does not grow with the class count
+#: of the dense indicators with each row block (fastest for few classes); beyond, a sum of
+#: the sorted rows per class present, whose cost does not grow with the class count
 DENSE_INDICATORS = 256
 
 
@@ -75,15 +75,13 @@ def _add_class_sums(out, x, groups, n_classes) -> np.ndarray:
         prod = ind.T @ x
         out[live] += prod[1:].reshape(live.size, n_classes, -1)
         return prod[0]
-    from scipy import sparse
-
     for k in range(n_g):
         g = groups[:, k]
         ok = np.flatnonzero((g >= 0) & (g < n_classes))
-        if ok.size:  # a sparse indicator: O(n D) whatever C
-            ind = sparse.csr_matrix((np.ones(ok.size), (g[ok], ok)),
-                                    shape=(n_classes, x.shape[0]))
-            out[k] += ind @ x
+        if ok.size:  # the classes present only: O(n D) whatever C, nothing of size C x D
+            order = ok[np.argsort(g[ok], kind="stable")]
+            present, starts = np.unique(g[order], return_index=True)
+            out[k, present] += np.add.reduceat(x[order], starts, axis=0)
     return x.sum(axis=0)
 
 
@@ -98,7 +96,7 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
 
     Returns ``{"sum": (G, C, D), "count": (G, C), "n_nonfinite": (), ...}``
     (:func:`pass1_shapes`). Row block by row block: memory O(G C D) beyond the chunk, time
-    O(n D G) (dense indicators when G C is small, sparse ones beyond).
+    O(n D G) (dense indicators when G C is small, sorted rows beyond).
     """
     n, d = h.shape
     groups = np.asarray(groups).astype(np.intp, copy=False)
@@ -106,7 +104,7 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
     extra = {s.name: (s.chunk, np.zeros(s.shape(_sizes(groups.shape[1], n_classes, d))))
              for s in statistics.of_pass(1) if s.chunk is not None}
     total = np.zeros(d)  # finite exactly when every value is: the full check only when not
-    # sparse products pay per call: larger row blocks when the dense indicators are not used
+    # sorting pays per call: larger row blocks when the dense indicators are not used
     rows = ROW_BLOCK if groups.shape[1] * n_classes <= DENSE_INDICATORS else 1024
     with np.errstate(invalid="ignore", over="ignore"):
         for i, j, x in row_blocks(h, rows=rows):
@@ -158,29 +156,14 @@ def pass2_shapes(n_groupings: int, n_classes: int, dim: int, dense: bool) -> dic
     return statistics.shapes(2, _sizes(n_groupings, n_classes, dim), dense)
 
 
-def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid, own_valid,
-          n_classes, dense=False, origin=None, nearest_own=None):
-    """Second pass: projections on the between-class basis, NCC counts (and, with ``dense``,
-    the within-class scatter matrix).
+def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
+    """Second pass: projections on the between-class basis, NCC counts (and, with a ``dense``
+    plan, the within-class scatter matrix).
 
     Parameters
     ----------
     h : (n, D) features; groups : (n, G); labels, pred : (n,) true label and network prediction.
-    means : (G, C, D) class means of each grouping (pass 1).
-    coefs : (G, C, R) projection coefficients (:func:`~.geometry.projection_coefs`):
-        B_g^T r = coefs_g^T [mu_c . r]_c, B_g = U S^-1 of the centred means.
-    coefs_w : (C, R) the same for the count-weighted basis of the first grouping (the true
-        labels), for the separation fuzziness of He and Su (docs/metrics.md).
-    ref_centres : (C, D) clean class means of the reference split; ref_valid : (C,) bool.
-    own_valid : (G, C) bool, classes with at least one sample in each grouping.
-    nearest_own : (G,) bool, optional
-        The groupings whose nearest own mean is counted (``own_hits``, ``nc4_mismatch``);
-        default all. The others (e.g. shuffled labels) then cost no distances to every mean.
-    dense : also accumulate the label-grouping scatter sum_i r_i r_i^T (D, D).
-    origin : (D,), optional
-        A point near the data (the global mean): everything is computed on h - origin, so the
-        expansion ||r||^2 = ||x||^2 - 2 x.mu + ||mu||^2 cancels only at the scale of the
-        class structure, not of ||h||^2.
+    plan : :class:`Pass2Plan`, what pass 1 gives the block (:func:`pass2_plan`).
 
     Returns
     -------
@@ -199,18 +182,17 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
 
     Notes
     -----
-    Row block by row block (:data:`ROW_BLOCK` rows), one BLAS product of the centred rows with
-    the class means of the groupings in use and the reference centres gives everything: the
+    Row block by row block, one BLAS product of the centred rows with the plan's columns (the
+    class means of the groupings in use and the reference centres) gives everything: the
     distances to every centre (argmin in float64, ties to the lowest index as scikit-learn)
     and, through the coefficients, the projections. Nothing of size n x C outlives a row
-    block, and every sum by class is a bincount: memory O(ROW_BLOCK C + G C R) beyond the
-    chunk, time O(n C (D + R)) whatever the class count.
+    block, and every sum by class is a bincount: memory O(rows C + G C R) beyond the chunk
+    and the plan, time O(n C (D + R)) whatever the class count.
     """
     groups = np.asarray(groups).astype(np.intp, copy=False)
     labels = np.asarray(labels).astype(np.intp, copy=False)
     pred = np.asarray(pred)
-    plan = _Pass2Plan.of(h.shape[1], groups.shape[1], means, coefs, coefs_w, ref_centres,
-                         ref_valid, own_valid, n_classes, origin, nearest_own)
+    n_classes = plan.c
     sums = _Pass2Sums.zeros(groups.shape[1], n_classes, len(labels))
     for i, k, xc in row_blocks(h, plan.origin, plan.rows):
         prod = xc @ plan.stacked
@@ -223,21 +205,25 @@ def pass2(h, groups, labels, pred, means, coefs, coefs_w, ref_centres, ref_valid
             d += plan.ref_sq
             sums.near_ref[i:k] = d.argmin(axis=1)
     out = sums.statistics(labels, pred, n_classes)
-    if dense:
-        out["scatter"] = _label_scatter(h, groups[:, 0], means[0], n_classes)
+    if plan.scatter_means is not None:
+        out["scatter"] = _label_scatter(h, groups[:, 0], plan.scatter_means, n_classes)
     return out
 
 
+#: the product of a row block with the plan's columns is kept near this many bytes: row
+#: blocks shrink (down to ROW_BLOCK rows) when there are tens of thousands of columns
+PRODUCT_BYTES = 32 * 2**20
+
+
 @dataclass
-class _Pass2Plan:
-    """What every row block of :func:`pass2` multiplies with, worked out once per chunk."""
+class Pass2Plan:
+    """What every row block of :func:`pass2` multiplies with: worked out once per block by
+    :func:`pass2_plan` and shared by all its chunks."""
 
     c: int
     origin: np.ndarray  # (D,): everything is computed on h - origin
-    m: np.ndarray  # (G, C, D) class means minus origin
-    used: list  # groupings with a class in them (e.g. no "target" when untargeted)
+    prep: list  # per grouping in use: (j, ||m_c||^2, coefficients or basis, m B)
     dotted: list  # groupings whose distances to every mean are in the product
-    prep: list  # per used grouping: (j, ||m_c||^2, coefficients or basis, m B)
     direct: bool  # D < C: projections from the basis in the product, not from the dots
     stacked: np.ndarray  # (D, K) the product's columns
     offsets: np.ndarray  # where each used grouping's basis columns start in ``stacked``
@@ -249,49 +235,90 @@ class _Pass2Plan:
     r_cols: int
     nearest_own: np.ndarray
     rows: int
+    scatter_means: np.ndarray | None  # (C, D) true-label means, for the dense scatter only
 
-    @classmethod
-    def of(cls, dim, n_g, means, coefs, coefs_w, ref_centres, ref_valid, own_valid, c, origin,
-           nearest_own):
-        o = np.zeros(dim) if origin is None else np.asarray(origin, np.float64)
-        m = means - o  # (G, C, D)
-        ref = ref_centres - o
-        used = [j for j in range(n_g) if own_valid[j].any()]
-        # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c = (m^T coefs)^T x - (m m^T coefs)[g]:
-        # by the dot products with the means when C <= D (they are computed anyway), or by
-        # the basis m^T coefs itself in the same product when D < C (the inner size is then
-        # D, not C); coefs^T 1 = 0, so the constant that the origin shift adds to every
-        # m_c . r cancels
-        direct = dim < c
-        nearest_own = np.ones(n_g, bool) if nearest_own is None else np.asarray(nearest_own)
-        # distances to every mean of a grouping: for its nearest mean, or its projections
-        dotted = [j for j in used if nearest_own[j] or not direct]
-        prep = []
-        for j in used:
-            both = np.concatenate([coefs[j], coefs_w], axis=1) if j == 0 else coefs[j]
-            basis = m[j].T @ both  # (D, R): B = m^T coefs
-            # m m^T coefs = m B, without a C x C matrix
-            prep.append((j, (m[j] * m[j]).sum(axis=1), basis if direct else both,
-                         m[j] @ basis))
-        # the reference centres are often this grouping's own means (the clean condition of
-        # the reference split): then their distances are the label grouping's, computed once
-        ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
-                        and np.array_equal(ref[ref_valid], m[0][ref_valid]))
-        columns = ([m[dotted].reshape(len(dotted) * c, -1).T]
-                   + ([] if ref_is_label else [ref.T]))
+
+def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass2Plan:
+    """Pass 2's constants of one block from its pass-1 statistics, one grouping at a time.
+
+    Parameters
+    ----------
+    sums : (G, C, D) class sums of each grouping (pass 1); counts : (G, C) their sample
+        counts. From them: the class means, the global mean of the first grouping (the true
+        labels), which every row is centred on, so that the expansion
+        ||r||^2 = ||x||^2 - 2 x.mu + ||mu||^2 cancels only at the scale of the class structure,
+        not of ||h||^2; the between-class bases B_g = U S^-1 of the centred means as
+        projection coefficients (:func:`~.geometry.projection_coefs`:
+        B_g^T r = coefs_g^T [mu_c . r]_c); and the count-weighted basis of the true labels for
+        the separation fuzziness of He and Su (docs/metrics.md).
+    ref_centres : (C, D) the NCC centres, e.g. clean class means of the reference split; NaN
+        rows are never nearest.
+    nearest_own : (G,) bool, optional
+        The groupings whose nearest own mean is counted (``own_hits``, ``nc4_mismatch``);
+        default all. The others (e.g. shuffled labels) then cost no distances to every mean.
+    dense : also accumulate the label-grouping scatter sum_i r_i r_i^T (D, D).
+    """
+    n_g, c, dim = sums.shape
+    rank = min(c, dim)  # the most directions C centred means span in D dimensions
+    own_valid = counts > 0
+
+    def means(j):  # (C, D), zero rows for empty classes (as geometry.means_from_sums, + 0)
+        return np.where(own_valid[j][:, None], sums[j] / np.maximum(counts[j], 1)[:, None],
+                        0.0)
+
+    o = np.nan_to_num(geometry.divide_or_nan(sums[0].sum(axis=0), counts[0].sum()))
+    ref_valid = np.isfinite(ref_centres).all(axis=-1)
+    ref = np.where(ref_valid[:, None], ref_centres, 0.0) - o
+    used = [j for j in range(n_g) if own_valid[j].any()]
+    # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c = (m^T coefs)^T x - (m m^T coefs)[g]:
+    # by the dot products with the means when C <= D (they are computed anyway), or by
+    # the basis m^T coefs itself in the same product when D < C (the inner size is then
+    # D, not C); coefs^T 1 = 0, so the constant that the origin shift adds to every
+    # m_c . r cancels
+    direct = dim < c
+    nearest_own = np.ones(n_g, bool) if nearest_own is None else np.asarray(nearest_own)
+    # distances to every mean of a grouping: for its nearest mean, or its projections
+    dotted = [j for j in used if nearest_own[j] or not direct]
+    # the reference centres are often this grouping's own means (the clean condition of
+    # the reference split): then their distances are the label grouping's, computed once
+    label = means(0)
+    ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
+                    and np.array_equal(ref[ref_valid], (label - o)[ref_valid]))
+    # the product's columns: distances to the dotted groupings' means, to the reference
+    # centres, then (when direct) each grouping's basis, filled in place one grouping at a
+    # time rather than gathered and concatenated (twice the memory at many classes)
+    ref_at = dotted.index(0) * c if ref_is_label else len(dotted) * c
+    widths = [2 * rank if j == 0 else rank for j in used] if direct else []
+    offsets = np.cumsum([0] + widths) + (len(dotted) + (0 if ref_is_label else 1)) * c
+    stacked = np.empty((dim, offsets[-1] if direct else offsets[0]))
+    if not ref_is_label:
+        stacked[:, ref_at:ref_at + c] = ref.T
+    coefs_w = geometry.projection_coefs(label, counts[0], rank, weighted=True)
+    prep = []
+    for slot, j in enumerate(used):  # one grouping's (C, D) and (C, R) at a time
+        mean = label if j == 0 else means(j)
+        coefs = geometry.projection_coefs(mean, counts[j], rank)
+        m = mean - o
+        del mean
+        both = np.concatenate([coefs, coefs_w], axis=1) if j == 0 else coefs
+        basis = m.T @ both  # (D, R): B = m^T coefs
+        # m m^T coefs = m B, without a C x C matrix
+        prep.append((j, (m * m).sum(axis=1), basis if direct else both, m @ basis))
+        if j in dotted:
+            at = dotted.index(j) * c
+            stacked[:, at:at + c] = m.T
         if direct:
-            columns += [basis for _, _, basis, _ in prep]
-        stacked = np.concatenate(columns, axis=1)
-        offsets = (np.cumsum([0] + [b.shape[1] for _, _, b, _ in prep])
-                   + (len(dotted) + (0 if ref_is_label else 1)) * c)
-        return cls(
-            c=c, origin=o, m=m, used=used, dotted=dotted, prep=prep, direct=direct,
-            stacked=stacked, offsets=offsets, ref_is_label=ref_is_label,
-            ref_at=dotted.index(0) * c if ref_is_label else len(dotted) * c,
-            ref_sq=np.where(ref_valid, (ref * ref).sum(axis=1), np.inf), ref_valid=ref_valid,
-            own_valid=own_valid, r_cols=coefs.shape[-1], nearest_own=nearest_own,
-            # larger row blocks when the product is wide: fewer, larger BLAS calls
-            rows=ROW_BLOCK if stacked.shape[1] <= 512 else 512)
+            stacked[:, offsets[slot]:offsets[slot + 1]] = basis
+    width = stacked.shape[1]
+    # larger row blocks when the product is wide (fewer, larger BLAS calls), smaller again
+    # when it is very wide (the product stays near PRODUCT_BYTES)
+    rows = ROW_BLOCK if width <= 512 else max(ROW_BLOCK, min(512, PRODUCT_BYTES // (8 * width)))
+    return Pass2Plan(
+        c=c, origin=o, prep=prep, dotted=dotted, direct=direct, stacked=stacked,
+        offsets=offsets, ref_is_label=ref_is_label, ref_at=ref_at,
+        ref_sq=np.where(ref_valid, (ref * ref).sum(axis=1), np.inf), ref_valid=ref_valid,
+        own_valid=own_valid, r_cols=rank, nearest_own=nearest_own, rows=rows,
+        scatter_means=label if dense else None)
 
 
 @dataclass
@@ -333,7 +360,7 @@ class _Pass2Sums:
                 "outside": np.float64(np.count_nonzero(pred < -1))}
 
 
-def _add_grouping(sums: _Pass2Sums, plan: _Pass2Plan, slot, xc, prod, groups, y, p_,
+def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, slot, xc, prod, groups, y, p_,
                   rows: slice):
     """One row block's projections and nearest own mean, for the ``slot``-th grouping in
     use."""

@@ -33,19 +33,12 @@ def test_pass2_equals_its_definition(seed, d, c, reference):
     means (shared distances), others, or with missing rows."""
     h, groups, labels, pred, c = _block(seed, d=d, c=c)
     st = plain.pass1(h, groups, c)
-    means, _, present = geometry.means_from_sums(st["sum"], st["count"])
-    rank = min(c, d)
-    coefs = np.stack([geometry.projection_coefs(np.nan_to_num(means[k]), st["count"][k], rank)
-                      for k in range(groups.shape[1])])
-    coefs_w = geometry.projection_coefs(np.nan_to_num(means[0]), st["count"][0], rank,
-                                        weighted=True)
+    means, _, _ = geometry.means_from_sums(st["sum"], st["count"])
     rng = np.random.default_rng(seed)
     ref = {"own": means[0], "other": means[0] + rng.standard_normal(means[0].shape),
            "partial": np.where(np.arange(c)[:, None] == 1, np.nan, means[0])}[reference]
-    ref_valid = np.isfinite(ref).all(axis=1)
-    fused = passes.pass2(h, groups, labels, pred, np.nan_to_num(means), coefs, coefs_w,
-                         np.where(ref_valid[:, None], ref, 0.0), ref_valid, present, c,
-                         origin=h.astype(np.float64).mean(axis=0))
+    plan = passes.pass2_plan(st["sum"], st["count"], ref)
+    fused = passes.pass2(h, groups, labels, pred, plan)
     slow = plain.pass2(h, groups, labels, pred, means, st["count"], ref, c)
     for k in slow:
         np.testing.assert_allclose(fused[k], slow[k], rtol=1e-9, atol=1e-9, err_msg=k)
