@@ -284,7 +284,8 @@ def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, 
     groups = grouping_labels(labels, pred, target, shuffle_seed=shuffle_seed,
                              sample_dim=sample_dim)
     stats = class_stats(features, groups, n_classes, sample_dim=sample_dim,
-                        feature_dim=feature_dim)
+                        feature_dim=feature_dim,
+                        chunk_statistics=registry.chunk_statistics(metrics))
     if reference is None:
         reference = clean_reference(stats, clean, condition_dim)
     within = None

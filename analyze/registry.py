@@ -207,6 +207,13 @@ def needed_statistics(keys=None) -> set:
     return set().union(*(_reaches(n) for k in keys for n in METRICS[k].needs))
 
 
+def chunk_statistics(keys=None) -> list:
+    """The declared statistics with a chunk function that pass 1 accumulates for the metrics
+    ``keys`` (default: all): only those some metric needs."""
+    needed = needed_statistics(keys)
+    return [s.name for s in statistics.of_pass(1) if s.chunk is not None and s.name in needed]
+
+
 def passes_needed(keys=None) -> set:
     """Which passes over the samples the metrics ``keys`` need: {1} or {1, 2}."""
     return {1} | {statistics.STATISTICS[s].pass_number for s in needed_statistics(keys)} - {0}

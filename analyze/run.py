@@ -280,20 +280,22 @@ def _in_numpy(job: _Job, keys, client) -> bool:
         for k in keys)
 
 
-def _pass1(features, groups, n_classes):
-    """:func:`class_stats` without what it derives (means, global means, within sums): the
-    run holds only the declared pass-1 statistics of every block, and what needs the means
-    derives them from the sums (:func:`~ncprobe.analyze.stats.class_means`), rather than
-    holding sums and means of C x D each."""
-    stats = class_stats(features, groups, n_classes)
-    return stats[[s.name for s in statistics.of_pass(1)]]
+def _pass1(job: _Job, features, groups):
+    """:func:`class_stats` of the declared pass-1 statistics that the selected metrics need,
+    without what it derives (means, global means, within sums): the run holds only those of
+    every block, and what needs the means derives them from the sums
+    (:func:`~ncprobe.analyze.stats.class_means`), rather than holding sums and means of
+    C x D each."""
+    chunks = registry.chunk_statistics(job.opts.metric_keys)
+    stats = class_stats(features, groups, job.n_classes, chunk_statistics=chunks)
+    return stats[[s.name for s in statistics.of_pass(1, chunks=chunks)]]
 
 
 def _first_pass(job: _Job, keys, bar, client) -> dict:
     """Pass 1 (:func:`class_stats`) of ``keys``: Key -> statistics, the chunks streamed."""
     if not keys:
         return {}
-    lazy = [_pass1(job.feats[key], job.inputs[key.split].groups, job.n_classes)
+    lazy = [_pass1(job, job.feats[key], job.inputs[key.split].groups)
             for key in keys]
     stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
                      strict=True))
@@ -310,10 +312,10 @@ def _held_first_pass(job: _Job, keys, bar, client) -> dict:
     if _in_numpy(job, keys, client):
         feats = _checked(compute_all, [job.feats[k] for k in keys], bar, store=job.store)
         with one_blas_thread():  # as in dask's tasks: the same arithmetic, bit for bit
-            stats = [_pass1(f, job.inputs[k.split].groups, job.n_classes)
+            stats = [_pass1(job, f, job.inputs[k.split].groups)
                      for k, f in zip(keys, feats, strict=True)]
     else:
-        lazy = [_pass1(job.feats[k], job.inputs[k.split].groups, job.n_classes)
+        lazy = [_pass1(job, job.feats[k], job.inputs[k.split].groups)
                 for k in keys]
         # the features and pass 1 together: each chunk read once for both
         done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client,

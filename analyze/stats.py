@@ -94,7 +94,8 @@ def class_means(stats: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
 
 
 def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
-                sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE) -> xr.Dataset:
+                sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE,
+                chunk_statistics=None) -> xr.Dataset:
     """Pass 1: per-class counts, sums and means, and the global mean, in float64.
 
     Parameters
@@ -107,6 +108,9 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
         Its leading dims are a subset of those of ``features``.
     n_classes : int
         The class set, required because lazy labels cannot be inspected without computing.
+    chunk_statistics : iterable of str, optional
+        Of the declared statistics with a chunk function (``sumsq``, ...), those to accumulate
+        (default: all); ``within`` comes with ``sumsq``.
 
     Returns
     -------
@@ -132,11 +136,14 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
     g, has_grouping, coord = _groups(groups, f, lead, sample_dim)
     _require_int_labels(g, n_classes)
     n_g, d = g.shape[-1], f.shape[-1]
-    parts = reduce_blocks(functools.partial(passes.pass1, n_classes=n_classes), f.data,
-                          [g.data], [], passes.pass1_shapes(n_g, n_classes, d))
+    parts = reduce_blocks(functools.partial(passes.pass1, n_classes=n_classes,
+                                            chunks=chunk_statistics), f.data,
+                          [g.data], [], passes.pass1_shapes(n_g, n_classes, d, chunk_statistics))
     ds = xr.Dataset(_statistics_dataset(parts, lead, feature_dim, n_classes),
                     coords={**lead_coords(f, lead), schema.CLASS: np.arange(n_classes)})
     ds["mean"], ds["global_mean"] = class_means(ds)
+    if "sumsq" not in ds:  # not asked for
+        return _finish(ds, has_grouping, coord)
     ds["within"] = xr.apply_ufunc(
         geometry.within_from_sumsq, ds["sumsq"], ds["sum"], ds["count"],
         input_core_dims=[[schema.CLASS], [schema.CLASS, feature_dim], [schema.CLASS]],

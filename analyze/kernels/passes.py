@@ -46,9 +46,9 @@ def _sizes(n_groupings, n_classes, dim) -> dict:
             "vertex": n_classes, "feature": dim, "feature2": dim}
 
 
-def pass1_shapes(n_groupings: int, n_classes: int, dim: int) -> dict:
+def pass1_shapes(n_groupings: int, n_classes: int, dim: int, chunks=None) -> dict:
     """Name -> shape of each :func:`pass1` statistic (:mod:`.statistics`)."""
-    return statistics.shapes(1, _sizes(n_groupings, n_classes, dim))
+    return statistics.shapes(1, _sizes(n_groupings, n_classes, dim), chunks=chunks)
 
 
 #: up to this many indicator columns (groupings x classes), class sums are one BLAS product
@@ -90,9 +90,10 @@ def _class_counts(groups, n_classes):
                      for g in groups.T]).astype(np.float64)
 
 
-def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
+def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int, chunks=None) -> dict:
     """Class sums and counts for every grouping, the count of non-finite values, and every
-    declared statistic with a chunk function (:mod:`.statistics`).
+    declared statistic with a chunk function (:mod:`.statistics`), or those named in
+    ``chunks``.
 
     Returns ``{"sum": (G, C, D), "count": (G, C), "n_nonfinite": (), ...}``
     (:func:`pass1_shapes`). Row block by row block: memory O(G C D) beyond the chunk, time
@@ -102,7 +103,7 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int) -> dict:
     groups = np.asarray(groups).astype(np.intp, copy=False)
     sums = np.zeros((groups.shape[1], n_classes, d))
     extra = {s.name: (s.chunk, np.zeros(s.shape(_sizes(groups.shape[1], n_classes, d))))
-             for s in statistics.of_pass(1) if s.chunk is not None}
+             for s in statistics.of_pass(1, chunks=chunks) if s.chunk is not None}
     total = np.zeros(d)  # finite exactly when every value is: the full check only when not
     # sorting pays per call: larger row blocks when the dense indicators are not used
     rows = ROW_BLOCK if groups.shape[1] * n_classes <= DENSE_INDICATORS else 1024

@@ -93,15 +93,17 @@ def undeclare(name: str) -> None:
     STATISTICS.pop(name, None)
 
 
-def of_pass(number: int, dense: bool = False) -> list[Statistic]:
-    """The statistics pass ``number`` returns (with the optional ones when ``dense``)."""
+def of_pass(number: int, dense: bool = False, chunks=None) -> list[Statistic]:
+    """The statistics pass ``number`` returns (with the optional ones when ``dense``, and of
+    those with a chunk function only the names in ``chunks``, when given)."""
     return [s for s in STATISTICS.values()
-            if s.pass_number == number and (dense or not s.optional)]
+            if s.pass_number == number and (dense or not s.optional)
+            and (chunks is None or s.chunk is None or s.name in chunks)]
 
 
-def shapes(number: int, sizes: dict, dense: bool = False) -> dict:
+def shapes(number: int, sizes: dict, dense: bool = False, chunks=None) -> dict:
     """Name -> shape (None: a mergeable object) of what pass ``number`` returns."""
-    return {s.name: s.shape(sizes) for s in of_pass(number, dense)}
+    return {s.name: s.shape(sizes) for s in of_pass(number, dense, chunks)}
 
 
 def _class_sumsq(x, groups, n_classes):

@@ -135,6 +135,27 @@ def test_a_declared_statistic_and_its_metric_reach_the_store(tmp_path, l1_metric
                  .isel(checkpoint=0)) == pytest.approx(want, rel=1e-12)
 
 
+def test_a_chunk_statistic_is_computed_only_when_a_selected_metric_needs_it(tmp_path,
+                                                                         l1_metric):
+    path, *_ = synthetic_store(tmp_path / "a.zarr", chunk_samples=11)
+    calls = []
+
+    def counted(x, groups, n_classes):
+        calls.append(len(x))
+        return _sum_abs(x, groups, n_classes)
+
+    statistics.undeclare("sum_abs")
+    statistics.declare(Statistic("sum_abs", 1, ("grouping", "class"), "sum_{i in c} ||h_i||_1",
+                                 chunk=counted))
+    assert registry.chunk_statistics(["equinorm"]) == []
+    assert registry.chunk_statistics(["mean_l1", "cdnv"]) == ["sumsq", "sum_abs"]
+    m = analyze_store(path, options=AnalysisOptions(metrics=["equinorm", "nc1_trace"]),
+                      progress=False)
+    assert calls == [] and np.isfinite(m["summary"]["nc1_trace"]).any()
+    analyze_store(path, options=AnalysisOptions(metrics=["mean_l1"]), progress=False)
+    assert sum(calls) > 0
+
+
 def test_within_from_one_pass_keeps_its_precision_far_from_the_origin():
     """Tr Sigma_W from pass 1's sums of squared norms (sumsq - ||s||^2 / n) loses at most
     4 eps64 sum_{i in c} ||h_i||^2 against the two-pass float64 value: the bound of
