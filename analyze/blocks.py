@@ -150,9 +150,7 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None) -> 
     for i, a in enumerate(per_sample):
         a = da.asarray(a).rechunk(ones + (x.chunks[n_lead],) + (-1,) * (a.ndim - n_lead - 1))
         args += [a, (*li, "s", *(f"p{i}_{j}" for j in range(a.ndim - n_lead - 1)))]
-    for i, c in enumerate(consts):
-        c = _one_per_block(c, n_lead)
-        args += [c, (*li, *(f"c{i}_{j}" for j in range(c.ndim - n_lead)))]
+    args += _const_args(consts, li)
     first = (0,) * n_lead
     n_chunks = len(x.chunks[n_lead])
     if _partial_bytes(shapes) > FOLD_BYTES and n_chunks > FOLD_LANES:
@@ -193,11 +191,16 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None) -> 
     return {k: named(k, s) for k, s in shapes.items()}
 
 
-def _one_per_block(c, n_lead: int):
-    """``c`` as a dask array with one chunk per index of its first ``n_lead`` axes (a numpy
-    array is sliced into views, never chunked otherwise and copied back together)."""
-    chunks = (1,) * n_lead + tuple(c.shape[n_lead:])
-    return c.rechunk(chunks) if isinstance(c, da.Array) else da.from_array(c, chunks=chunks)
+def _const_args(consts, li) -> list:
+    """blockwise's (array, indices) pairs for arrays whose first ``len(li)`` axes index the
+    blocks: one chunk per block (a numpy array sliced into views, never chunked otherwise and
+    copied back together), the other axes whole."""
+    args = []
+    for i, c in enumerate(consts):
+        chunks = (1,) * len(li) + tuple(c.shape[len(li):])
+        c = c.rechunk(chunks) if isinstance(c, da.Array) else da.from_array(c, chunks=chunks)
+        args += [c, (*li, *(f"c{i}_{j}" for j in range(c.ndim - len(li))))]
+    return args
 
 
 def _per_block(fn, consts, n_lead: int):
@@ -205,10 +208,7 @@ def _per_block(fn, consts, n_lead: int):
     first ``n_lead`` axes of each const index the blocks."""
     first = (0,) * n_lead
     li = tuple(f"l{j}" for j in range(n_lead))
-    args = []
-    for i, c in enumerate(consts):
-        c = _one_per_block(c, n_lead)
-        args += [c, (*li, *(f"c{i}_{j}" for j in range(c.ndim - n_lead)))]
+    args = _const_args(consts, li)
 
     def block(*blocks):
         return _one(fn(*[_only(b)[first] for b in blocks]), n_lead)

@@ -142,8 +142,8 @@ def projection_coefs(means: np.ndarray, counts: np.ndarray, rank: int,
 #: of vectors, never C x C
 PAIR_BLOCK = 512
 #: and fewer rows when there are many sets or classes: each (..., rows, C) temporary of a
-#: block stays near this many values (16 MiB of float64), so the pairwise metrics of tens of
-#: thousands of classes, over every condition and grouping at once, hold a few of them
+#: block stays near this many values, whatever the number of classes, conditions and
+#: groupings it covers
 PAIR_VALUES = 2**21
 
 

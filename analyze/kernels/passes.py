@@ -263,11 +263,11 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     rank = min(c, dim)  # the most directions C centred means span in D dimensions
     own_valid = counts > 0
 
-    def means(j):  # (C, D), zero rows for empty classes (as geometry.means_from_sums, + 0)
-        return np.where(own_valid[j][:, None], sums[j] / np.maximum(counts[j], 1)[:, None],
-                        0.0)
+    def means(j):  # (C, D), zero rows for empty classes, and the global mean (D,)
+        mean, mu_g, _ = geometry.means_from_sums(sums[j], counts[j])
+        return np.nan_to_num(mean, copy=False), np.nan_to_num(mu_g)
 
-    o = np.nan_to_num(geometry.divide_or_nan(sums[0].sum(axis=0), counts[0].sum()))
+    label, o = means(0)
     ref_valid = np.isfinite(ref_centres).all(axis=-1)
     ref = np.where(ref_valid[:, None], ref_centres, 0.0) - o
     used = [j for j in range(n_g) if own_valid[j].any()]
@@ -282,7 +282,6 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     dotted = [j for j in used if nearest_own[j] or not direct]
     # the reference centres are often this grouping's own means (the clean condition of
     # the reference split): then their distances are the label grouping's, computed once
-    label = means(0)
     ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
                     and np.array_equal(ref[ref_valid], (label - o)[ref_valid]))
     # the product's columns: distances to the dotted groupings' means, to the reference
@@ -297,7 +296,7 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     coefs_w = geometry.projection_coefs(label, counts[0], rank, weighted=True)
     prep = []
     for slot, j in enumerate(used):  # one grouping's (C, D) and (C, R) at a time
-        mean = label if j == 0 else means(j)
+        mean = label if j == 0 else means(j)[0]
         coefs = geometry.projection_coefs(mean, counts[j], rank)
         m = mean - o
         del mean
