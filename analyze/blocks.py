@@ -104,7 +104,8 @@ def _folded(kernel, sampled, consts, n_lead, n_chunks):
     return da.block(lanes.tolist())
 
 
-def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None) -> dict:
+def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None,
+                  prepare_now: bool = False) -> dict:
     """Sum ``kernel(x_chunk, *per_sample_chunks, *consts)`` over the sample chunks of ``x``
     (..., n, D), for every index of its leading axes.
 
@@ -120,6 +121,10 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None) -> 
         adds with ``+`` (e.g. sparse counts), returned as an object array (...).
     prepare : optional ``prepare(*consts) -> object``, worked out once per block (with dask,
         one task beside the pass) and passed to every chunk's kernel instead of the consts.
+    prepare_now : with dask and the consts in memory (numpy), work ``prepare`` out now, one
+        block after another, rather than in tasks of the pass: for objects of hundreds of MB
+        (pass 2's plan at many classes), none is then built beside another, and no thread
+        reads chunks ahead while another builds one.
 
     Returns
     -------
@@ -142,7 +147,12 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None) -> 
         return out
     n_lead = len(lead)
     ones = (1,) * n_lead
-    if prepare is not None:
+    if prepare is not None and prepare_now and not any(isinstance(c, da.Array) for c in consts):
+        made = np.empty(lead, dtype=object)
+        for i in np.ndindex(*lead):
+            made[i] = prepare(*[c[i] for c in consts])
+        consts = [made]
+    elif prepare is not None:
         consts = [_per_block(prepare, consts, n_lead)]
     x = da.asarray(x).rechunk(ones + (da.asarray(x).chunks[n_lead], -1))
     li = tuple(f"l{j}" for j in range(n_lead))

@@ -198,11 +198,34 @@ def no_simplex_warning(n_classes: int, dims) -> str:
             "uniformity and hull_margin describe the geometry instead (docs/metrics.md)")
 
 
+#: blocks whose statistics exceed this many bytes together (class sums of thousands of
+#: classes) have their metrics computed one block at a time: what a Block derives from its
+#: class sums (means, centred means, simplex vertices, per grouping) is several times the
+#: sums themselves, and is then held for one block, not for all of a layer's at once
+BLOCK_BYTES = 256 * 2**20
+
+
 def _evaluate(*arrays, names, metrics, core):
     """Every metric's kernel on one Block of numpy arrays (..., core); results broadcast to
     the leading shape of all inputs (an input may lack a leading dim, e.g. the weight)."""
     lead = np.broadcast_shapes(*[a.shape[: a.ndim - len(c)] for a, c in
                                  zip(arrays, core, strict=True)])
+    if sum(a.nbytes for a in arrays) <= BLOCK_BYTES or int(np.prod(lead)) <= 1:
+        return _unpack(_block_metrics(arrays, names, metrics, lead))
+    whole = [np.broadcast_to(a, lead + a.shape[a.ndim - len(c):])
+             for a, c in zip(arrays, core, strict=True)]
+    parts = [_block_metrics([a[i] for a in whole], names, metrics, ())
+             for i in np.ndindex(*lead)]
+    return _unpack([np.stack([p[k] for p in parts]).reshape(lead + parts[0][k].shape)
+                    for k in range(len(metrics))])
+
+
+def _unpack(out: list):
+    return out[0] if len(out) == 1 else tuple(out)  # apply_ufunc: one output, no tuple
+
+
+def _block_metrics(arrays, names, metrics, lead) -> list:
+    """Each metric of one Block, broadcast to ``lead``."""
     block = Block(**dict(zip(names, arrays, strict=True)))
     out = []
     for m in metrics:
@@ -213,7 +236,7 @@ def _evaluate(*arrays, names, metrics, core):
             r = full
         n_core = 1 if m.per_grouping else len(m.dims)
         out.append(np.broadcast_to(r, lead + r.shape[r.ndim - n_core:]).copy())
-    return out[0] if len(out) == 1 else tuple(out)  # apply_ufunc: one output, no tuple
+    return out
 
 
 def covariances(stats: xr.Dataset, within: xr.Dataset,
@@ -414,3 +437,4 @@ def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: st
         input_core_dims=[[feature_dim], [class_dim, feature_dim]], dask="parallelized",
         output_dtypes=[np.int64])
     return out.transpose(*[d for d in features.dims if d != feature_dim], ...)
+

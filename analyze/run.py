@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import numpy as np
+import xarray as xr
 
 from ncprobe.data import schema
 from ncprobe.data.params import Instance, Interval, Optional, StrList, check_params
@@ -33,7 +34,8 @@ from ncprobe.data.store import splits as store_splits
 from . import registry
 from .blocks import AnalysisError
 from .cluster import connect, parse_scheduler
-from .kernels import statistics
+from .kernels import passes, statistics
+from .kernels.collapse import GROUPINGS
 from .memory import auto_budget, parse_memory, plan_reads
 from .metrics import (
     clean_reference,
@@ -44,7 +46,7 @@ from .metrics import (
 )
 from .output import assemble, check_target, write_metrics
 from .progress import compute_all, make_bar, one_blas_thread, persist_all
-from .stats import class_stats, within_stats
+from .stats import PLAN_BYTES, class_stats, within_stats
 
 log = logging.getLogger("ncprobe.analyze")
 
@@ -333,19 +335,42 @@ def _dense(job: _Job, key) -> bool:
 
 def _second_pass(job: _Job, keys, stats, feats, bar, client) -> dict:
     """Pass 2 (:func:`within_stats`) of ``keys`` on ``feats``, against the clean class means
-    of the reference split (each split's own without one)."""
-    lazy = []
-    with one_blas_thread():  # features held in numpy are computed here, not in dask's tasks
-        for key in keys:
-            inputs = job.inputs[key.split]
-            reference = clean_reference(stats[Key(job.ref_split or key.split, key.layer)])
-            lazy.append(within_stats(feats[key], inputs.groups, stats[key],
-                                     labels=inputs.labels, pred=inputs.pred,
-                                     reference=reference, dense=_dense(job, key)))
-    if not lazy:
-        return {}
-    return dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
-                    strict=True))
+    of the reference split (each split's own without one): in one computation, except for
+    keys whose plans are large (:data:`~ncprobe.analyze.stats.PLAN_BYTES`), which run one
+    block (checkpoint, condition) at a time so that one plan is held at a time."""
+    large = [k for k in keys if passes.plan_bytes(
+        len(GROUPINGS), job.n_classes, feats[k].sizes[schema.FEATURE]) > PLAN_BYTES]
+    small = [k for k in keys if k not in large]
+    with one_blas_thread():  # what is computed here, not in dask's tasks, as in a task
+        lazy = [_within(job, key, stats, feats[key]) for key in small]
+    out = dict(zip(small, _checked(compute_all, lazy, bar, client, store=job.store),
+                   strict=True)) if lazy else {}
+    for key in large:
+        lead = [d for d in feats[key].dims if d not in (schema.SAMPLE, schema.FEATURE)]
+        blocks = np.empty([feats[key].sizes[d] for d in lead], dtype=object)
+        for i in np.ndindex(*blocks.shape):
+            at = {d: slice(j, j + 1) for d, j in zip(lead, i, strict=True)}
+            with one_blas_thread():
+                lazy = [_within(job, key, stats, feats[key].isel(at), at)]
+            # the list emptied as it is computed: the graph, which holds the plan, goes
+            # before the next block's plan is made
+            (blocks[i],) = _checked(compute_all, [lazy.pop()], bar, client, store=job.store)
+        out[key] = xr.combine_nested(blocks.tolist(), concat_dim=lead)
+    return out
+
+
+def _within(job: _Job, key, stats, features, at=None):
+    """:func:`within_stats` of one key's ``features`` (those of the blocks ``at``: dim ->
+    slice, default all)."""
+    def sel(a):
+        return a if at is None else a.isel({d: s for d, s in at.items() if d in a.dims})
+
+    inputs = job.inputs[key.split]
+    reference = clean_reference(stats[Key(job.ref_split or key.split, key.layer)])
+    return within_stats(features, sel(inputs.groups), sel(stats[key]),
+                        labels=inputs.labels, pred=sel(inputs.pred),
+                        reference=None if reference is None else sel(reference),
+                        dense=_dense(job, key))
 
 
 def _collapse(job: _Job, stats, within):

@@ -151,6 +151,13 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
     return _finish(ds, has_grouping, coord)
 
 
+#: pass-2 plans that may exceed this many bytes (thousands of classes, wide layers) are
+#: worked out from in-memory statistics at once, one block after another
+#: (:func:`~ncprobe.analyze.blocks.reduce_blocks`'s ``prepare_now``); ``nc-analyze`` then
+#: runs pass 2 one block at a time, so that one plan is held at a time
+PLAN_BYTES = 256 * 2**20
+
+
 def _reference(reference, f, lead, feature_dim, c, d):
     """The NCC centres (..., C, D), NaN rows never chosen (all NaN without centres)."""
     if reference is None:
@@ -229,6 +236,7 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
     parts = reduce_blocks(passes.pass2, f.data, [g.data, y.data, p.data], consts,
                           passes.pass2_shapes(n_g, c, d, dense),
                           prepare=functools.partial(passes.pass2_plan, nearest_own=nearest_own,
-                                                    dense=dense))
+                                                    dense=dense),
+                          prepare_now=passes.plan_bytes(n_g, c, d) > PLAN_BYTES)
     ds = _pass2_dataset(parts, f, lead, c, feature_dim)
     return _finish(ds, has_grouping, coord)

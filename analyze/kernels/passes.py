@@ -216,6 +216,13 @@ def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
 PRODUCT_BYTES = 32 * 2**20
 
 
+def plan_bytes(n_groupings: int, c: int, d: int) -> int:
+    """An upper bound of the bytes of :func:`pass2_plan`'s plan: the product's columns, D x
+    ((G + 1) C + (G + 1) R), and each grouping's means on its basis, C x 2R, R = min(C, D)."""
+    r = min(c, d)
+    return 8 * (n_groupings + 1) * (d * (c + r) + 2 * c * r)
+
+
 @dataclass
 class Pass2Plan:
     """What every row block of :func:`pass2` multiplies with: worked out once per block by

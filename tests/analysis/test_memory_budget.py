@@ -99,3 +99,32 @@ def test_cli_memory_flag(tmp_path, capsys):
     assert not (tmp_path / "m.zarr").exists()
     assert main([str(path), "--out", str(tmp_path / "m.zarr"), "--memory", "0",
                  "--no-progress"]) == 0
+
+
+def test_many_classes_pass2_and_metrics_block_by_block_equal_the_whole(tmp_path, monkeypatch):
+    """Beyond PLAN_BYTES, pass 2 runs one (checkpoint, condition) block at a time with its plan
+    made before it; beyond BLOCK_BYTES the metrics are computed one block at a time. Both
+    give the results of the whole layer at once, bitwise."""
+    import ncprobe.analyze.metrics as metrics
+    import ncprobe.analyze.run as run
+    import ncprobe.analyze.stats as stats
+
+    path = synthetic_store(tmp_path / "a.zarr", dims=(12, 6, 9), chunk_samples=11,
+                           checkpoints=(0, 1))[0]
+    whole = {m: analyze_store(path, progress=False, memory=m) for m in (0, "1GiB")}
+    blocks = []
+    real = run.within_stats
+
+    def one_block(features, *args, **kwargs):
+        blocks.append((features.sizes["checkpoint"], features.sizes["condition"]))
+        return real(features, *args, **kwargs)
+
+    monkeypatch.setattr(run, "within_stats", one_block)
+    for module, name in ((run, "PLAN_BYTES"), (stats, "PLAN_BYTES"), (metrics, "BLOCK_BYTES")):
+        monkeypatch.setattr(module, name, 0)
+    for memory, want in whole.items():
+        blocks.clear()
+        _identical(analyze_store(path, progress=False, memory=memory), want)
+        n_conditions = want["summary"].sizes["condition"]
+        # 2 splits x 3 layers, each in 2 checkpoints x n_conditions blocks
+        assert blocks == [(1, 1)] * (6 * 2 * n_conditions)

@@ -67,3 +67,27 @@ def test_pass2_plan_is_worked_out_once_per_block(monkeypatch):
     lazy.compute(scheduler="sync")
     assert len(calls) == feats.sizes["condition"] == 2
     assert feats.data.numblocks[1] == 7
+
+
+def test_large_plans_are_worked_out_at_once_block_after_block(monkeypatch):
+    """Beyond PLAN_BYTES and with statistics in memory, the plans are made when the pass is
+    built, one per block, and the pass gives the same statistics, bitwise."""
+    from ncprobe.analyze import stats as stats_module
+
+    feats, y, c = _features(c=8)
+    stats = class_stats(feats, y, c).compute()
+    in_tasks = within_stats(feats, y, stats).compute(scheduler="sync")
+    calls = []
+    real = passes.pass2_plan
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(passes, "pass2_plan", counted)
+    monkeypatch.setattr(stats_module, "PLAN_BYTES", 0)
+    lazy = within_stats(feats, y, stats)
+    assert len(calls) == feats.sizes["condition"] == 2  # made now, not in the pass's tasks
+    made_now = lazy.compute(scheduler="sync")
+    assert len(calls) == 2
+    xr.testing.assert_identical(made_now, in_tasks)
