@@ -20,9 +20,9 @@ from .metrics import (
     nc2,
     nc3,
     ncc_predict,
+    separation_law,
 )
 from .run import AnalysisOptions, analyze_store
-from .separation import separation_law
 from .stats import class_stats, within_stats
 
 __all__ = ["AnalysisError", "AnalysisOptions", "analyze_store", "cdnv", "class_stats",

@@ -8,7 +8,8 @@ runs every metric of :mod:`ncprobe.analyze.registry` on their statistics.
 :func:`ncprobe.analyze.run.analyze_store` calls the same functions, computing each pass for
 the whole store at once. :func:`nc1`, :func:`nc2`, :func:`nc3`, :func:`cdnv` and
 :func:`fuzziness` give one metric of features and labels with the same vocabulary
-(``n_classes``, ``sample_dim``, ``feature_dim``).
+(``n_classes``, ``sample_dim``, ``feature_dim``); :func:`separation_law` fits the fuzziness
+across layers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .blocks import AnalysisError, is_dask, lead_dims
 from .kernels import geometry, passes, statistics
 from .kernels.collapse import GROUPINGS, Block
 from .kernels.geometry import NC2_KEYS
+from .kernels.separation import fit_geometric_decay
 from .registry import REPORTED
 from .stats import class_means, class_stats, named_dims, within_stats
 
@@ -438,3 +440,45 @@ def ncc_predict(features: xr.DataArray, centres: xr.DataArray, *, sample_dim: st
         output_dtypes=[np.int64])
     return out.transpose(*[d for d in features.dims if d != feature_dim], ...)
 
+
+def separation_law(fuzziness: xr.DataArray, layer_dim: str = schema.LAYER,
+                   depth: str = schema.DEPTH) -> xr.Dataset:
+    """The law of data separation (He and Su, PNAS 2023): fit log D_l = a + l log rho over
+    ``layer_dim`` for every other index.
+
+    The fuzziness D_l = Tr(SS_W SS_B^+) (:func:`fuzziness`, the ``fuzziness`` metric of every
+    layer) decays geometrically with depth in well-trained networks. Fitted per (split,
+    checkpoint, condition), clean and attacked, it reads the layer-wise finding through one
+    number per condition: rho, the factor by which each layer separates the classes, and R^2,
+    how well a geometric law describes the network at all.
+
+    Parameters
+    ----------
+    fuzziness : DataArray (..., layer_dim)
+        D_l of each layer, e.g. ``metrics["summary"]["fuzziness"].sel(grouping=...)``.
+    depth : name of the coordinate on ``layer_dim`` that gives l (the layer's position in the
+        network); 0, 1, ... in the order of ``layer_dim`` when absent.
+
+    Returns
+    -------
+    Dataset (...) with ``rho`` (e^slope), ``a`` (intercept of the natural log), ``r2`` and
+    ``n_layers`` (layers with a finite, positive D_l). NaN with fewer than three such layers
+    (:data:`ncprobe.analyze.kernels.separation.MIN_LAYERS`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = xr.DataArray(2.0 * 0.25 ** np.arange(4), dims="layer")
+    >>> round(float(separation_law(d)["rho"]), 12)
+    0.25
+    """
+    x = fuzziness[depth].values if depth in fuzziness.coords else \
+        range(fuzziness.sizes[layer_dim])
+    x = xr.DataArray(list(x), dims=layer_dim)
+    names = ("rho", "a", "r2", "n_layers")
+    out = xr.apply_ufunc(
+        lambda d, l: tuple(fit_geometric_decay(l, d)[k] for k in names),
+        fuzziness.reset_coords(drop=True), x, input_core_dims=[[layer_dim], [layer_dim]],
+        output_core_dims=[[]] * len(names), dask="parallelized",
+        output_dtypes=[float] * len(names))
+    return xr.Dataset(dict(zip(names, out, strict=True)))

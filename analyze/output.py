@@ -21,8 +21,8 @@ from ncprobe.data.store.lock import process_alive
 from ncprobe.data.store.writer import consolidate, replace_tree
 
 from . import registry
+from .metrics import separation_law
 from .metrics_reader import tidy_summary
-from .separation import separation_law
 
 
 def _versions():

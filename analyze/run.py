@@ -33,7 +33,7 @@ from ncprobe.data.store import splits as store_splits
 
 from . import registry
 from .blocks import AnalysisError
-from .cluster import connect, parse_scheduler
+from .cluster import compute_all, connect, make_bar, one_blas_thread, parse_scheduler, persist_all
 from .kernels import passes, statistics
 from .kernels.collapse import GROUPINGS
 from .memory import auto_budget, parse_memory, plan_reads
@@ -45,7 +45,6 @@ from .metrics import (
     no_simplex_warning,
 )
 from .output import assemble, check_target, write_metrics
-from .progress import compute_all, make_bar, one_blas_thread, persist_all
 from .stats import PLAN_BYTES, class_stats, within_stats
 
 log = logging.getLogger("ncprobe.analyze")

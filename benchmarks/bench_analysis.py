@@ -67,8 +67,8 @@ def passes_from_memory(path):
     analysis costs beyond reading, on the same threads as the floor. With the floor F and
     this P, a held layer costs about F + P and a streamed one 2 F + P (on a large store,
     where the floor is reading, not fixed costs)."""
+    from ncprobe.analyze.cluster import compute_all, make_bar, persist_all
     from ncprobe.analyze.metrics import clean_reference
-    from ncprobe.analyze.progress import compute_all, make_bar, persist_all
     from ncprobe.analyze.run import AnalysisOptions, _open_job
     from ncprobe.analyze.stats import class_stats, within_stats
 
