@@ -23,9 +23,9 @@ from .metrics import (
     separation_law,
 )
 from .run import AnalysisOptions, analyze_store
-from .stats import class_stats, within_stats
+from .stats import class_stats, reference_stats, within_stats
 
 __all__ = ["AnalysisError", "AnalysisOptions", "analyze_store", "cdnv", "class_stats",
            "clean_reference", "collapse_metrics", "fuzziness", "grouping_labels",
-           "layer_metrics", "nc1", "nc2", "nc3", "ncc_predict", "separation_law",
-           "within_stats"]
+           "layer_metrics", "nc1", "nc2", "nc3", "ncc_predict", "reference_stats",
+           "separation_law", "within_stats"]

@@ -28,7 +28,7 @@ from .kernels.collapse import GROUPINGS, Block
 from .kernels.geometry import NC2_KEYS
 from .kernels.separation import fit_geometric_decay
 from .registry import REPORTED
-from .stats import class_means, class_stats, named_dims, within_stats
+from .stats import class_means, class_stats, named_dims, reference_stats, within_stats
 
 #: the grouping dim of per-grouping results while they are computed (the inputs' grouping
 #: dim has all four groupings, the results only those reported)
@@ -280,7 +280,9 @@ def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, 
         grouping are NaN.
     reference : DataArray (..., class, feature_dim), optional
         NCC centres; default: the clean class means of these features
-        (:func:`clean_reference`). ``nc-analyze`` passes those of the train split.
+        (:func:`clean_reference`), which need pass 2. Centres given (``nc-analyze`` passes
+        those of the train split) are counted against in the first pass
+        (:func:`~ncprobe.analyze.stats.reference_stats`).
     weight : DataArray (..., class, feature_dim), optional
         Classifier rows when this layer feeds the final linear map.
     dense : also return ``sigma_w`` and ``sigma_b`` (feature, feature2).
@@ -311,13 +313,21 @@ def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, 
     stats = class_stats(features, groups, n_classes, sample_dim=sample_dim,
                         feature_dim=feature_dim,
                         chunk_statistics=registry.chunk_statistics(metrics))
-    if reference is None:
-        reference = clean_reference(stats, clean, condition_dim)
-    within = None
-    if dense or 2 in registry.passes_needed(metrics):
+    # centres given are known before the features are read: the counts against them come
+    # with the first pass, as for nc-analyze's splits measured against the reference split
+    known = reference is not None
+    counted = None
+    if known and any(s.name in registry.needed_statistics(metrics)
+                     for s in statistics.of_reference()):
+        counted = reference_stats(features, labels, reference, pred=pred,
+                                  sample_dim=sample_dim, feature_dim=feature_dim)
+    within = counted
+    if dense or 2 in registry.passes_needed(metrics, reference_known=known):
         within = within_stats(features, groups, stats, labels=labels, pred=pred,
-                              reference=reference, dense=dense, sample_dim=sample_dim,
-                              feature_dim=feature_dim)
+                              reference=None if known else clean_reference(stats, clean,
+                                                                           condition_dim),
+                              dense=dense, sample_dim=sample_dim, feature_dim=feature_dim)
+        within = within if counted is None else within.assign(counted.data_vars)
     out = collapse_metrics(stats, within, weight=weight, clean=clean,
                            condition_dim=condition_dim, feature_dim=feature_dim, only=metrics)
     return out.merge(covariances(stats, within, feature_dim)) if dense else out

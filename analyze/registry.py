@@ -214,9 +214,16 @@ def chunk_statistics(keys=None) -> list:
     return [s.name for s in statistics.of_pass(1) if s.chunk is not None and s.name in needed]
 
 
-def passes_needed(keys=None) -> set:
-    """Which passes over the samples the metrics ``keys`` need: {1} or {1, 2}."""
-    return {1} | {statistics.STATISTICS[s].pass_number for s in needed_statistics(keys)} - {0}
+def passes_needed(keys=None, reference_known: bool = False) -> set:
+    """Which passes over the samples the metrics ``keys`` need: {1} or {1, 2}.
+
+    ``reference_known``: the features are measured against centres known before they are
+    read (another split's, reduced first), so what is counted against the centres alone
+    (:func:`~ncprobe.analyze.kernels.statistics.of_reference`) comes with the first pass.
+    """
+    table = statistics.STATISTICS
+    return {1} | {1 if reference_known and table[s].reference else table[s].pass_number
+                  for s in needed_statistics(keys)} - {0}
 
 
 def in_group(group: str) -> list[Metric]:

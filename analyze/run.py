@@ -2,10 +2,11 @@
 
 Pass 1 (class sums and counts for the label, pred, target and shuffled groupings) and pass 2
 (within-class scatter, projections on the between-class basis, nearest-centre counts) run as
-dask computations over every split, layer, checkpoint and condition. A layer that fits the
-memory budget (:mod:`ncprobe.analyze.memory`) is read once and kept for both passes (a small
-one, one sample chunk per block, as plain numpy: :data:`SMALL_LAYER`); the others are
-streamed twice, with memory at a few chunks per worker.
+dask computations over every split, layer, checkpoint and condition. The reference split is
+reduced first: the other splits count against its centres with their pass 1. A layer that
+needs pass 2 and fits the memory budget (:mod:`ncprobe.analyze.memory`) is read once and kept
+for both passes (a small one, one sample chunk per block, as plain numpy:
+:data:`SMALL_LAYER`); the others are streamed twice, with memory at a few chunks per worker.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .metrics import (
     no_simplex_warning,
 )
 from .output import assemble, check_target, write_metrics
-from .stats import PLAN_BYTES, class_stats, within_stats
+from .stats import PLAN_BYTES, class_stats, reference_stats, within_stats
 
 log = logging.getLogger("ncprobe.analyze")
 
@@ -80,11 +81,6 @@ class AnalysisOptions:
     @property
     def metric_keys(self) -> list:
         return registry.select(self.metrics)
-
-    @property
-    def second_pass(self) -> bool:
-        """Whether a selected metric (or ``dense``) needs the second pass."""
-        return self.dense or 2 in registry.passes_needed(self.metric_keys)
 
 
 class Key(NamedTuple):
@@ -228,18 +224,16 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
     budget = parse_memory(memory)
     job = _open_job(store, opts)
     with connect(scheduler) as client:
-        source = "given"
-        if budget is None:
-            budget, source = auto_budget(store, client)
         bar = make_bar(progress)
-        if opts.second_pass:
-            plan = plan_reads({key: job.nbytes(key) for key in job.feats}, budget, source,
+        twice = [key for key in job.feats if _second_pass_needed(job, key)]
+        plan = None
+        if twice:
+            source = "given"
+            if budget is None:
+                budget, source = auto_budget(store, client)
+            plan = plan_reads({key: job.nbytes(key) for key in twice}, budget, source,
                               job.ref_split)
-            stats, within = _run_passes(job, plan, bar, client)
-        else:  # one pass: every array read once, nothing held
-            plan = None
-            stats, within = _first_pass(job, list(job.feats), bar, client), {}
-            _warn_small_classes(stats)
+        stats, within = _run_passes(job, plan, bar, client)
         bar.close()
     if plan is not None:  # after the passes: a failed run says only why it failed
         log.info("%s", plan.describe())
@@ -249,20 +243,46 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
     return metrics
 
 
+def _foreign(job: _Job, key) -> bool:
+    """Whether ``key`` is measured against another split's centres (the reference split's),
+    which are reduced before it is read."""
+    return job.ref_split is not None and key.split != job.ref_split
+
+
+def _second_pass_needed(job: _Job, key) -> bool:
+    return key in job.out_keys and (_dense(job, key) or 2 in registry.passes_needed(
+        job.opts.metric_keys, reference_known=_foreign(job, key)))
+
+
+def _reference_needed(job: _Job) -> bool:
+    """Whether a selected metric counts against the NCC centres (ncc_acc, leap_rate, ...)."""
+    needed = registry.needed_statistics(job.opts.metric_keys)
+    return any(s.name in needed for s in statistics.of_reference())
+
+
 def _run_passes(job: _Job, plan, bar, client):
-    """Both passes for every (split, layer): the streamed keys' first passes in one
-    computation, then each batch held in memory (read once: kept while its first pass runs,
-    second pass from memory), then the streamed keys' second passes in one computation."""
+    """Both passes for every (split, layer). First the keys measured against their own
+    centres are read once for pass 1 (the streamed ones and those that need no pass 2, in
+    one computation), then each batch of the plan is held in memory (read once: kept while
+    its first pass runs, pass 2 from memory), then the keys measured against the reference
+    split's centres, now known, are read for pass 1 and the counts against those centres at
+    once, and last the streamed keys' second passes run in one computation."""
+    held_keys = {key for batch in (plan.batches if plan else []) for key in batch}
+    streamed = plan.streamed if plan else []
+    first = [key for key in job.feats if key not in held_keys]
     stats, within = {}, {}
-    stats.update(_first_pass(job, plan.streamed, bar, client))
-    for batch in plan.batches:
+    stats.update(_first_pass(job, [k for k in first if not _foreign(job, k)], bar, client)[0])
+    for batch in (plan.batches if plan else []):
         held = _held_first_pass(job, batch, bar, client)
         stats.update({key: h.stats for key, h in held.items()})
-        within.update(_second_pass(job, [k for k in batch if k in job.out_keys], stats,
-                                   {key: h.features for key, h in held.items()}, bar, client))
+        within.update(_second_pass(job, batch, stats, {key: h.features for key, h in
+                                                         held.items()}, {}, bar, client))
         del held  # released before the next batch is read: one batch in memory at a time
-    within.update(_second_pass(job, [k for k in plan.streamed if k in job.out_keys], stats,
-                               job.feats, bar, client))
+    got, refs = _first_pass(job, [k for k in first if _foreign(job, k)], bar, client,
+                            stats if _reference_needed(job) else None)
+    stats.update(got)
+    within.update(_second_pass(job, streamed, stats, job.feats, refs, bar, client))
+    within.update({key: r for key, r in refs.items() if key not in within})
     _warn_small_classes(stats)
     return stats, within
 
@@ -292,17 +312,45 @@ def _pass1(job: _Job, features, groups):
     return stats[[s.name for s in statistics.of_pass(1, chunks=chunks)]]
 
 
-def _first_pass(job: _Job, keys, bar, client) -> dict:
-    """Pass 1 (:func:`class_stats`) of ``keys``: Key -> statistics, the chunks streamed."""
+def _first_pass(job: _Job, keys, bar, client, stats=None):
+    """Pass 1 (:func:`class_stats`) of ``keys``, the chunks streamed: (Key -> statistics,
+    Key -> counts against the reference split's centres). The latter only given ``stats``,
+    the statistics of the reference split, and read with pass 1 in one computation (each
+    chunk read once for both)."""
     if not keys:
-        return {}
-    lazy = [_pass1(job, job.feats[key], job.inputs[key.split].groups)
-            for key in keys]
-    stats = dict(zip(keys, _checked(compute_all, lazy, bar, client, store=job.store),
-                     strict=True))
-    for key, st in stats.items():
+        return {}, {}
+    lazy = [_pass1(job, job.feats[key], job.inputs[key.split].groups) for key in keys]
+    if stats is not None:
+        lazy += [_against_reference(job, key, stats, job.feats[key]) for key in keys]
+    done = _checked(compute_all, lazy, bar, client, store=job.store)
+    got = dict(zip(keys, done[:len(keys)], strict=True))
+    for key, st in got.items():
         _check_finite(st, key)
-    return stats
+    return got, dict(zip(keys, done[len(keys):], strict=False))
+
+
+def _sel(a, at):
+    """``a`` at the blocks ``at`` (dim -> slice) along the dims it has; all of it for None."""
+    return a if at is None else a.isel({d: s for d, s in at.items() if d in a.dims})
+
+
+def _centres(job: _Job, key, stats):
+    """The NCC centres of ``key``: the clean class means of the reference split's same layer
+    (each split's own without one); None without a clean condition."""
+    return clean_reference(stats[Key(job.ref_split or key.split, key.layer)])
+
+
+def _against_reference(job: _Job, key, stats, features, at=None):
+    """:func:`reference_stats` of a key measured against the reference split's clean centres
+    (for the blocks ``at``: dim -> slice, default all); NaN centres without a clean
+    condition, so that every count is 0 and the metrics NaN."""
+    inputs = job.inputs[key.split]
+    centres = _centres(job, key, stats)
+    if centres is None:
+        centres = xr.DataArray(np.full((job.n_classes, features.sizes[schema.FEATURE]), np.nan),
+                               dims=(schema.CLASS, schema.FEATURE))
+    return reference_stats(features, _sel(inputs.labels, at), _sel(centres, at),
+                           pred=_sel(inputs.pred, at))
 
 
 def _held_first_pass(job: _Job, keys, bar, client) -> dict:
@@ -332,44 +380,63 @@ def _dense(job: _Job, key) -> bool:
     return job.opts.dense and job.feats[key].sizes[schema.FEATURE] <= job.opts.dense_limit
 
 
-def _second_pass(job: _Job, keys, stats, feats, bar, client) -> dict:
-    """Pass 2 (:func:`within_stats`) of ``keys`` on ``feats``, against the clean class means
-    of the reference split (each split's own without one): in one computation, except for
-    keys whose plans are large (:data:`~ncprobe.analyze.stats.PLAN_BYTES`), which run one
-    block (checkpoint, condition) at a time so that one plan is held at a time."""
+def _second_pass(job: _Job, keys, stats, feats, refs, bar, client) -> dict:
+    """Pass 2 (:func:`within_stats`) of those ``keys`` that need it, on ``feats``, in one
+    computation: against the reference split's clean class means for its own keys (each
+    split's own without one); a key measured against them takes its counts from ``refs``
+    (its first pass), or, held in memory, counts them here. Keys whose plans are large
+    (:data:`~ncprobe.analyze.stats.PLAN_BYTES`) run one block (checkpoint, condition) at a
+    time, so that one plan is held at a time."""
+    keys = [key for key in keys if _second_pass_needed(job, key)]
     large = [k for k in keys if passes.plan_bytes(
         len(GROUPINGS), job.n_classes, feats[k].sizes[schema.FEATURE]) > PLAN_BYTES]
     small = [k for k in keys if k not in large]
+    out = {}
     with one_blas_thread():  # what is computed here, not in dask's tasks, as in a task
-        lazy = [_within(job, key, stats, feats[key]) for key in small]
-    out = dict(zip(small, _checked(compute_all, lazy, bar, client, store=job.store),
-                   strict=True)) if lazy else {}
+        lazy = [_within(job, key, stats, feats[key], refs) for key in small]
+    if lazy:
+        done = _checked(compute_all, [part for parts in lazy for part in parts], bar, client,
+                        store=job.store)
+        for key, parts in zip(small, lazy, strict=True):
+            out[key] = _merged(done[:len(parts)])
+            done = done[len(parts):]
     for key in large:
         lead = [d for d in feats[key].dims if d not in (schema.SAMPLE, schema.FEATURE)]
         blocks = np.empty([feats[key].sizes[d] for d in lead], dtype=object)
         for i in np.ndindex(*blocks.shape):
             at = {d: slice(j, j + 1) for d, j in zip(lead, i, strict=True)}
             with one_blas_thread():
-                lazy = [_within(job, key, stats, feats[key].isel(at), at)]
-            # the list emptied as it is computed: the graph, which holds the plan, goes
-            # before the next block's plan is made
-            (blocks[i],) = _checked(compute_all, [lazy.pop()], bar, client, store=job.store)
+                lazy = _within(job, key, stats, feats[key].isel(at), refs, at)
+            blocks[i] = _merged(_checked(compute_all, lazy, bar, client, store=job.store))
+            del lazy  # the graph holds the plan: gone before the next block's plan is made
         out[key] = xr.combine_nested(blocks.tolist(), concat_dim=lead)
     return out
 
 
-def _within(job: _Job, key, stats, features, at=None):
-    """:func:`within_stats` of one key's ``features`` (those of the blocks ``at``: dim ->
-    slice, default all)."""
-    def sel(a):
-        return a if at is None else a.isel({d: s for d, s in at.items() if d in a.dims})
-
+def _within(job: _Job, key, stats, features, refs, at=None) -> list:
+    """The lazy pass 2 of one key's ``features`` (those of the blocks ``at``: dim -> slice,
+    default all): [:func:`within_stats`], and for a key measured against the reference
+    split's centres whose counts against them were not read with its pass 1,
+    [within_stats without the centres, :func:`reference_stats`]."""
     inputs = job.inputs[key.split]
-    reference = clean_reference(stats[Key(job.ref_split or key.split, key.layer)])
-    return within_stats(features, sel(inputs.groups), sel(stats[key]),
-                        labels=inputs.labels, pred=sel(inputs.pred),
-                        reference=None if reference is None else sel(reference),
-                        dense=_dense(job, key))
+    foreign = _foreign(job, key)
+    centres = None if foreign else _centres(job, key, stats)
+    lazy = [within_stats(features, _sel(inputs.groups, at), _sel(stats[key], at),
+                         labels=inputs.labels, pred=_sel(inputs.pred, at),
+                         reference=None if centres is None else _sel(centres, at),
+                         dense=_dense(job, key))]
+    if foreign and key in refs:
+        lazy.append(_sel(refs[key], at))
+    elif foreign and _reference_needed(job):
+        lazy.append(_against_reference(job, key, stats, features, at))
+    return lazy
+
+
+def _merged(parts):
+    """Pass 2's statistics with the counts against the reference split's centres, when they
+    were counted apart, in place of its own (zero without centres)."""
+    within = parts[0]
+    return within.assign(parts[1].data_vars) if len(parts) > 1 else within
 
 
 def _collapse(job: _Job, stats, within):

@@ -240,3 +240,37 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
                           prepare_now=passes.plan_bytes(n_g, c, d) > PLAN_BYTES)
     ds = _pass2_dataset(parts, f, lead, c, feature_dim)
     return _finish(ds, has_grouping, coord)
+
+
+def reference_stats(features: xr.DataArray, labels: xr.DataArray, reference: xr.DataArray, *,
+                    pred: xr.DataArray | None = None, sample_dim: str = schema.SAMPLE,
+                    feature_dim: str = schema.FEATURE) -> xr.Dataset:
+    """The nearest-class-centre counts against fixed centres, which need no class means of
+    ``features``: one pass, read beside :func:`class_stats`'s.
+
+    For a split measured against another split's centres (``nc-analyze``'s reference split,
+    reduced first), ``ncc_acc``, ``leap_rate`` and the transitions then need no second pass
+    over it; :func:`within_stats` of the same features without ``reference`` gives the rest.
+
+    Parameters
+    ----------
+    features : DataArray (..., sample_dim, feature_dim)
+    labels : DataArray (..., sample_dim) true classes; pred : the network's predictions
+        (default: ``labels``, which leaves flipped and leapt at 0).
+    reference : DataArray (..., class, feature_dim) the centres, NaN rows never chosen.
+
+    Returns
+    -------
+    Dataset (...) of ``ref_hits`` (class), ``ref_counted``, ``transitions`` (label, vertex)
+    (sparse beyond :data:`~ncprobe.analyze.kernels.statistics.DENSE_TRANSITIONS` classes),
+    ``flipped``, ``leapt`` and ``outside``, as :func:`within_stats` defines them.
+    """
+    lead = lead_dims(features, sample_dim, feature_dim)
+    f = features.transpose(*lead, sample_dim, feature_dim)
+    c, d = reference.sizes[schema.CLASS], f.shape[-1]
+    y = broadcast_to_lead(labels, f, lead, (sample_dim,))
+    p = y if pred is None else broadcast_to_lead(pred, f, lead, (sample_dim,))
+    parts = reduce_blocks(passes.against_reference, f.data, [y.data, p.data],
+                          [_reference(reference, f, lead, feature_dim, c, d)],
+                          passes.reference_shapes(c, d), prepare=passes.reference_plan)
+    return _pass2_dataset(parts, f, lead, c, feature_dim)

@@ -295,10 +295,13 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     # centres, then (when direct) each grouping's basis, filled in place one grouping at a
     # time rather than gathered and concatenated (twice the memory at many classes)
     ref_at = dotted.index(0) * c if ref_is_label else len(dotted) * c
+    # no columns for centres that are not there (a split measured against another split's
+    # centres counts them with its first read: passes.against_reference)
+    ref_columns = not ref_is_label and bool(ref_valid.any())
     widths = [2 * rank if j == 0 else rank for j in used] if direct else []
-    offsets = np.cumsum([0] + widths) + (len(dotted) + (0 if ref_is_label else 1)) * c
+    offsets = np.cumsum([0] + widths) + (len(dotted) + ref_columns) * c
     stacked = np.empty((dim, offsets[-1] if direct else offsets[0]))
-    if not ref_is_label:
+    if ref_columns:
         stacked[:, ref_at:ref_at + c] = ref.T
     coefs_w = geometry.projection_coefs(label, counts[0], rank, weighted=True)
     prep = []
@@ -345,26 +348,91 @@ class _Pass2Sums:
 
     def statistics(self, labels, pred, c) -> dict:
         """The named statistics of :func:`pass2` (without the dense scatter)."""
-        near_ref = self.near_ref
-        valid_y = (labels >= 0) & (labels < c)
-        counted = valid_y & (near_ref >= 0)
-        hit = counted & (near_ref == labels)
-        codes = labels[counted] * c + near_ref[counted]
-        flipped = pred != labels
         return {"projected": self.projected,
                 "projected_w": self.projected_w, "own_hits": self.own_hits,
                 "nc4_mismatch": self.mismatch,
-                "ref_hits": np.bincount(labels[hit], minlength=c).astype(np.float64),
-                "ref_counted": np.float64(np.count_nonzero(counted)),
-                "transitions": (SparseCounts.of(codes)
-                                if statistics.STATISTICS["transitions"].is_sparse(c)
-                                else np.bincount(codes, minlength=c * c).reshape(c, c)
-                                .astype(np.float64)),
-                "flipped": np.float64(np.count_nonzero(flipped)),
-                "leapt": np.float64(np.count_nonzero(flipped & (near_ref == pred))),
-                # -1: predictions unknown; lower codes are outputs that are no class of the
-                # dataset (the store's OUTSIDE, -2)
-                "outside": np.float64(np.count_nonzero(pred < -1))}
+                **reference_counts(self.near_ref, labels, pred, c)}
+
+
+def reference_counts(near_ref, labels, pred, c) -> dict:
+    """The statistics against the NCC centres (:func:`~.statistics.of_reference`) from each
+    sample's nearest centre ``near_ref`` (n,) (-1: none), true label and prediction."""
+    valid_y = (labels >= 0) & (labels < c)
+    counted = valid_y & (near_ref >= 0)
+    hit = counted & (near_ref == labels)
+    codes = labels[counted] * c + near_ref[counted]
+    flipped = pred != labels
+    return {"ref_hits": np.bincount(labels[hit], minlength=c).astype(np.float64),
+            "ref_counted": np.float64(np.count_nonzero(counted)),
+            "transitions": (SparseCounts.of(codes)
+                            if statistics.STATISTICS["transitions"].is_sparse(c)
+                            else np.bincount(codes, minlength=c * c).reshape(c, c)
+                            .astype(np.float64)),
+            "flipped": np.float64(np.count_nonzero(flipped)),
+            "leapt": np.float64(np.count_nonzero(flipped & (near_ref == pred))),
+            # -1: predictions unknown; lower codes are outputs that are no class of the
+            # dataset (the store's OUTSIDE, -2)
+            "outside": np.float64(np.count_nonzero(pred < -1))}
+
+
+@dataclass
+class ReferencePlan:
+    """Fixed NCC centres as :func:`against_reference` multiplies with them: worked out once
+    per block by :func:`reference_plan`."""
+
+    c: int
+    origin: np.ndarray  # (D,) the mean of the valid centres: rows are centred on it
+    centres_t: np.ndarray  # (D, C) centres - origin, zero columns where invalid
+    sq: np.ndarray  # (C,) ||centre - origin||^2, inf where invalid
+    valid: np.ndarray  # (C,)
+    rows: int
+
+
+def reference_plan(ref_centres) -> ReferencePlan:
+    """:func:`against_reference`'s constants from the centres (C, D), NaN rows never nearest."""
+    c = ref_centres.shape[0]
+    valid = np.isfinite(ref_centres).all(axis=-1)
+    origin = ref_centres[valid].mean(axis=0) if valid.any() else np.zeros(ref_centres.shape[1])
+    ref = np.where(valid[:, None], ref_centres, 0.0) - origin
+    rows = ROW_BLOCK if c <= 512 else max(ROW_BLOCK, min(512, PRODUCT_BYTES // (8 * c)))
+    return ReferencePlan(c=c, origin=origin, centres_t=np.ascontiguousarray(ref.T),
+                         sq=np.where(valid, (ref * ref).sum(axis=1), np.inf), valid=valid,
+                         rows=rows)
+
+
+def against_reference(h, labels, pred, plan: ReferencePlan) -> dict:
+    """The NCC statistics against fixed centres, which need no class means of ``h``: for a
+    split measured against another split's centres (reduced before this split is read), they
+    come with the first read of it, and only what needs its own means waits for pass 2.
+
+    Parameters
+    ----------
+    h : (n, D) features; labels, pred : (n,) true label and network prediction.
+    plan : :class:`ReferencePlan` of the centres (:func:`reference_plan`).
+
+    Returns
+    -------
+    dict (:func:`reference_shapes`): ``ref_hits``, ``ref_counted``, ``transitions``,
+    ``flipped``, ``leapt`` and ``outside``, as :func:`pass2` defines them. The nearest centre
+    is argmin_c ||m_c||^2 - 2 x . m_c on rows x and centres m_c both centred on the centres'
+    mean, in float64, ties to the lowest index (scikit-learn's NearestCentroid).
+    """
+    labels = np.asarray(labels).astype(np.intp, copy=False)
+    pred = np.asarray(pred)
+    near = np.full(len(labels), -1, dtype=np.intp)
+    if plan.valid.any():
+        for i, k, xc in row_blocks(h, plan.origin, plan.rows):
+            d = xc @ plan.centres_t
+            d *= -2.0
+            d += plan.sq
+            near[i:k] = d.argmin(axis=1)
+    return reference_counts(near, labels, pred, plan.c)
+
+
+def reference_shapes(n_classes: int, dim: int) -> dict:
+    """Name -> shape of each :func:`against_reference` statistic (None: SparseCounts)."""
+    sizes = _sizes(1, n_classes, dim)
+    return {s.name: s.shape(sizes) for s in statistics.of_reference()}
 
 
 def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, slot, xc, prod, groups, y, p_,

@@ -46,6 +46,9 @@ class Statistic:
         counts, combined with ``+``) rather than an array.
     block_input : whether a Block holds it (pass bookkeeping such as ``n_nonfinite`` is not).
     optional : computed only when asked for (the dense scatter of ``--dense``).
+    reference : counted against the NCC centres alone, with no class means of the features:
+        for a split measured against another split's centres it comes with the first read of
+        the split (``passes.against_reference``), not with pass 2.
     """
 
     name: str
@@ -56,6 +59,7 @@ class Statistic:
     sparse_beyond: int | None = None
     block_input: bool = True
     optional: bool = False
+    reference: bool = False
 
     def is_sparse(self, n_classes: int) -> bool:
         """Whether it is one mergeable object per block at this class count."""
@@ -101,6 +105,11 @@ def of_pass(number: int, dense: bool = False, chunks=None) -> list[Statistic]:
             and (chunks is None or s.chunk is None or s.name in chunks)]
 
 
+def of_reference() -> list[Statistic]:
+    """The statistics counted against the NCC centres alone (``reference``)."""
+    return [s for s in STATISTICS.values() if s.reference]
+
+
 def shapes(number: int, sizes: dict, dense: bool = False, chunks=None) -> dict:
     """Name -> shape (None: a mergeable object) of what pass ``number`` returns."""
     return {s.name: s.shape(sizes) for s in of_pass(number, dense, chunks)}
@@ -126,24 +135,28 @@ def _builtin():
     declare(Statistic("sumsq", 1, ("grouping", "class"), "sum_{i in c} ||h_i||^2",
                       chunk=_class_sumsq))
     per_grouping = ("grouping", "class")
-    for name, dims, doc in (
+    # the last column: counted against the NCC centres alone (no class means of the features)
+    for name, dims, doc, reference in (
             ("projected", per_grouping, "sum_{i in c} ||S^-1 U^T (h_i - mu_c)||^2, U S V^T "
-                                        "the thin SVD of the centred means"),
+                                        "the thin SVD of the centred means", False),
             ("projected_w", ("class",), "the same on the count-weighted between basis, true "
-                                        "labels"),
+                                        "labels", False),
             ("own_hits", ("grouping",), "samples whose nearest own class mean is their true "
-                                        "label"),
+                                        "label", False),
             ("nc4_mismatch", ("grouping",), "samples whose nearest own class mean is not the "
-                                            "network's prediction"),
-            ("ref_hits", ("class",), "samples of class c whose nearest reference centre is c"),
-            ("ref_counted", (), "samples with a nearest reference centre"),
-            ("flipped", (), "samples whose prediction is not their label"),
-            ("leapt", (), "flipped samples whose nearest reference centre is the prediction"),
-            ("outside", (), "samples predicted as an output that is no class of the dataset")):
-        declare(Statistic(name, 2, dims, doc))
+                                            "network's prediction", False),
+            ("ref_hits", ("class",), "samples of class c whose nearest reference centre is c",
+             True),
+            ("ref_counted", (), "samples with a nearest reference centre", True),
+            ("flipped", (), "samples whose prediction is not their label", True),
+            ("leapt", (), "flipped samples whose nearest reference centre is the prediction",
+             True),
+            ("outside", (), "samples predicted as an output that is no class of the dataset",
+             True)):
+        declare(Statistic(name, 2, dims, doc, reference=reference))
     declare(Statistic("transitions", 2, ("label", "vertex"),
                       "samples of true label y whose nearest reference centre is v",
-                      sparse_beyond=DENSE_TRANSITIONS))
+                      sparse_beyond=DENSE_TRANSITIONS, reference=True))
     declare(Statistic("scatter", 2, ("feature", "feature2"),
                       "sum_i r_i r_i^T of the true-label residuals (dense covariances)",
                       block_input=False, optional=True))

@@ -50,6 +50,31 @@ def test_first_pass_selection_reads_every_array_once(tmp_path, chunk_reads):
     assert len(chunk_reads) == chunks and set(chunk_reads.values()) == {2}
 
 
+#: counted against the reference split's centres: the other splits need no second pass
+AGAINST_REFERENCE = ["ncc_acc", "leap_rate", "net_acc", "transitions"]
+
+
+def test_counts_against_the_reference_split_read_the_other_splits_once(tmp_path, chunk_reads):
+    """ncc_acc, leap_rate and the transitions of the test split are counted against the train
+    split's clean centres, reduced before the test split is read: its chunks are read once,
+    with pass 1; the train split's twice (its own clean centres need its pass 1 first)."""
+    path = synthetic_store(tmp_path / "a.zarr", dims=(12, 6), chunk_samples=11)[0]
+    names = FIRST_PASS + AGAINST_REFERENCE
+    keys = registry.select(names)
+    assert registry.passes_needed(keys) == {1, 2}
+    assert registry.passes_needed(keys, reference_known=True) == {1}
+    got = analyze_store(path, progress=False, memory=0, options=AnalysisOptions(metrics=names))
+    by_split = collections.defaultdict(set)
+    for key, n in chunk_reads.items():
+        by_split[key.split("/")[0]].add(n)
+    assert by_split == {"train": {2}, "test": {1}}, chunk_reads
+    full = analyze_store(path, progress=False, memory=0)
+    for group in ("summary", "transitions"):
+        for var in got[group].data_vars:
+            _equal(got[group][var], full[group][var])
+    assert float(got["summary"]["ncc_acc"].sel(split="test").min()) > 0
+
+
 def _equal(a, b):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -58,7 +83,8 @@ def test_a_metrics_value_does_not_depend_on_the_selection(tmp_path):
     """Each metric alone, nc1 alone and the first-pass set equal the default run bitwise."""
     path = synthetic_store(tmp_path / "a.zarr", dims=(12, 6), chunk_samples=11)[0]
     full = analyze_store(path, progress=False)
-    selections = [FIRST_PASS, ["nc1"], ["leap_rate", "transitions"]]
+    selections = [FIRST_PASS, ["nc1"], ["leap_rate", "transitions"],
+                  FIRST_PASS + AGAINST_REFERENCE]
     selections += [[m.name] for m in registry.METRICS.values()]
     for names in selections:
         got = analyze_store(path, progress=False, options=AnalysisOptions(metrics=names))

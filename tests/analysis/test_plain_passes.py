@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ncprobe.analyze.kernels import geometry, passes, plain
+from ncprobe.analyze.kernels import geometry, passes, plain, statistics
 
 
 def _block(seed, n=60, d=7, c=5, n_g=3, offset=0.0):
@@ -42,3 +42,31 @@ def test_pass2_equals_its_definition(seed, d, c, reference):
     slow = plain.pass2(h, groups, labels, pred, means, st["count"], ref, c)
     for k in slow:
         np.testing.assert_allclose(fused[k], slow[k], rtol=1e-9, atol=1e-9, err_msg=k)
+
+
+@pytest.mark.parametrize(("seed", "d", "c", "centres"), [(0, 7, 5, "noisy"), (1, 3, 6, "noisy"),
+                                                         (2, 7, 5, "shifted"),
+                                                         (3, 7, 5, "missing")])
+def test_counts_against_fixed_centres_equal_their_definition(seed, d, c, centres):
+    """The counts against another split's centres, read with pass 1, equal pass 2's plain
+    definition; and pass 2 without centres counts none of them. Shifted centres (class c's
+    mean at c + 1, where the predictions flip to) make every flipped sample leap."""
+    h, groups, labels, pred, c = _block(seed, d=d, c=c, offset=20.0)
+    st = plain.pass1(h, groups, c)
+    means, _, _ = geometry.means_from_sums(st["sum"], st["count"])
+    ref = means[0] + np.random.default_rng(seed).standard_normal(means[0].shape)
+    if centres == "shifted":
+        ref = means[0][(np.arange(c) - 1) % c]
+    if centres == "missing":
+        ref[2] = np.nan
+    fused = passes.against_reference(h, labels, pred, passes.reference_plan(ref))
+    slow = plain.pass2(h, groups, labels, pred, means, st["count"], ref, c)
+    assert set(fused) == {s.name for s in statistics.of_reference()}
+    for k in fused:
+        np.testing.assert_array_equal(fused[k], slow[k], err_msg=k)
+    assert fused["ref_counted"] == len(labels)
+    if centres == "shifted":
+        assert fused["leapt"] == np.count_nonzero(pred == (labels + 1) % c) > 0
+    without = passes.pass2(h, groups, labels, pred,
+                           passes.pass2_plan(st["sum"], st["count"], np.full_like(ref, np.nan)))
+    assert without["ref_counted"] == 0 and not without["transitions"].any()
