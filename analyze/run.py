@@ -293,12 +293,18 @@ def _run_passes(job: _Job, plan, bar, client):
 SMALL_LAYER = 32 * 2**20
 
 
-def _in_numpy(job: _Job, keys, client) -> bool:
-    """Whether the held ``keys`` run without dask: local, small, and one sample chunk per block,
-    so the same kernel sees the same rows as in the dask path and results are bitwise equal."""
-    return client is None and all(
+def _held(job: _Job, keys, bar, client) -> list:
+    """The features of ``keys`` as a batch keeps them: the run's one choice between numpy and
+    dask (everything after it is the same code for both, and
+    :func:`~ncprobe.analyze.blocks.reduce_blocks` runs numpy inputs at once). Read into numpy
+    when local, small and one sample chunk per block, so that the same kernel sees the same
+    rows as in the dask path and results are bitwise equal; dask arrays otherwise, persisted
+    with their pass 1."""
+    feats = [job.feats[k] for k in keys]
+    small = client is None and all(
         job.nbytes(k) <= SMALL_LAYER and len(job.feats[k].chunksizes[schema.SAMPLE]) == 1
         for k in keys)
+    return _checked(compute_all, feats, bar, store=job.store) if small else feats
 
 
 def _pass1(job: _Job, features, groups):
@@ -358,22 +364,16 @@ def _held_first_pass(job: _Job, keys, bar, client) -> dict:
     chunks read once for both."""
     if not keys:
         return {}
-    if _in_numpy(job, keys, client):
-        feats = _checked(compute_all, [job.feats[k] for k in keys], bar, store=job.store)
-        with one_blas_thread():  # as in dask's tasks: the same arithmetic, bit for bit
-            stats = [_pass1(job, f, job.inputs[k.split].groups)
-                     for k, f in zip(keys, feats, strict=True)]
-    else:
-        lazy = [_pass1(job, job.feats[k], job.inputs[k.split].groups)
-                for k in keys]
-        # the features and pass 1 together: each chunk read once for both
-        done = _checked(persist_all, [job.feats[k] for k in keys] + lazy, bar, client,
-                        store=job.store)
-        feats = done[:len(keys)]
-        stats = _checked(compute_all, done[len(keys):], bar, client, store=job.store)
+    feats = _held(job, keys, bar, client)
+    with one_blas_thread():  # numpy features are summed here: the arithmetic of a task
+        lazy = [_pass1(job, f, job.inputs[k.split].groups)
+                for k, f in zip(keys, feats, strict=True)]
+    # the features and pass 1 together: each chunk read once for both (numpy: as they are)
+    done = _checked(persist_all, feats + lazy, bar, client, store=job.store)
+    stats = _checked(compute_all, done[len(keys):], bar, client, store=job.store)
     for key, st in zip(keys, stats, strict=True):
         _check_finite(st, key)
-    return {k: Held(st, f) for k, st, f in zip(keys, stats, feats, strict=True)}
+    return {k: Held(st, f) for k, st, f in zip(keys, stats, done[:len(keys)], strict=True)}
 
 
 def _dense(job: _Job, key) -> bool:
