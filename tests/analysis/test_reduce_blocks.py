@@ -50,10 +50,9 @@ def test_chained_partial_sums_equal_the_tree(monkeypatch):
         np.testing.assert_allclose(folded[k], direct[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
-def test_pass2_plan_is_worked_out_once_per_block(monkeypatch):
-    """Two conditions in seven chunks each: two plans, not fourteen."""
-    feats, y, c = _features(c=8)
-    stats = class_stats(feats, y, c).compute()
+@pytest.fixture
+def plans(monkeypatch) -> list:
+    """One entry per pass-2 plan worked out."""
     calls = []
     real = passes.pass2_plan
 
@@ -62,6 +61,14 @@ def test_pass2_plan_is_worked_out_once_per_block(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(passes, "pass2_plan", counted)
+    return calls
+
+
+def test_pass2_plan_is_worked_out_once_per_block(plans):
+    """Two conditions in seven chunks each: two plans, not fourteen."""
+    feats, y, c = _features(c=8)
+    stats = class_stats(feats, y, c).compute()
+    calls = plans
     lazy = within_stats(feats, y, stats)
     assert calls == []  # lazy: nothing worked out before the computation
     lazy.compute(scheduler="sync")
@@ -69,7 +76,7 @@ def test_pass2_plan_is_worked_out_once_per_block(monkeypatch):
     assert feats.data.numblocks[1] == 7
 
 
-def test_large_plans_are_worked_out_at_once_block_after_block(monkeypatch):
+def test_large_plans_are_worked_out_at_once_block_after_block(monkeypatch, plans):
     """Beyond PLAN_BYTES and with statistics in memory, the plans are made when the pass is
     built, one per block, and the pass gives the same statistics, bitwise."""
     from ncprobe.analyze import stats as stats_module
@@ -77,14 +84,8 @@ def test_large_plans_are_worked_out_at_once_block_after_block(monkeypatch):
     feats, y, c = _features(c=8)
     stats = class_stats(feats, y, c).compute()
     in_tasks = within_stats(feats, y, stats).compute(scheduler="sync")
-    calls = []
-    real = passes.pass2_plan
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(passes, "pass2_plan", counted)
+    calls = plans
+    calls.clear()
     monkeypatch.setattr(stats_module, "PLAN_BYTES", 0)
     lazy = within_stats(feats, y, stats)
     assert len(calls) == feats.sizes["condition"] == 2  # made now, not in the pass's tasks
