@@ -11,7 +11,6 @@ activation store.
 from .blocks import AnalysisError
 from .metrics import (
     cdnv,
-    clean_reference,
     collapse_metrics,
     fuzziness,
     grouping_labels,
@@ -23,7 +22,7 @@ from .metrics import (
     separation_law,
 )
 from .run import AnalysisOptions, analyze_store
-from .stats import class_stats, reference_stats, within_stats
+from .stats import class_stats, clean_reference, reference_stats, within_stats
 
 __all__ = ["AnalysisError", "AnalysisOptions", "analyze_store", "cdnv", "class_stats",
            "clean_reference", "collapse_metrics", "fuzziness", "grouping_labels",

@@ -28,7 +28,14 @@ from .kernels.collapse import GROUPINGS, Block
 from .kernels.geometry import NC2_KEYS
 from .kernels.separation import fit_geometric_decay
 from .registry import REPORTED
-from .stats import class_means, class_stats, named_dims, reference_stats, within_stats
+from .stats import (
+    class_means,
+    class_stats,
+    clean_reference,
+    named_dims,
+    reference_stats,
+    within_stats,
+)
 
 #: the grouping dim of per-grouping results while they are computed (the inputs' grouping
 #: dim has all four groupings, the results only those reported)
@@ -76,24 +83,6 @@ def _clean_centred(stats, clean, condition_dim):
                               output_core_dims=[[schema.CLASS, feature_dim]],
                               dask="parallelized", output_dtypes=[np.float64])
     return xr.full_like(label["sum"], np.nan)
-
-
-def clean_reference(stats: xr.Dataset, clean: str = schema.CLEAN,
-                    condition_dim: str = schema.CONDITION) -> xr.DataArray | None:
-    """The NCC centres of docs/metrics.md: clean class means (true labels), the class means
-    themselves for features without a condition dim, or None without a clean condition.
-
-    ``stats`` is :func:`~ncprobe.analyze.stats.class_stats` of true labels (or of
-    :func:`grouping_labels`). Pass those of the reference split to :func:`layer_metrics` to
-    measure other splits against them, as ``nc-analyze`` does."""
-    label = stats[["sum", "count"]]
-    if schema.GROUPING in label.dims:
-        label = label.sel({schema.GROUPING: "label"}, drop=True)
-    if condition_dim in label.dims:
-        if clean not in label[condition_dim].values:
-            return None
-        label = label.sel({condition_dim: clean}, drop=True)
-    return class_means(label)[0]  # without a condition dim: the features' own class means
 
 
 def _classifier_rows(weight, stats, feature_dim):

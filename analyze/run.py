@@ -39,14 +39,13 @@ from .kernels import passes, statistics
 from .kernels.collapse import GROUPINGS
 from .memory import auto_budget, parse_memory, plan_reads
 from .metrics import (
-    clean_reference,
     collapse_metrics,
     covariances,
     grouping_labels,
     no_simplex_warning,
 )
 from .output import assemble, check_target, write_metrics
-from .stats import PLAN_BYTES, class_stats, reference_stats, within_stats
+from .stats import PLAN_BYTES, class_stats, clean_reference, reference_stats, within_stats
 
 log = logging.getLogger("ncprobe.analyze")
 

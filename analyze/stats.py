@@ -93,6 +93,25 @@ def class_means(stats: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     return mean, global_mean
 
 
+def clean_reference(stats: xr.Dataset, clean: str = schema.CLEAN,
+                    condition_dim: str = schema.CONDITION) -> xr.DataArray | None:
+    """The NCC centres of docs/metrics.md: clean class means (true labels), the class means
+    themselves for features without a condition dim, or None without a clean condition.
+
+    ``stats`` is :func:`class_stats` of true labels (or of
+    :func:`~ncprobe.analyze.metrics.grouping_labels`). Pass those of the reference split to
+    :func:`~ncprobe.analyze.metrics.layer_metrics` to measure other splits against them, as
+    ``nc-analyze`` does."""
+    label = stats[["sum", "count"]]
+    if schema.GROUPING in label.dims:
+        label = label.sel({schema.GROUPING: "label"}, drop=True)
+    if condition_dim in label.dims:
+        if clean not in label[condition_dim].values:
+            return None
+        label = label.sel({condition_dim: clean}, drop=True)
+    return class_means(label)[0]  # without a condition dim: the features' own class means
+
+
 def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
                 sample_dim: str = schema.SAMPLE, feature_dim: str = schema.FEATURE,
                 chunk_statistics=None) -> xr.Dataset:

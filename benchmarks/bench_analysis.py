@@ -68,9 +68,8 @@ def passes_from_memory(path):
     this P, a held layer costs about F + P and a streamed one 2 F + P (on a large store,
     where the floor is reading, not fixed costs)."""
     from ncprobe.analyze.cluster import compute_all, make_bar, persist_all
-    from ncprobe.analyze.metrics import clean_reference
     from ncprobe.analyze.run import AnalysisOptions, _open_job
-    from ncprobe.analyze.stats import class_stats, within_stats
+    from ncprobe.analyze.stats import class_stats, clean_reference, within_stats
 
     job = _open_job(path, AnalysisOptions())
     key = next(iter(job.feats))
