@@ -306,8 +306,7 @@ def layer_metrics(features: xr.DataArray, labels: xr.DataArray, n_classes: int, 
     # with the first pass, as for nc-analyze's splits measured against the reference split
     known = reference is not None
     counted = None
-    if known and any(s.name in registry.needed_statistics(metrics)
-                     for s in statistics.of_reference()):
+    if known and registry.counts_against_centres(metrics):
         counted = reference_stats(features, labels, reference, pred=pred,
                                   sample_dim=sample_dim, feature_dim=feature_dim)
     within = counted

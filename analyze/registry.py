@@ -226,6 +226,13 @@ def passes_needed(keys=None, reference_known: bool = False) -> set:
                   for s in needed_statistics(keys)} - {0}
 
 
+def counts_against_centres(keys=None) -> bool:
+    """Whether the metrics ``keys`` need a statistic counted against the NCC centres alone
+    (:func:`~ncprobe.analyze.kernels.statistics.of_reference`: ncc_acc, leap_rate, ...)."""
+    needed = needed_statistics(keys)
+    return any(s.name in needed for s in statistics.of_reference())
+
+
 def in_group(group: str) -> list[Metric]:
     """The registered metrics stored in ``group`` (summary, per_class, transitions)."""
     return [m for m in METRICS.values() if m.store_group == group]

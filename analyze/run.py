@@ -35,7 +35,7 @@ from ncprobe.data.store import splits as store_splits
 from . import registry
 from .blocks import AnalysisError
 from .cluster import compute_all, connect, make_bar, one_blas_thread, parse_scheduler, persist_all
-from .kernels import passes, statistics
+from .kernels import statistics
 from .kernels.collapse import GROUPINGS
 from .memory import auto_budget, parse_memory, plan_reads
 from .metrics import (
@@ -45,7 +45,7 @@ from .metrics import (
     no_simplex_warning,
 )
 from .output import assemble, check_target, write_metrics
-from .stats import PLAN_BYTES, class_stats, clean_reference, reference_stats, within_stats
+from .stats import class_stats, clean_reference, large_plan, reference_stats, within_stats
 
 log = logging.getLogger("ncprobe.analyze")
 
@@ -253,12 +253,6 @@ def _second_pass_needed(job: _Job, key) -> bool:
         job.opts.metric_keys, reference_known=_foreign(job, key)))
 
 
-def _reference_needed(job: _Job) -> bool:
-    """Whether a selected metric counts against the NCC centres (ncc_acc, leap_rate, ...)."""
-    needed = registry.needed_statistics(job.opts.metric_keys)
-    return any(s.name in needed for s in statistics.of_reference())
-
-
 def _run_passes(job: _Job, plan, bar, client):
     """Both passes for every (split, layer). First the keys measured against their own
     centres are read once for pass 1 (the streamed ones and those that need no pass 2, in
@@ -277,8 +271,9 @@ def _run_passes(job: _Job, plan, bar, client):
         within.update(_second_pass(job, batch, stats, {key: h.features for key, h in
                                                          held.items()}, {}, bar, client))
         del held  # released before the next batch is read: one batch in memory at a time
+    counted = registry.counts_against_centres(job.opts.metric_keys)
     got, refs = _first_pass(job, [k for k in first if _foreign(job, k)], bar, client,
-                            stats if _reference_needed(job) else None)
+                            stats if counted else None)
     stats.update(got)
     within.update(_second_pass(job, streamed, stats, job.feats, refs, bar, client))
     within.update({key: r for key, r in refs.items() if key not in within})
@@ -331,7 +326,7 @@ def _first_pass(job: _Job, keys, bar, client, stats=None):
     got = dict(zip(keys, done[:len(keys)], strict=True))
     for key, st in got.items():
         _check_finite(st, key)
-    return got, dict(zip(keys, done[len(keys):], strict=False))
+    return got, (dict(zip(keys, done[len(keys):], strict=True)) if stats is not None else {})
 
 
 def _sel(a, at):
@@ -387,8 +382,8 @@ def _second_pass(job: _Job, keys, stats, feats, refs, bar, client) -> dict:
     (:data:`~ncprobe.analyze.stats.PLAN_BYTES`) run one block (checkpoint, condition) at a
     time, so that one plan is held at a time."""
     keys = [key for key in keys if _second_pass_needed(job, key)]
-    large = [k for k in keys if passes.plan_bytes(
-        len(GROUPINGS), job.n_classes, feats[k].sizes[schema.FEATURE]) > PLAN_BYTES]
+    large = [k for k in keys if large_plan(len(GROUPINGS), job.n_classes,
+                                           feats[k].sizes[schema.FEATURE])]
     small = [k for k in keys if k not in large]
     out = {}
     with one_blas_thread():  # what is computed here, not in dask's tasks, as in a task
@@ -426,7 +421,7 @@ def _within(job: _Job, key, stats, features, refs, at=None) -> list:
                          dense=_dense(job, key))]
     if foreign and key in refs:
         lazy.append(_sel(refs[key], at))
-    elif foreign and _reference_needed(job):
+    elif foreign and registry.counts_against_centres(job.opts.metric_keys):
         lazy.append(_against_reference(job, key, stats, features, at))
     return lazy
 

@@ -177,6 +177,11 @@ def class_stats(features: xr.DataArray, groups: xr.DataArray, n_classes: int, *,
 PLAN_BYTES = 256 * 2**20
 
 
+def large_plan(n_groupings: int, n_classes: int, dim: int) -> bool:
+    """Whether pass 2's plan of a block may exceed :data:`PLAN_BYTES`."""
+    return passes.plan_bytes(n_groupings, n_classes, dim) > PLAN_BYTES
+
+
 def _reference(reference, f, lead, feature_dim, c, d):
     """The NCC centres (..., C, D), NaN rows never chosen (all NaN without centres)."""
     if reference is None:
@@ -256,7 +261,7 @@ def within_stats(features: xr.DataArray, groups: xr.DataArray, stats: xr.Dataset
                           passes.pass2_shapes(n_g, c, d, dense),
                           prepare=functools.partial(passes.pass2_plan, nearest_own=nearest_own,
                                                     dense=dense),
-                          prepare_now=passes.plan_bytes(n_g, c, d) > PLAN_BYTES)
+                          prepare_now=large_plan(n_g, c, d))
     ds = _pass2_dataset(parts, f, lead, c, feature_dim)
     return _finish(ds, has_grouping, coord)
 

@@ -216,6 +216,13 @@ def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
 PRODUCT_BYTES = 32 * 2**20
 
 
+def _product_rows(width: int) -> int:
+    """Rows per block of a product with ``width`` columns: larger blocks when it is wide
+    (fewer, larger BLAS calls), smaller again when it is very wide (it stays near
+    PRODUCT_BYTES)."""
+    return ROW_BLOCK if width <= 512 else max(ROW_BLOCK, min(512, PRODUCT_BYTES // (8 * width)))
+
+
 def plan_bytes(n_groupings: int, c: int, d: int) -> int:
     """An upper bound of the bytes of :func:`pass2_plan`'s plan: the product's columns, D x
     ((G + 1) C + (G + 1) R), and each grouping's means on its basis, C x 2R, R = min(C, D)."""
@@ -319,10 +326,7 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
             stacked[:, at:at + c] = m.T
         if direct:
             stacked[:, offsets[slot]:offsets[slot + 1]] = basis
-    width = stacked.shape[1]
-    # larger row blocks when the product is wide (fewer, larger BLAS calls), smaller again
-    # when it is very wide (the product stays near PRODUCT_BYTES)
-    rows = ROW_BLOCK if width <= 512 else max(ROW_BLOCK, min(512, PRODUCT_BYTES // (8 * width)))
+    rows = _product_rows(stacked.shape[1])
     return Pass2Plan(
         c=c, origin=o, prep=prep, dotted=dotted, direct=direct, stacked=stacked,
         offsets=offsets, ref_is_label=ref_is_label, ref_at=ref_at,
@@ -394,7 +398,7 @@ def reference_plan(ref_centres) -> ReferencePlan:
     valid = np.isfinite(ref_centres).all(axis=-1)
     origin = ref_centres[valid].mean(axis=0) if valid.any() else np.zeros(ref_centres.shape[1])
     ref = np.where(valid[:, None], ref_centres, 0.0) - origin
-    rows = ROW_BLOCK if c <= 512 else max(ROW_BLOCK, min(512, PRODUCT_BYTES // (8 * c)))
+    rows = _product_rows(c)
     return ReferencePlan(c=c, origin=origin, centres_t=np.ascontiguousarray(ref.T),
                          sq=np.where(valid, (ref * ref).sum(axis=1), np.inf), valid=valid,
                          rows=rows)
