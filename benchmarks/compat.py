@@ -28,7 +28,7 @@ OUT = ROOT / "benchmarks" / "out"
 TESTS = ["tests/store", "tests/analysis", "tests/cli"]
 #: what the table names, in this order
 SHOWN = ["numpy", "pandas", "xarray", "zarr", "numcodecs", "google-crc32c", "dask",
-         "distributed", "fsspec", "scikit-learn", "matplotlib", "torch"]
+         "distributed", "fsspec", "scikit-learn", "scipy", "matplotlib", "torch"]
 #: the test tools are not ncprobe's requirements: the newest, in both environments
 TEST_TOOLS = ["pytest", "hypothesis"]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from . import geometry, statistics
 
@@ -52,8 +53,8 @@ def pass1_shapes(n_groupings: int, n_classes: int, dim: int, chunks=None) -> dic
 
 
 #: up to this many indicator columns (groupings x classes), class sums are one BLAS product
-#: of the dense indicators with each row block (fastest for few classes); beyond, a sum of
-#: the sorted rows per class present, whose cost does not grow with the class count
+#: of the dense indicators with each row block (fastest for few classes); beyond, a sparse
+#: indicator of the classes present, whose cost does not grow with the class count
 DENSE_INDICATORS = 256
 
 
@@ -81,7 +82,12 @@ def _add_class_sums(out, x, groups, n_classes) -> np.ndarray:
         if ok.size:  # the classes present only: O(n D) whatever C, nothing of size C x D
             order = ok[np.argsort(g[ok], kind="stable")]
             present, starts = np.unique(g[order], return_index=True)
-            out[k, present] += np.add.reduceat(x[order], starts, axis=0)
+            # a sparse indicator, one row per class present: each row's sum adds the rows of
+            # x in sample order, as a sum of the sorted rows would, with contiguous rows
+            # (numpy's reduceat walks axis 0 a column at a time, several times slower)
+            ind = sparse.csr_matrix((np.ones(order.size), order, np.append(starts, order.size)),
+                                    shape=(present.size, x.shape[0]))
+            out[k, present] += ind @ x
     return x.sum(axis=0)
 
 
@@ -97,7 +103,7 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int, chunks=None) -> dic
 
     Returns ``{"sum": (G, C, D), "count": (G, C), "n_nonfinite": (), ...}``
     (:func:`pass1_shapes`). Row block by row block: memory O(G C D) beyond the chunk, time
-    O(n D G) (dense indicators when G C is small, sorted rows beyond).
+    O(n D G) (dense indicators when G C is small, sparse ones beyond).
     """
     n, d = h.shape
     groups = np.asarray(groups).astype(np.intp, copy=False)
@@ -197,14 +203,14 @@ def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
     sums = _Pass2Sums.zeros(groups.shape[1], n_classes, len(labels))
     for i, k, xc in row_blocks(h, plan.origin, plan.rows):
         prod = xc @ plan.stacked
-        for slot in range(len(plan.prep)):
-            _add_grouping(sums, plan, slot, xc, prod, groups[i:k], labels[i:k],
-                          pred[i:k], slice(i, k))
-        if plan.ref_valid.any() and not (plan.ref_is_label and plan.nearest_own[0]):
-            d = prod[:, plan.ref_at: plan.ref_at + n_classes]
+        for grouping in plan.groupings:
+            _add_grouping(sums, plan, grouping, prod, groups[i:k], labels[i:k], pred[i:k],
+                          slice(i, k))
+        if plan.ref is not None:
+            d = prod[:, plan.ref]
             d *= -2.0
             d += plan.ref_sq
-            sums.near_ref[i:k] = d.argmin(axis=1)
+            sums.near_ref[i:k] = plan.ref_classes[d.argmin(axis=1)]
     out = sums.statistics(labels, pred, n_classes)
     if plan.scatter_means is not None:
         out["scatter"] = _label_scatter(h, groups[:, 0], plan.scatter_means, n_classes)
@@ -231,24 +237,34 @@ def plan_bytes(n_groupings: int, c: int, d: int) -> int:
 
 
 @dataclass
+class GroupingColumns:
+    """Where one grouping in use finds its distances and projections in :func:`pass2`'s
+    product, and what it subtracts from them."""
+
+    index: int  # the grouping's position along the groupings
+    classes: np.ndarray  # (k,) the classes present: the only ones with columns
+    dots: slice | None  # columns x . m_c of those classes (None: its distances are not needed)
+    mean_sq: np.ndarray  # (k,) ||m_c||^2 of those classes
+    coefs: np.ndarray | None  # (k, P) projections from the dots; None: they are in the product
+    basis: slice | None  # columns of the projections, when in the product (D < C)
+    gram: np.ndarray  # (C, P) m_c . b_p: the projection of class c's mean
+    split: int  # the first ``split`` projections are on B_g, the others (labels: B_w)
+
+
+@dataclass
 class Pass2Plan:
     """What every row block of :func:`pass2` multiplies with: worked out once per block by
     :func:`pass2_plan` and shared by all its chunks."""
 
     c: int
     origin: np.ndarray  # (D,): everything is computed on h - origin
-    prep: list  # per grouping in use: (j, ||m_c||^2, coefficients or basis, m B)
-    dotted: list  # groupings whose distances to every mean are in the product
-    direct: bool  # D < C: projections from the basis in the product, not from the dots
+    groupings: list  # GroupingColumns of each grouping in use
     stacked: np.ndarray  # (D, K) the product's columns
-    offsets: np.ndarray  # where each used grouping's basis columns start in ``stacked``
-    ref_is_label: bool  # reference centres = the label grouping's means: distances shared
-    ref_at: int  # where the reference centres' columns start
-    ref_sq: np.ndarray  # (C,) ||ref_c||^2, inf where invalid
-    ref_valid: np.ndarray
-    own_valid: np.ndarray
-    r_cols: int
-    nearest_own: np.ndarray
+    nearest_own: np.ndarray  # (G,) bool: the groupings whose nearest own mean is counted
+    ref: slice | None  # columns of the reference centres' dots, None when found otherwise
+    ref_classes: np.ndarray  # (k,) the classes of the valid reference centres
+    ref_sq: np.ndarray  # (k,) their ||ref_c||^2
+    ref_from_labels: bool  # the label grouping's nearest mean is the nearest centre
     rows: int
     scatter_means: np.ndarray | None  # (C, D) true-label means, for the dense scatter only
 
@@ -272,6 +288,12 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
         The groupings whose nearest own mean is counted (``own_hits``, ``nc4_mismatch``);
         default all. The others (e.g. shuffled labels) then cost no distances to every mean.
     dense : also accumulate the label-grouping scatter sum_i r_i r_i^T (D, D).
+
+    Notes
+    -----
+    The product has columns only for what is there: the means of the classes present in each
+    grouping (a network that predicts few classes, the targets of a targeted attack), the
+    valid reference centres, and, when D < C, the basis directions that the means span.
     """
     n_g, c, dim = sums.shape
     rank = min(c, dim)  # the most directions C centred means span in D dimensions
@@ -283,7 +305,8 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
 
     label, o = means(0)
     ref_valid = np.isfinite(ref_centres).all(axis=-1)
-    ref = np.where(ref_valid[:, None], ref_centres, 0.0) - o
+    ref_classes = np.flatnonzero(ref_valid)
+    ref = ref_centres[ref_valid] - o
     used = [j for j in range(n_g) if own_valid[j].any()]
     # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c = (m^T coefs)^T x - (m m^T coefs)[g]:
     # by the dot products with the means when C <= D (they are computed anyway), or by
@@ -292,47 +315,67 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     # m_c . r cancels
     direct = dim < c
     nearest_own = np.ones(n_g, bool) if nearest_own is None else np.asarray(nearest_own)
-    # distances to every mean of a grouping: for its nearest mean, or its projections
+    # distances to the means of a grouping: for its nearest mean, or its projections
     dotted = [j for j in used if nearest_own[j] or not direct]
     # the reference centres are often this grouping's own means (the clean condition of
     # the reference split): then their distances are the label grouping's, computed once
     ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
-                    and np.array_equal(ref[ref_valid], (label - o)[ref_valid]))
+                    and np.array_equal(ref, (label - o)[ref_valid]))
     # the product's columns: distances to the dotted groupings' means, to the reference
     # centres, then (when direct) each grouping's basis, filled in place one grouping at a
     # time rather than gathered and concatenated (twice the memory at many classes)
-    ref_at = dotted.index(0) * c if ref_is_label else len(dotted) * c
-    # no columns for centres that are not there (a split measured against another split's
-    # centres counts them with its first read: passes.against_reference)
-    ref_columns = not ref_is_label and bool(ref_valid.any())
-    widths = [2 * rank if j == 0 else rank for j in used] if direct else []
-    offsets = np.cumsum([0] + widths) + (len(dotted) + ref_columns) * c
-    stacked = np.empty((dim, offsets[-1] if direct else offsets[0]))
-    if ref_columns:
-        stacked[:, ref_at:ref_at + c] = ref.T
+    at = np.cumsum([0] + [np.count_nonzero(own_valid[j]) for j in dotted])
+    dots = {j: slice(at[i], at[i + 1]) for i, j in enumerate(dotted)}
+    ref_cols = dots[0] if ref_is_label else slice(at[-1], at[-1] + ref_classes.size)
+    # a basis spans at most `rank` directions (twice for the labels: B and B_w); the columns
+    # of those it does not span are left out, so the last ones allocated may stay unused
+    end = at[-1] + (0 if ref_is_label else ref_classes.size)
+    stacked = np.empty((dim, end + (rank * (len(used) + 1) if direct else 0)))
+    if not ref_is_label:
+        stacked[:, ref_cols] = ref.T
     coefs_w = geometry.projection_coefs(label, counts[0], rank, weighted=True)
-    prep = []
-    for slot, j in enumerate(used):  # one grouping's (C, D) and (C, R) at a time
+    groupings = []
+    for j in used:  # one grouping's (C, D) and (C, R) at a time
         mean = label if j == 0 else means(j)[0]
         coefs = geometry.projection_coefs(mean, counts[j], rank)
         m = mean - o
         del mean
-        both = np.concatenate([coefs, coefs_w], axis=1) if j == 0 else coefs
-        basis = m.T @ both  # (D, R): B = m^T coefs
-        # m m^T coefs = m B, without a C x C matrix
-        prep.append((j, (m * m).sum(axis=1), basis if direct else both, m @ basis))
+        present = np.flatnonzero(own_valid[j])
+        split = rank
+        if direct:  # the directions spanned only: zero coefficients project on nothing
+            coefs = _spanned(coefs)
+            split = coefs.shape[1]
+            if j == 0:
+                coefs = np.concatenate([coefs, _spanned(coefs_w)], axis=1)
+        elif j == 0:
+            coefs = np.concatenate([coefs, coefs_w], axis=1)
+        basis = m.T @ coefs  # (D, P): B = m^T coefs
         if j in dotted:
-            at = dotted.index(j) * c
-            stacked[:, at:at + c] = m.T
+            stacked[:, dots[j]] = m[present].T
+        cols = None
         if direct:
-            stacked[:, offsets[slot]:offsets[slot + 1]] = basis
-    rows = _product_rows(stacked.shape[1])
+            cols = slice(end, end + basis.shape[1])
+            stacked[:, cols] = basis
+            end = cols.stop
+        # m m^T coefs = m B, without a C x C matrix
+        groupings.append(GroupingColumns(
+            index=j, classes=present, dots=dots.get(j), mean_sq=(m[present] ** 2).sum(axis=1),
+            coefs=None if direct else coefs[present], basis=cols, gram=m @ basis,
+            split=split))
+    stacked = stacked[:, :end]  # a view: BLAS reads it with its row stride, no copy
     return Pass2Plan(
-        c=c, origin=o, prep=prep, dotted=dotted, direct=direct, stacked=stacked,
-        offsets=offsets, ref_is_label=ref_is_label, ref_at=ref_at,
-        ref_sq=np.where(ref_valid, (ref * ref).sum(axis=1), np.inf), ref_valid=ref_valid,
-        own_valid=own_valid, r_cols=rank, nearest_own=nearest_own, rows=rows,
-        scatter_means=label if dense else None)
+        c=c, origin=o, groupings=groupings, stacked=stacked, nearest_own=nearest_own,
+        ref=None if not ref_classes.size or (ref_is_label and nearest_own[0]) else ref_cols,
+        ref_classes=ref_classes, ref_sq=(ref * ref).sum(axis=1),
+        ref_from_labels=ref_is_label and bool(nearest_own[0]),
+        rows=_product_rows(end), scatter_means=label if dense else None)
+
+
+def _spanned(coefs):
+    """``coefs`` without its zero columns (directions the means do not span), no copy when
+    there is none."""
+    keep = coefs.any(axis=0)
+    return coefs if keep.all() else coefs[:, keep]
 
 
 @dataclass
@@ -439,37 +482,32 @@ def reference_shapes(n_classes: int, dim: int) -> dict:
     return {s.name: s.shape(sizes) for s in statistics.of_reference()}
 
 
-def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, slot, xc, prod, groups, y, p_,
-                  rows: slice):
-    """One row block's projections and nearest own mean, for the ``slot``-th grouping in
-    use."""
-    c = plan.c
-    j, m_sq, both, gram_both = plan.prep[slot]
+def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, prod, groups,
+                  y, p_, rows: slice):
+    """One row block's projections and nearest own mean, for one grouping in use."""
+    c, j = plan.c, grouping.index
     g = groups[:, j]
     ok = (g >= 0) & (g < c)
     gi = np.where(ok, g, 0)
-    if j in plan.dotted:
-        at = plan.dotted.index(j) * c
-        dots = prod[:, at: at + c]                         # x . m_{g,c}
-    pr = prod[:, plan.offsets[slot]:plan.offsets[slot + 1]] if plan.direct else dots @ both
-    pr = pr - gram_both[gi]
-    r_cols = plan.r_cols
-    w = np.where(ok, np.einsum("nr,nr->n", pr[:, :r_cols], pr[:, :r_cols]), 0.0)
+    if grouping.dots is not None:
+        dots = prod[:, grouping.dots]                      # x . m_{g,c}, classes present
+    pr = prod[:, grouping.basis] if grouping.coefs is None else dots @ grouping.coefs
+    pr = pr - grouping.gram[gi]
+    s = grouping.split
+    w = np.where(ok, np.einsum("nr,nr->n", pr[:, :s], pr[:, :s]), 0.0)
     sums.projected[j] += np.bincount(gi, weights=w, minlength=c)
     if j == 0:
-        w = np.einsum("nr,nr->n", pr[:, r_cols:], pr[:, r_cols:])
+        w = np.einsum("nr,nr->n", pr[:, s:], pr[:, s:])
         sums.projected_w += np.bincount(gi, weights=np.where(ok, w, 0.0), minlength=c)
     if not plan.nearest_own[j]:
         return
     d = dots  # ||m_c||^2 - 2 x . m_c in place: the dots are not needed after this
     d *= -2.0
-    d += m_sq
-    if not plan.own_valid[j].all():
-        d[:, ~plan.own_valid[j]] = np.inf
-    near = d.argmin(axis=1)
+    d += grouping.mean_sq
+    near = grouping.classes[d.argmin(axis=1)]
     sums.own_hits[j] += np.count_nonzero(near == y)
     sums.mismatch[j] += np.count_nonzero(near != p_)
-    if j == 0 and plan.ref_is_label:  # the same distances, the same masks
+    if j == 0 and plan.ref_from_labels:  # the same distances, the same classes
         sums.near_ref[rows] = near
 
 

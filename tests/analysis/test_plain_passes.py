@@ -25,13 +25,21 @@ def test_pass1_equals_its_definition(seed):
         np.testing.assert_allclose(fused[k], slow[k], rtol=1e-12, atol=1e-9, err_msg=k)
 
 
-@pytest.mark.parametrize(("seed", "d", "c", "reference"),
-                         [(0, 7, 5, "own"), (1, 7, 5, "other"), (2, 3, 6, "other"),
-                          (3, 3, 6, "own"), (4, 7, 5, "partial")])
-def test_pass2_equals_its_definition(seed, d, c, reference):
+@pytest.mark.parametrize(("seed", "d", "c", "reference", "few"),
+                         [(0, 7, 5, "own", False), (1, 7, 5, "other", False),
+                          (2, 3, 6, "other", False), (3, 3, 6, "own", False),
+                          (4, 7, 5, "partial", False), (5, 3, 6, "partial", True),
+                          (6, 7, 5, "own", True)])
+def test_pass2_equals_its_definition(seed, d, c, reference, few):
     """Wide (C <= D) and narrow (D < C) blocks; reference centres the label grouping's own
-    means (shared distances), others, or with missing rows."""
+    means (shared distances), others, or with missing rows; with ``few``, a network that
+    predicts two classes and a third grouping of one class (the product then has no columns
+    for the others, nor for the basis directions their means do not span)."""
     h, groups, labels, pred, c = _block(seed, d=d, c=c)
+    if few:
+        pred = np.where(pred > 1, 0, pred)
+        groups[:, 1] = pred
+        groups[:, 2] = np.where(groups[:, 2] >= 0, 3, -1)
     st = plain.pass1(h, groups, c)
     means, _, _ = geometry.means_from_sums(st["sum"], st["count"])
     rng = np.random.default_rng(seed)
