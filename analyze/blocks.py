@@ -154,11 +154,11 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None,
         consts = [made]
     elif prepare is not None:
         consts = [_per_block(prepare, consts, n_lead)]
-    x = da.asarray(x).rechunk(ones + (da.asarray(x).chunks[n_lead], -1))
+    x = _rechunk(da.asarray(x), ones + (da.asarray(x).chunks[n_lead], -1))
     li = tuple(f"l{j}" for j in range(n_lead))
     args = [x, (*li, "s", "d")]
     for i, a in enumerate(per_sample):
-        a = da.asarray(a).rechunk(ones + (x.chunks[n_lead],) + (-1,) * (a.ndim - n_lead - 1))
+        a = _rechunk(da.asarray(a), ones + (x.chunks[n_lead],) + (-1,) * (a.ndim - n_lead - 1))
         args += [a, (*li, "s", *(f"p{i}_{j}" for j in range(a.ndim - n_lead - 1)))]
     args += _const_args(consts, li)
     first = (0,) * n_lead
@@ -179,7 +179,8 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None,
                              meta=np.empty((0,) * (n_lead + 1), dtype=object))
     summed = da.reduction(parts, _add_dicts, _add_dicts, combine=_add_dicts, axis=n_lead,
                           dtype=object, concatenate=False,
-                          meta=np.empty((0,) * n_lead, dtype=object)).rechunk(-1)
+                          meta=np.empty((0,) * n_lead, dtype=object))
+    summed = _rechunk(summed, -1)
 
     def pick(b, name, shape):
         if shape is None:
@@ -201,6 +202,13 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None,
     return {k: named(k, s) for k, s in shapes.items()}
 
 
+def _rechunk(a: da.Array, chunks) -> da.Array:
+    """``a.rechunk(chunks)`` by dask's task method: these rechunks only merge or align small
+    chunks, and leaving the method to dask imports distributed to look for a client on every
+    local run (p2p is for large shuffles on a cluster)."""
+    return a.rechunk(chunks, method="tasks")
+
+
 def _const_args(consts, li) -> list:
     """blockwise's (array, indices) pairs for arrays whose first ``len(li)`` axes index the
     blocks: one chunk per block (a numpy array sliced into views, never chunked otherwise and
@@ -208,7 +216,7 @@ def _const_args(consts, li) -> list:
     args = []
     for i, c in enumerate(consts):
         chunks = (1,) * len(li) + tuple(c.shape[len(li):])
-        c = c.rechunk(chunks) if isinstance(c, da.Array) else da.from_array(c, chunks=chunks)
+        c = _rechunk(c, chunks) if isinstance(c, da.Array) else da.from_array(c, chunks=chunks)
         args += [c, (*li, *(f"c{i}_{j}" for j in range(c.ndim - len(li))))]
     return args
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dask
+import dask.threaded
 from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
@@ -108,13 +109,20 @@ def one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
+#: "local" is dask's threads in this process, given as the function itself: by name, or left
+#: to dask, the scheduler is looked up by importing distributed to find a client, a fixed
+#: cost that a local run has no use for (and a client the user set up elsewhere would take
+#: over the computation, where "local" promises this process's threads)
+_THREADS = dask.threaded.get
+
+
 def persist_all(collections, bar, client=None):
     """Persist ``collections`` together, their chunks then held in memory (this process's, or
     the dask workers'). The graph is not optimised: optimising fuses each collection's reads
     into it under new names, and a chunk shared by two collections would be read twice."""
     if client is None:
         with _TaskCounter(bar), one_blas_thread():
-            return list(dask.persist(*collections, optimize_graph=False))
+            return list(dask.persist(*collections, optimize_graph=False, scheduler=_THREADS))
     from distributed import wait
 
     held = client.persist(list(collections), optimize_graph=False)
@@ -131,7 +139,7 @@ def compute_all(collections, bar, client=None):
     """
     if client is None:
         with _TaskCounter(bar), one_blas_thread():
-            return list(dask.compute(*collections))
+            return list(dask.compute(*collections, scheduler=_THREADS))
     from distributed import as_completed
 
     futures = client.compute(list(collections))

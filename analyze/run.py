@@ -133,13 +133,13 @@ def _split_inputs(store, tree, split, layer0, n_classes, seed):
     return SplitInputs(labels, pred, groups)
 
 
-def _classifier(tree):
+def _classifier(store, tree):
     """The layer feeding the final linear map and its rows (checkpoint, class, feature)."""
     if schema.CLASSIFIER_GROUP not in tree.children:
         return None, None
-    node = tree[schema.CLASSIFIER_GROUP]
-    weight = node[schema.WEIGHT].load().astype(np.float64).reset_coords(drop=True)
-    return node.attrs.get("layer"), weight
+    weight = load_variables(store, schema.CLASSIFIER_GROUP, [schema.WEIGHT])[schema.WEIGHT]
+    return (tree[schema.CLASSIFIER_GROUP].attrs.get("layer"),
+            weight.astype(np.float64).reset_coords(drop=True))
 
 
 @dataclass
@@ -180,7 +180,7 @@ def _open_job(store, opts: AnalysisOptions) -> _Job:
         log.info("reference split %r not in store: using each split's own clean means",
                  opts.reference_split)
     work_splits = splits + ([ref_split] if ref_split and ref_split not in splits else [])
-    cls_layer, weight = _classifier(tree)
+    cls_layer, weight = _classifier(store, tree)
     first = layer_dataset(tree, work_splits[0], layers[0])
     if schema.CLEAN not in [str(c) for c in first[schema.CONDITION].values]:
         warnings.warn("store has no 'clean' condition: ncc_acc, leap_rate, align_angle and the "

@@ -133,7 +133,10 @@ class Grouping(_Statistics):
     @cached_property
     def nc2(self):
         """NC2 quantities of the simplex (:func:`~.geometry.nc2`)."""
-        return geometry.nc2(self.simplex, self.present, pairs=bool(self.simplex_exists.any()))
+        # the pairwise quantities are reported only where a simplex can exist and collapse is
+        # defined: an empty grouping (untargeted attacks) costs no C^2 D pass
+        pairs = bool((self.simplex_exists & self.valid).any())
+        return geometry.nc2(self.simplex, self.present, pairs=pairs)
 
     @cached_property
     def simplex_exists(self):
@@ -263,7 +266,8 @@ READS = {
     "centred": ("means", "global_mean", "present"), "simplex": ("means", "present"),
     "singular": ("centred", "present"), "variance": ("count", "within"),
     "within": ("sumsq", "sum", "count"),
-    "nc2": ("simplex", "present", "simplex_exists"), "simplex_exists": ("n_present", "sum"),
+    "nc2": ("simplex", "present", "simplex_exists", "valid"),
+    "simplex_exists": ("n_present", "sum"),
     "uniformity": ("simplex", "present"), "hull_margins": ("simplex", "present"),
     "where_valid": ("valid",), "n_total": ("count",), "pred_known": ("count", "outside"),
     "label_counts": ("count",), "align": ("label.simplex", "clean_centred"),

@@ -78,7 +78,10 @@ def between_singular_values(centred: np.ndarray, present: np.ndarray):
     """
     m = np.where(present[..., None], centred, 0.0)
     finite = np.isfinite(m).all(axis=(-2, -1))
-    s = np.linalg.svd(np.where(finite[..., None, None], m, 0.0), compute_uv=False)
+    # sets of fewer than two classes (an empty grouping) have no direction: not decomposed
+    spans = finite & (present.sum(axis=-1) >= 2)
+    s = np.zeros(m.shape[:-2] + (min(m.shape[-2:]),))
+    s[spans] = np.linalg.svd(m[spans], compute_uv=False)
     tol = present.sum(axis=-1) * EPS64
     keep = (s**2 > (tol * s[..., 0] ** 2)[..., None]) & (s[..., :1] > 0) & finite[..., None]
     return s, keep

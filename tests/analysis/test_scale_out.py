@@ -81,3 +81,33 @@ def test_analyze_on_a_dask_scheduler(tmp_path, dask_cluster):
                                    rtol=1e-12)
         np.testing.assert_array_equal(remote["summary"]["ncc_acc"].values,
                                       local["ncc_acc"].values)
+
+
+LOCAL_RUN = """
+import sys, warnings
+warnings.simplefilter("ignore")
+from ncprobe.analyze.run import analyze_store
+analyze_store(sys.argv[1], progress=False)
+print("distributed" in sys.modules)
+"""
+
+
+def test_a_local_run_stays_in_this_process(tmp_path):
+    """The default scheduler is this process's threads: a local run neither imports
+    distributed to look for a client, nor hands its tasks to a client set up elsewhere in the
+    program, and gives the same values either way."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from tests.helpers import synthetic_store
+
+    path = synthetic_store(tmp_path / "a.zarr", chunk_samples=20)[0]
+    out = subprocess.run([sys.executable, "-c", LOCAL_RUN, str(path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    alone = analyze_store(path, progress=False)["summary"]["nc1"].values
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster), get_task_stream() as tasks:
+        beside = analyze_store(path, progress=False)["summary"]["nc1"].values
+    assert tasks.data == []
+    np.testing.assert_array_equal(beside, alone)
