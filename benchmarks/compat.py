@@ -6,7 +6,7 @@ each, as xarray's and scikit-learn's "min-deps" and "latest" jobs do:
 
 * ``minimum``: every requirement of setup.cfg (the base install and the ``extract`` extra)
   pinned to exactly its lower bound (``numpy>=1.26`` becomes ``numpy==1.26``), torch included;
-  what those pins leave open, and the test tools, are the newest pip finds;
+  what those pins leave open, and the ``test`` extra, are the newest pip finds;
 * ``newest``: the newest release of everything that this Python can install.
 
 It prints one Markdown table (environment, key versions, tests passed), the one in
@@ -29,8 +29,10 @@ TESTS = ["tests/store", "tests/analysis", "tests/cli"]
 #: what the table names, in this order
 SHOWN = ["numpy", "pandas", "xarray", "zarr", "numcodecs", "google-crc32c", "dask",
          "distributed", "fsspec", "scikit-learn", "scipy", "matplotlib", "torch"]
-#: the test tools are not ncprobe's requirements: the newest, in both environments
-TEST_TOOLS = ["pytest", "hypothesis"]
+#: the ``test`` extra (pytest, and what the tests load: transformers for the Hugging Face
+#: rows of the CLI's bad-input table, ...) is not ncprobe's requirements: the newest that the
+#: pins allow, in both environments
+EXTRAS = "extract,test"
 
 
 def requirements() -> list[str]:
@@ -61,7 +63,7 @@ def _run(cmd: list[str], log: Path, **kw) -> subprocess.CompletedProcess:
 
 
 def build(name: str, constraints: list[str]) -> tuple[Path, Path]:
-    """A fresh venv with ncprobe[extract] (under ``constraints``) and the test tools."""
+    """A fresh venv with ncprobe[extract,test] under ``constraints``."""
     home = OUT / f"compat-{name}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -70,8 +72,8 @@ def build(name: str, constraints: list[str]) -> tuple[Path, Path]:
     py = home / "venv" / "bin" / "python"
     (home / "constraints.txt").write_text("\n".join(constraints) + "\n")
     pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    _run(pip + ["-c", str(home / "constraints.txt"), "-e", f"{ROOT}[extract]"] + TEST_TOOLS,
-         log, check=True, cwd=home)
+    _run(pip + ["-c", str(home / "constraints.txt"), "-e", f"{ROOT}[{EXTRAS}]"], log,
+         check=True, cwd=home)
     return py, log
 
 
