@@ -18,8 +18,14 @@ from ncprobe.data.store.layout import LayerSpec
 from ncprobe.data.store.writer import ActivationStoreWriter
 
 
-def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0):
-    """Write a two-condition store block by block (never the whole array in memory)."""
+def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0, flipped=0.9):
+    """Write a two-condition store block by block (never the whole array in memory).
+
+    The network's predictions are the labels on clean data (zero training error, as at the
+    end of training) and another class for a fraction ``flipped`` of the attacked samples,
+    as a PGD attack on a standard network does: so the prediction grouping of an attacked
+    condition costs what it costs in a real store.
+    """
     rng = np.random.default_rng(seed)
     y = np.arange(n) % c
     means = rng.standard_normal((c, d)).astype(np.float32) * 2
@@ -32,7 +38,9 @@ def write_store(path, n, d, c=10, conditions=("clean", "pgd"), seed=0):
         for b, (lo, hi) in enumerate(w.layout.blocks("train")):
             noise = rng.standard_normal((hi - lo, d), dtype=np.float32) * (1 + q)
             f = means[y[lo:hi]] + noise
-            w.write_block("train", 0, q, b, {"layer": f}, np.zeros((hi - lo, c)), y[lo:hi],
+            wrong = rng.random(hi - lo) < (flipped if q else 0.0)
+            pred = np.where(wrong, (y[lo:hi] + rng.integers(1, c, hi - lo)) % c, y[lo:hi])
+            w.write_block("train", 0, q, b, {"layer": f}, np.zeros((hi - lo, c)), pred,
                           -np.ones(hi - lo), np.zeros(hi - lo))
     w.finalize()
     return w.layout.chunk_samples

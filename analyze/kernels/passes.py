@@ -14,6 +14,7 @@ from that grouping.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,11 +202,13 @@ def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
     pred = np.asarray(pred)
     n_classes = plan.c
     sums = _Pass2Sums.zeros(groups.shape[1], n_classes, len(labels))
+    shared = {g.same_as for g in plan.groupings}
     for i, k, xc in row_blocks(h, plan.origin, plan.rows):
         prod = xc @ plan.stacked
+        done = {}
         for grouping in plan.groupings:
             _add_grouping(sums, plan, grouping, prod, groups[i:k], labels[i:k], pred[i:k],
-                          slice(i, k))
+                          slice(i, k), done, grouping.index in shared)
         if plan.ref is not None:
             d = prod[:, plan.ref]
             d *= -2.0
@@ -249,6 +252,7 @@ class GroupingColumns:
     basis: slice | None  # columns of the projections, when in the product (D < C)
     gram: np.ndarray  # (C, P) m_c . b_p: the projection of class c's mean
     split: int  # the first ``split`` projections are on B_g, the others (labels: B_w)
+    same_as: int | None = None  # an earlier grouping with the same class sums and counts
 
 
 @dataclass
@@ -308,15 +312,25 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     ref_classes = np.flatnonzero(ref_valid)
     ref = ref_centres[ref_valid] - o
     used = [j for j in range(n_g) if own_valid[j].any()]
+    nearest_own = np.ones(n_g, bool) if nearest_own is None else np.asarray(nearest_own)
+    # a grouping with the same class sums as an earlier one (the predictions of a network
+    # that classifies every sample of the block correctly, e.g. clean training data at zero
+    # training error) has the same means, bases and distances: it reads that one's columns
+    same_as = {}
+    for at, j in enumerate(used):
+        for k in used[:at]:
+            if k not in same_as and (nearest_own[k] or not nearest_own[j]) \
+                    and np.array_equal(counts[k], counts[j]) and np.array_equal(sums[k], sums[j]):
+                same_as[j] = k
+                break
     # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c = (m^T coefs)^T x - (m m^T coefs)[g]:
     # by the dot products with the means when C <= D (they are computed anyway), or by
     # the basis m^T coefs itself in the same product when D < C (the inner size is then
     # D, not C); coefs^T 1 = 0, so the constant that the origin shift adds to every
     # m_c . r cancels
     direct = dim < c
-    nearest_own = np.ones(n_g, bool) if nearest_own is None else np.asarray(nearest_own)
     # distances to the means of a grouping: for its nearest mean, or its projections
-    dotted = [j for j in used if nearest_own[j] or not direct]
+    dotted = [j for j in used if (nearest_own[j] or not direct) and j not in same_as]
     # the reference centres are often this grouping's own means (the clean condition of
     # the reference split): then their distances are the label grouping's, computed once
     ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
@@ -330,12 +344,16 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     # a basis spans at most `rank` directions (twice for the labels: B and B_w); the columns
     # of those it does not span are left out, so the last ones allocated may stay unused
     end = at[-1] + (0 if ref_is_label else ref_classes.size)
-    stacked = np.empty((dim, end + (rank * (len(used) + 1) if direct else 0)))
+    stacked = np.empty((dim, end + (rank * (len(used) - len(same_as) + 1) if direct else 0)))
     if not ref_is_label:
         stacked[:, ref_cols] = ref.T
     coefs_w = geometry.projection_coefs(label, counts[0], rank, weighted=True)
     groupings = []
     for j in used:  # one grouping's (C, D) and (C, R) at a time
+        if j in same_as:
+            first = next(g for g in groupings if g.index == same_as[j])
+            groupings.append(dataclasses.replace(first, index=j, same_as=first.index))
+            continue
         mean = label if j == 0 else means(j)[0]
         coefs = geometry.projection_coefs(mean, counts[j], rank)
         m = mean - o
@@ -483,28 +501,42 @@ def reference_shapes(n_classes: int, dim: int) -> dict:
 
 
 def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, prod, groups,
-                  y, p_, rows: slice):
-    """One row block's projections and nearest own mean, for one grouping in use."""
+                  y, p_, rows: slice, done: dict, keep_dots: bool):
+    """One row block's projections and nearest own mean, for one grouping in use.
+
+    ``done`` maps a grouping computed before in this row block to its per-sample (squared
+    projection, nearest own mean): a grouping with the same means (``same_as``) and the same
+    classes for these rows takes them as they are. ``keep_dots``: leave this grouping's dots
+    in ``prod`` intact, for such a grouping whose rows have other classes."""
     c, j = plan.c, grouping.index
     g = groups[:, j]
     ok = (g >= 0) & (g < c)
     gi = np.where(ok, g, 0)
-    if grouping.dots is not None:
-        dots = prod[:, grouping.dots]                      # x . m_{g,c}, classes present
-    pr = prod[:, grouping.basis] if grouping.coefs is None else dots @ grouping.coefs
-    pr = pr - grouping.gram[gi]
-    s = grouping.split
-    w = np.where(ok, np.einsum("nr,nr->n", pr[:, :s], pr[:, :s]), 0.0)
+    same = grouping.same_as
+    if same is not None and np.array_equal(g, groups[:, same]):
+        w, near = done[same]
+    else:
+        if grouping.dots is not None:
+            dots = prod[:, grouping.dots]                  # x . m_{g,c}, classes present
+        pr = prod[:, grouping.basis] if grouping.coefs is None else dots @ grouping.coefs
+        pr = pr - grouping.gram[gi]
+        s = grouping.split
+        w = np.where(ok, np.einsum("nr,nr->n", pr[:, :s], pr[:, :s]), 0.0)
+        if j == 0:
+            w_w = np.einsum("nr,nr->n", pr[:, s:], pr[:, s:])
+            sums.projected_w += np.bincount(gi, weights=np.where(ok, w_w, 0.0), minlength=c)
+        near = None
+        if plan.nearest_own[j]:
+            # ||m_c||^2 - 2 x . m_c, in place unless another grouping reads the dots
+            d = dots * -2.0 if keep_dots else dots
+            if not keep_dots:
+                d *= -2.0
+            d += grouping.mean_sq
+            near = grouping.classes[d.argmin(axis=1)]
+    done[j] = (w, near)
     sums.projected[j] += np.bincount(gi, weights=w, minlength=c)
-    if j == 0:
-        w = np.einsum("nr,nr->n", pr[:, s:], pr[:, s:])
-        sums.projected_w += np.bincount(gi, weights=np.where(ok, w, 0.0), minlength=c)
     if not plan.nearest_own[j]:
         return
-    d = dots  # ||m_c||^2 - 2 x . m_c in place: the dots are not needed after this
-    d *= -2.0
-    d += grouping.mean_sq
-    near = grouping.classes[d.argmin(axis=1)]
     sums.own_hits[j] += np.count_nonzero(near == y)
     sums.mismatch[j] += np.count_nonzero(near != p_)
     if j == 0 and plan.ref_from_labels:  # the same distances, the same classes
