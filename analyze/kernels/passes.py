@@ -208,7 +208,8 @@ def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
         done = {}
         for grouping in plan.groupings:
             _add_grouping(sums, plan, grouping, prod, groups[i:k], labels[i:k], pred[i:k],
-                          slice(i, k), done, grouping.index in shared)
+                          slice(i, k), done,
+                          grouping.index in shared or grouping.same_as is not None)
         if plan.ref is not None:
             d = prod[:, plan.ref]
             d *= -2.0
@@ -506,8 +507,8 @@ def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, 
 
     ``done`` maps a grouping computed before in this row block to its per-sample (squared
     projection, nearest own mean): a grouping with the same means (``same_as``) and the same
-    classes for these rows takes them as they are. ``keep_dots``: leave this grouping's dots
-    in ``prod`` intact, for such a grouping whose rows have other classes."""
+    classes for these rows takes them as they are. ``keep_dots``: leave the dots in ``prod``
+    intact, for another grouping that reads the same columns with other classes."""
     c, j = plan.c, grouping.index
     g = groups[:, j]
     ok = (g >= 0) & (g < c)

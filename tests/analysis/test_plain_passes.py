@@ -81,24 +81,26 @@ def test_counts_against_fixed_centres_equal_their_definition(seed, d, c, centres
 
 
 @pytest.mark.parametrize(("d", "c"), [(7, 5), (3, 6)])
-@pytest.mark.parametrize("swapped", [False, True])
-def test_a_grouping_with_the_same_sums_reads_the_same_columns(d, c, swapped):
+@pytest.mark.parametrize(("swapped", "twice"), [(False, False), (True, False), (True, True)])
+def test_a_grouping_with_the_same_sums_reads_the_same_columns(d, c, swapped, twice):
     """Predictions equal to the labels (zero error) give the prediction grouping the label
     grouping's sums: the product has no columns of its own for it, and every statistic still
     equals its definition. ``swapped``: samples 0 and 1 have the same features and swap
-    classes between the groupings, so the sums are equal but those rows' classes are not."""
+    classes between the groupings, so the sums are equal but those rows' classes are not;
+    ``twice``: a third grouping equal to the second reads the same columns after it."""
     h, groups, labels, pred, c = _block(7, d=d, c=c)
     labels[:2] = [0, 1]  # the first of their classes: swapped, the sums add the same rows
     pred = labels.copy()
     if swapped:
         h[1] = h[0]
         pred[:2] = [1, 0]
-    groups = np.stack([labels, pred, groups[:, 2]], axis=1)
+    groups = np.stack([labels, pred, pred if twice else groups[:, 2]], axis=1)
     st = plain.pass1(h, groups, c)
     means, _, _ = geometry.means_from_sums(st["sum"], st["count"])
     plan = passes.pass2_plan(st["sum"], st["count"], means[0])
     alone = passes.pass2_plan(st["sum"][[0, 2]], st["count"][[0, 2]], means[0])
     assert plan.groupings[1].same_as == 0
+    assert plan.groupings[2].same_as == (0 if twice else None)
     assert plan.stacked.shape[1] == alone.stacked.shape[1]
     fused = passes.pass2(h, groups, labels, pred, plan)
     slow = plain.pass2(h, groups, labels, pred, means, st["count"], means[0], c)
