@@ -14,8 +14,7 @@ from that grouping.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
@@ -353,7 +352,7 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     for j in used:  # one grouping's (C, D) and (C, R) at a time
         if j in same_as:
             first = next(g for g in groupings if g.index == same_as[j])
-            groupings.append(dataclasses.replace(first, index=j, same_as=first.index))
+            groupings.append(replace(first, index=j, same_as=first.index))
             continue
         mean = label if j == 0 else means(j)[0]
         coefs = geometry.projection_coefs(mean, counts[j], rank)
