@@ -12,6 +12,7 @@ for both passes (a small one, one sample chunk per block, as plain numpy:
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
@@ -20,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ncprobe.data import schema
-from ncprobe.data.params import Instance, Interval, Optional, StrList, check_params
+from ncprobe.data.params import Instance, Interval, Optional, StrList, check_params, check_values
 from ncprobe.data.store import (
     NotInStoreError,
     StoreError,
@@ -216,6 +217,10 @@ def analyze_store(store, out=None, options: AnalysisOptions | None = None, *, sc
     xarray.DataTree
         The metrics tree (also written when ``out`` is given).
     """
+    # a misplaced argument (options passed as ``out``) must not become a folder named after it
+    check_values({"out": out, "options": options},
+                 {"out": Optional(Instance((str, os.PathLike), "a path")),
+                  "options": Optional(Instance(AnalysisOptions, "an AnalysisOptions"))})
     opts = options or AnalysisOptions()
     if out is not None:
         check_target(out, store, asdict(opts), overwrite)

@@ -106,7 +106,19 @@ def check_params(obj, constraints: dict) -> None:
     ...     print(e)
     `n` must be an int >= 1; got 0
     """
+    check_values({name: getattr(obj, name) for name in constraints}, constraints)
+
+
+def check_values(values: dict, constraints: dict) -> None:
+    """:func:`check_params` for a function's arguments: ``values`` maps name -> value.
+
+    >>> try:
+    ...     check_values({"out": 3}, {"out": Instance(str, "a path")})
+    ... except ParameterError as e:
+    ...     print(e)
+    `out` must be a path; got 3
+    """
     for name, constraint in constraints.items():
-        value = getattr(obj, name)
+        value = values[name]
         if not constraint.accepts(value):
             raise ParameterError(f"`{name}` must be {constraint}; got {value!r}")

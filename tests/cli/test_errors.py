@@ -52,6 +52,20 @@ def test_library_messages_name_parameters_not_flags(tmp_path):
         analyze_store(tmp_path / "x.zarr", scheduler="nope:1")
 
 
+def test_options_in_the_place_of_out_are_refused_before_anything_is_written(tmp_path,
+                                                                             monkeypatch):
+    from ncprobe.analyze.run import AnalysisOptions, analyze_store
+
+    monkeypatch.chdir(tmp_path)  # where a folder named after the options would appear
+    with pytest.raises(NcprobeError,
+                       match=r"^`out` must be a path, or unset \(None\); got AnalysisOptions\("):
+        analyze_store(tmp_path / "x.zarr", AnalysisOptions(dense=True))
+    with pytest.raises(NcprobeError,
+                       match=r"^`options` must be an AnalysisOptions, or unset \(None\); got \{"):
+        analyze_store(tmp_path / "x.zarr", options={"dense": True})
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.torch
 def test_extraction_library_names_its_parameters():
     from ncprobe.extract.extraction import ExtractConfig
