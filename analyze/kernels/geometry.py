@@ -112,6 +112,16 @@ def between_basis(centred: np.ndarray, tol: float | None = None):
     return u[:, keep], s[keep], tol
 
 
+def between_rows(means: np.ndarray, counts: np.ndarray, weighted: bool = False) -> np.ndarray:
+    """(C', D) the rows whose Gram matrix is the between-class scatter: mu_c - mu_G for the
+    C' classes present (mu_G their count-weighted mean), times sqrt(n_c / N) when
+    ``weighted`` (SS_B of He and Su 2023)."""
+    present = counts > 0
+    mu_g = (means[present] * counts[present, None]).sum(0) / counts.sum()
+    rows = means[present] - mu_g
+    return np.sqrt(counts[present] / counts.sum())[:, None] * rows if weighted else rows
+
+
 def projection_coefs(means: np.ndarray, counts: np.ndarray, rank: int,
                      weighted: bool = False) -> np.ndarray:
     """Coefficients A (C, rank) with B^T r = A^T [mu_c . r]_c for the padded basis
@@ -132,9 +142,8 @@ def projection_coefs(means: np.ndarray, counts: np.ndarray, rank: int,
     if present.sum() < 2:
         return q
     w = np.where(present, counts, 0) / counts.sum()
-    mu_g = (means[present] * counts[present, None]).sum(0) / counts.sum()
+    m = between_rows(means, counts, weighted)  # (C', D)
     scale = np.sqrt(w[present])[:, None] if weighted else 1.0
-    m = scale * (means[present] - mu_g)  # (C', D)
     u, s, _ = between_basis(m)
     # V = M^T U S^-1 for the kept directions, so V S^-2 = M^T U S^-3
     q[np.flatnonzero(present), : s.size] = scale * (m @ u) / s**3

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
+from scipy.linalg import lapack
 
 from . import geometry, statistics
 
@@ -190,11 +191,12 @@ def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
     Notes
     -----
     Row block by row block, one BLAS product of the centred rows with the plan's columns (the
-    class means of the groupings in use and the reference centres) gives everything: the
-    distances to every centre (argmin in float64, ties to the lowest index as scikit-learn)
-    and, through the coefficients, the projections. Nothing of size n x C outlives a row
-    block, and every sum by class is a bincount: memory O(rows C + G C R) beyond the chunk
-    and the plan, time O(n C (D + R)) whatever the class count.
+    class means of the groupings in use and the reference centres) gives the distances to
+    every centre (argmin in float64, ties to the lowest index as scikit-learn) and, through
+    the coefficients, the projections when C <= D; when D < C, the projections are products
+    with a :class:`TriangularBasis`. Nothing of size n x C outlives a row block, and every sum
+    by class is a bincount: memory O(rows C + G C R) beyond the chunk and the plan, time
+    O(n C (D + R)) whatever the class count.
     """
     groups = np.asarray(groups).astype(np.intp, copy=False)
     labels = np.asarray(labels).astype(np.intp, copy=False)
@@ -206,7 +208,7 @@ def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
         prod = xc @ plan.stacked
         done = {}
         for grouping in plan.groupings:
-            _add_grouping(sums, plan, grouping, prod, groups[i:k], labels[i:k], pred[i:k],
+            _add_grouping(sums, plan, grouping, xc, prod, groups[i:k], labels[i:k], pred[i:k],
                           slice(i, k), done,
                           grouping.index in shared or grouping.same_as is not None)
         if plan.ref is not None:
@@ -233,10 +235,72 @@ def _product_rows(width: int) -> int:
 
 
 def plan_bytes(n_groupings: int, c: int, d: int) -> int:
-    """An upper bound of the bytes of :func:`pass2_plan`'s plan: the product's columns, D x
-    ((G + 1) C + (G + 1) R), and each grouping's means on its basis, C x 2R, R = min(C, D)."""
+    """An upper bound of the bytes of :func:`pass2_plan`'s plan: the product's columns,
+    D x (G + 1) C, the bases (coefficients or triangular factors), at most D x (G + 1) R, and
+    each grouping's means on its basis, C x 2R, R = min(C, D)."""
     r = min(c, d)
     return 8 * (n_groupings + 1) * (d * (c + r) + 2 * c * r)
+
+
+#: output columns per product of :class:`TriangularBasis`: each skips the zeros of its rows
+#: of T, so the products cost (k + 1) / 2k of B^T x for k blocks, and stay large enough for
+#: BLAS to run near its peak
+TRIANGLE_BLOCK = 128
+
+
+@dataclass
+class TriangularBasis:
+    """A projection basis B (D, P) as pass 2 multiplies with it when P is close to D (so
+    D < C): a triangular T (P, D) with ||T r|| = ||B^T r|| for every r. The rows of T that
+    start (upper) or end (lower) early need fewer columns of x, so T x by blocks of
+    :data:`TRIANGLE_BLOCK` rows costs about half of B^T x. (numpy's products rather than
+    BLAS's trmm: SciPy's wrapper holds the GIL, and two tasks would take turns.)"""
+
+    blocks: list  # per row block of T: (lo, hi) its nonzero columns, T[rows, lo:hi]^T, T m_c
+
+    @classmethod
+    def of(cls, t: np.ndarray, means: np.ndarray, lower: bool) -> TriangularBasis:
+        """From T (P, D) and the class means (C, D) on the rows' origin."""
+        p, d = t.shape
+        blocks = []
+        for a in range(0, p, TRIANGLE_BLOCK):
+            rows = t[a:a + TRIANGLE_BLOCK]
+            lo, hi = (0, a + len(rows)) if lower else (a, d)
+            blocks.append((lo, hi, np.ascontiguousarray(rows[:, lo:hi].T), means @ rows.T))
+        return cls(blocks)
+
+    @classmethod
+    def between(cls, means: np.ndarray, counts: np.ndarray, on: np.ndarray,
+                weighted: bool = False) -> TriangularBasis:
+        """The basis B = U S^-1 of the class means (C, D) with ``counts`` (C,) (the
+        count-weighted basis when ``weighted``), T m_c of the means ``on`` the rows' origin.
+
+        When the centred means M (C', D) (:func:`~.geometry.between_rows`) span all D
+        directions, well inside the threshold s_k^2 > C' eps s_1^2 that keeps a direction
+        (docs/metrics.md), B B^T = (M^T M)^-1 = R^-1 R^-T for M = Q R, so T = R^-T: a QR
+        decomposition and a triangular inverse, no SVD. That holds when
+        ||R||_F^2 ||R^-1||_F^2 C' eps < 1, a bound of s_1^2 / s_D^2 C' eps; otherwise T is
+        the factor of the QR decomposition B^T = Q T of the SVD's basis U S^-1, with the
+        directions kept only.
+        """
+        rows = geometry.between_rows(means, counts, weighted)
+        c, d = rows.shape
+        if c > d and np.isfinite(rows).all():
+            r = np.linalg.qr(rows, mode="r")
+            r_inv, info = lapack.dtrtri(r, lower=0)
+            if info == 0 and ((r**2).sum() * (r_inv**2).sum() * c * geometry.EPS64 < 1):
+                return cls.of(r_inv.T, on, lower=True)
+        u, s, _ = geometry.between_basis(rows)
+        return cls.of(np.linalg.qr((u / s).T, mode="r"), on, lower=False)
+
+    def squared(self, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """(n,) ||T (x_i - m_{c_i})||^2 of rows ``x`` (n, D) in classes ``classes`` (n,)."""
+        out = np.zeros(len(x))
+        for lo, hi, tt, gram in self.blocks:
+            y = x[:, lo:hi] @ tt  # T's other columns in these rows are zero
+            y -= gram[classes]
+            out += np.einsum("nb,nb->n", y, y)
+        return out
 
 
 @dataclass
@@ -248,10 +312,10 @@ class GroupingColumns:
     classes: np.ndarray  # (k,) the classes present: the only ones with columns
     dots: slice | None  # columns x . m_c of those classes (None: its distances are not needed)
     mean_sq: np.ndarray  # (k,) ||m_c||^2 of those classes
-    coefs: np.ndarray | None  # (k, P) projections from the dots; None: they are in the product
-    basis: slice | None  # columns of the projections, when in the product (D < C)
-    gram: np.ndarray  # (C, P) m_c . b_p: the projection of class c's mean
-    split: int  # the first ``split`` projections are on B_g, the others (labels: B_w)
+    coefs: np.ndarray | None  # (k, P) projections from the dots (C <= D); None: ``factors``
+    gram: np.ndarray | None  # (C, P) m_c . b_p: the projection of class c's mean (``coefs``)
+    split: int = 0  # (``coefs``) the first ``split`` projections are on B_g, the others on B_w
+    factors: tuple = ()  # (D < C) TriangularBasis of B_g (and, for the labels, of B_w)
     same_as: int | None = None  # an earlier grouping with the same class sums and counts
 
 
@@ -324,10 +388,10 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
                 same_as[j] = k
                 break
     # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c = (m^T coefs)^T x - (m m^T coefs)[g]:
-    # by the dot products with the means when C <= D (they are computed anyway), or by
-    # the basis m^T coefs itself in the same product when D < C (the inner size is then
-    # D, not C); coefs^T 1 = 0, so the constant that the origin shift adds to every
-    # m_c . r cancels
+    # by the dot products with the means when C <= D (they are computed anyway; coefs^T 1
+    # = 0, so the constant that the origin shift adds to every m_c . r cancels), or when
+    # D < C by the basis B = m^T coefs itself, whose P directions are then nearly D: as
+    # the triangular factor of its QR decomposition, at half the cost of B^T x
     direct = dim < c
     # distances to the means of a grouping: for its nearest mean, or its projections
     dotted = [j for j in used if (nearest_own[j] or not direct) and j not in same_as]
@@ -335,19 +399,16 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     # the reference split): then their distances are the label grouping's, computed once
     ref_is_label = (0 in dotted and np.array_equal(ref_valid, own_valid[0])
                     and np.array_equal(ref, (label - o)[ref_valid]))
-    # the product's columns: distances to the dotted groupings' means, to the reference
-    # centres, then (when direct) each grouping's basis, filled in place one grouping at a
-    # time rather than gathered and concatenated (twice the memory at many classes)
+    # the product's columns: distances to the dotted groupings' means, then to the
+    # reference centres, filled in place one grouping at a time rather than gathered and
+    # concatenated (twice the memory at many classes)
     at = np.cumsum([0] + [np.count_nonzero(own_valid[j]) for j in dotted])
     dots = {j: slice(at[i], at[i + 1]) for i, j in enumerate(dotted)}
     ref_cols = dots[0] if ref_is_label else slice(at[-1], at[-1] + ref_classes.size)
-    # a basis spans at most `rank` directions (twice for the labels: B and B_w); the columns
-    # of those it does not span are left out, so the last ones allocated may stay unused
     end = at[-1] + (0 if ref_is_label else ref_classes.size)
-    stacked = np.empty((dim, end + (rank * (len(used) - len(same_as) + 1) if direct else 0)))
+    stacked = np.empty((dim, end))
     if not ref_is_label:
         stacked[:, ref_cols] = ref.T
-    coefs_w = geometry.projection_coefs(label, counts[0], rank, weighted=True)
     groupings = []
     for j in used:  # one grouping's (C, D) and (C, R) at a time
         if j in same_as:
@@ -355,45 +416,29 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
             groupings.append(replace(first, index=j, same_as=first.index))
             continue
         mean = label if j == 0 else means(j)[0]
-        coefs = geometry.projection_coefs(mean, counts[j], rank)
         m = mean - o
-        del mean
         present = np.flatnonzero(own_valid[j])
-        split = rank
-        if direct:  # the directions spanned only: zero coefficients project on nothing
-            coefs = _spanned(coefs)
-            split = coefs.shape[1]
-            if j == 0:
-                coefs = np.concatenate([coefs, _spanned(coefs_w)], axis=1)
-        elif j == 0:
-            coefs = np.concatenate([coefs, coefs_w], axis=1)
-        basis = m.T @ coefs  # (D, P): B = m^T coefs
         if j in dotted:
             stacked[:, dots[j]] = m[present].T
-        cols = None
+        weights = (False, True) if j == 0 else (False,)  # the labels: B_g and B_w
         if direct:
-            cols = slice(end, end + basis.shape[1])
-            stacked[:, cols] = basis
-            end = cols.stop
-        # m m^T coefs = m B, without a C x C matrix
+            columns = dict(coefs=None, gram=None, factors=tuple(
+                TriangularBasis.between(mean, counts[j], m, w) for w in weights))
+        else:
+            coefs = np.concatenate([geometry.projection_coefs(mean, counts[j], rank, w)
+                                    for w in weights], axis=1)
+            # m m^T coefs = m B, without a C x C matrix
+            columns = dict(coefs=coefs[present], gram=m @ (m.T @ coefs), split=rank)
+        del mean
         groupings.append(GroupingColumns(
             index=j, classes=present, dots=dots.get(j), mean_sq=(m[present] ** 2).sum(axis=1),
-            coefs=None if direct else coefs[present], basis=cols, gram=m @ basis,
-            split=split))
-    stacked = stacked[:, :end]  # a view: BLAS reads it with its row stride, no copy
+            **columns))
     return Pass2Plan(
         c=c, origin=o, groupings=groupings, stacked=stacked, nearest_own=nearest_own,
         ref=None if not ref_classes.size or (ref_is_label and nearest_own[0]) else ref_cols,
         ref_classes=ref_classes, ref_sq=(ref * ref).sum(axis=1),
         ref_from_labels=ref_is_label and bool(nearest_own[0]),
         rows=_product_rows(end), scatter_means=label if dense else None)
-
-
-def _spanned(coefs):
-    """``coefs`` without its zero columns (directions the means do not span), no copy when
-    there is none."""
-    keep = coefs.any(axis=0)
-    return coefs if keep.all() else coefs[:, keep]
 
 
 @dataclass
@@ -500,9 +545,10 @@ def reference_shapes(n_classes: int, dim: int) -> dict:
     return {s.name: s.shape(sizes) for s in statistics.of_reference()}
 
 
-def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, prod, groups,
-                  y, p_, rows: slice, done: dict, keep_dots: bool):
-    """One row block's projections and nearest own mean, for one grouping in use.
+def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, xc, prod,
+                  groups, y, p_, rows: slice, done: dict, keep_dots: bool):
+    """One row block's projections and nearest own mean, for one grouping in use: ``xc`` the
+    rows on the plan's origin, ``prod`` their product with the plan's columns.
 
     ``done`` maps a grouping computed before in this row block to its per-sample (squared
     projection, nearest own mean): a grouping with the same means (``same_as``) and the same
@@ -518,13 +564,17 @@ def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, 
     else:
         if grouping.dots is not None:
             dots = prod[:, grouping.dots]                  # x . m_{g,c}, classes present
-        pr = prod[:, grouping.basis] if grouping.coefs is None else dots @ grouping.coefs
-        pr = pr - grouping.gram[gi]
-        s = grouping.split
-        w = np.where(ok, np.einsum("nr,nr->n", pr[:, :s], pr[:, :s]), 0.0)
+        if grouping.coefs is None:
+            w, *w_w = (f.squared(xc, gi) for f in grouping.factors)
+        else:
+            pr = dots @ grouping.coefs
+            pr -= grouping.gram[gi]
+            s = grouping.split
+            w = np.einsum("nr,nr->n", pr[:, :s], pr[:, :s])
+            w_w = [np.einsum("nr,nr->n", pr[:, s:], pr[:, s:])] if j == 0 else []
+        w = np.where(ok, w, 0.0)
         if j == 0:
-            w_w = np.einsum("nr,nr->n", pr[:, s:], pr[:, s:])
-            sums.projected_w += np.bincount(gi, weights=np.where(ok, w_w, 0.0), minlength=c)
+            sums.projected_w += np.bincount(gi, weights=np.where(ok, w_w[0], 0.0), minlength=c)
         near = None
         if plan.nearest_own[j]:
             # ||m_c||^2 - 2 x . m_c, in place unless another grouping reads the dots

@@ -107,3 +107,32 @@ def test_a_grouping_with_the_same_sums_reads_the_same_columns(d, c, swapped, twi
     for k in slow:
         np.testing.assert_allclose(fused[k], slow[k], rtol=1e-9, atol=1e-9, err_msg=k)
     assert fused["own_hits"][1] == fused["own_hits"][0]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("means", ["full", "subspace", "ill-conditioned"])
+def test_a_triangular_basis_projects_as_the_between_basis(means, weighted):
+    """D < C: the triangular factor pass 2 multiplies with gives the squared projections of
+    the SVD basis, by R^-T of the means' QR decomposition where they span all D directions
+    well inside the SVD's threshold, and by the SVD basis's own factor (with the directions
+    spanned only) where they span fewer or some are below the threshold. D = 300 makes
+    three blocks of rows, each skipping its zero columns."""
+    rng = np.random.default_rng(7)
+    c, d = 400, 300
+    m = rng.standard_normal((c, d))
+    if means == "subspace":
+        m = m[:, :200] @ rng.standard_normal((200, d))
+    elif means == "ill-conditioned":  # singular values down to 1e-10 of the largest
+        u, _, vt = np.linalg.svd(m, full_matrices=False)
+        m = (u * np.logspace(0, -10, d)) @ vt
+    counts = rng.integers(1, 50, c).astype(np.float64)
+    counts[:5] = 0  # absent classes: no row of M, their means never read
+    basis = plain.between_basis(m, counts, weighted)
+    assert basis.shape[1] == {"full": d, "subspace": 200, "ill-conditioned": basis.shape[1]}[means]
+    t = passes.TriangularBasis.between(m, counts, m, weighted)
+    # R^-T (lower) exactly where every direction is kept and the bound holds
+    assert (t.blocks[-1][0] == 0) == (means == "full")
+    x = rng.standard_normal((50, d)) * 3
+    classes = rng.integers(5, c, 50)
+    want = (((x - m[classes]) @ basis) ** 2).sum(axis=1)
+    np.testing.assert_allclose(t.squared(x, classes), want, rtol=1e-9)
