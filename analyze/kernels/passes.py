@@ -53,43 +53,49 @@ def pass1_shapes(n_groupings: int, n_classes: int, dim: int, chunks=None) -> dic
     return statistics.shapes(1, _sizes(n_groupings, n_classes, dim), chunks=chunks)
 
 
-#: up to this many indicator columns (groupings x classes), class sums are one BLAS product
-#: of the dense indicators with each row block (fastest for few classes); beyond, a sparse
-#: indicator of the classes present, whose cost does not grow with the class count
-DENSE_INDICATORS = 256
+#: values per row block of pass 1 (8 MB in float64): the block is read once per grouping by the
+#: sparse products, from cache at this size; larger blocks fall out of it, smaller ones pay
+#: the per-call sorting more often
+PASS1_VALUES = 2**20
 
 
-def _add_class_sums(out, x, groups, n_classes) -> np.ndarray:
+def _add_class_sums(out, x, groups, n_classes) -> bool:
     """out (G, C, D) += the sums of the rows of ``x`` (n, D) by class, for each grouping;
-    returns the sum of all the rows (D,), every sample counted whatever its groups."""
-    n_g = groups.shape[1]
-    if n_g * n_classes <= DENSE_INDICATORS:
-        valid = (groups >= 0) & (groups < n_classes)
-        # groupings with no sample in these rows (e.g. "target" when untargeted) add nothing:
-        # their columns are left out of the product rather than multiplied as zeros
-        live = np.flatnonzero(valid.any(axis=0))
-        # column 0 is all ones: the total comes out of the same product, not another pass
-        ind = np.zeros((x.shape[0], 1 + live.size * n_classes))
-        ind[:, 0] = 1.0
-        for at, k in enumerate(live):
-            ok = valid[:, k]
-            ind[np.flatnonzero(ok), 1 + at * n_classes + groups[ok, k]] = 1.0
-        prod = ind.T @ x
-        out[live] += prod[1:].reshape(live.size, n_classes, -1)
-        return prod[0]
+    returns whether every value of ``x`` is finite.
+
+    One product of ``x`` with a sparse indicator, a column per sample and a row per class
+    present in each grouping (CSC: each row of ``x`` is read once and added to each of its
+    classes, so each class adds its rows in sample order): O(n D G) whatever C, nothing of
+    size C x D beyond the classes present (a dense indicator would cost n D G C, and numpy's
+    reduceat walks axis 0 one column at a time, several times slower). A sample in no
+    grouping gets a row of its own, so that every value reaches a sum: a non-finite value
+    leaves its sums non-finite, so finite sums mean finite values.
+    """
+    n, n_g = groups.shape
+    valid = (groups >= 0) & (groups < n_classes)
+    rows = np.empty((n, n_g + 1), np.intp)
+    parts, at = [], 0
     for k in range(n_g):
-        g = groups[:, k]
-        ok = np.flatnonzero((g >= 0) & (g < n_classes))
-        if ok.size:  # the classes present only: O(n D) whatever C, nothing of size C x D
-            order = ok[np.argsort(g[ok], kind="stable")]
-            present, starts = np.unique(g[order], return_index=True)
-            # a sparse indicator, one row per class present: each row's sum adds the rows of
-            # x in sample order, as a sum of the sorted rows would, with contiguous rows
-            # (numpy's reduceat walks axis 0 a column at a time, several times slower)
-            ind = sparse.csr_matrix((np.ones(order.size), order, np.append(starts, order.size)),
-                                    shape=(present.size, x.shape[0]))
-            out[k, present] += ind @ x
-    return x.sum(axis=0)
+        counts = np.bincount(groups[valid[:, k], k], minlength=n_classes)
+        present = np.flatnonzero(counts)
+        slot = np.cumsum(counts > 0) - 1  # class -> its row among the classes present
+        rows[:, k] = at + slot[np.where(valid[:, k], groups[:, k], 0)]
+        parts.append((k, present, at))
+        at += present.size
+    alone = ~valid.any(axis=1)
+    rows[:, n_g] = at
+    entries = np.concatenate([valid, alone[:, None]], axis=1)
+    ind = sparse.csc_matrix(
+        (np.ones(np.count_nonzero(entries)), rows[entries],
+         np.concatenate([[0], np.cumsum(entries.sum(axis=1))])),
+        shape=(at + int(alone.any()), n))
+    prod = ind @ x
+    for k, present, start in parts:
+        if present.size == n_classes:  # every class: no gather and scatter
+            out[k] += prod[start:start + n_classes]
+        else:
+            out[k, present] += prod[start:start + present.size]
+    return bool(np.isfinite(prod).all())
 
 
 def _class_counts(groups, n_classes):
@@ -103,29 +109,31 @@ def pass1(h: np.ndarray, groups: np.ndarray, n_classes: int, chunks=None) -> dic
     ``chunks``.
 
     Returns ``{"sum": (G, C, D), "count": (G, C), "n_nonfinite": (), ...}``
-    (:func:`pass1_shapes`). Row block by row block: memory O(G C D) beyond the chunk, time
-    O(n D G) (dense indicators when G C is small, sparse ones beyond).
+    (:func:`pass1_shapes`). Row block by row block (about :data:`PASS1_VALUES` values each):
+    memory O(G C D) beyond the chunk, time O(n D G) whatever C.
     """
     n, d = h.shape
     groups = np.asarray(groups).astype(np.intp, copy=False)
     sums = np.zeros((groups.shape[1], n_classes, d))
     extra = {s.name: (s.chunk, np.zeros(s.shape(_sizes(groups.shape[1], n_classes, d))))
              for s in statistics.of_pass(1, chunks=chunks) if s.chunk is not None}
-    total = np.zeros(d)  # finite exactly when every value is: the full check only when not
-    # sorting pays per call: larger row blocks when the dense indicators are not used
-    rows = ROW_BLOCK if groups.shape[1] * n_classes <= DENSE_INDICATORS else 1024
+    finite = True  # the full check only when the sums say otherwise
+    rows = min(1024, max(ROW_BLOCK, PASS1_VALUES // max(d, 1)))
     with np.errstate(invalid="ignore", over="ignore"):
         for i, j, x in row_blocks(h, rows=rows):
-            total += _add_class_sums(sums, x, groups[i:j], n_classes)
+            finite &= _add_class_sums(sums, x, groups[i:j], n_classes)
             for chunk, acc in extra.values():
                 acc += chunk(x, groups[i:j], n_classes)
     bad = 0
-    if not np.isfinite(total).all():
+    if not finite:
         x = np.asarray(h, dtype=np.float64)
-        finite = np.isfinite(x)
-        bad = x.size - np.count_nonzero(finite)
-        sums[...] = 0.0  # counted and reported; kept out of the sums
-        _add_class_sums(sums, np.where(finite, x, 0.0), groups, n_classes)
+        ok = np.isfinite(x)
+        bad = x.size - np.count_nonzero(ok)
+        x = np.where(ok, x, 0.0)  # counted and reported; kept out of every statistic
+        sums[...] = 0.0
+        _add_class_sums(sums, x, groups, n_classes)
+        for chunk, acc in extra.values():
+            acc[...] = chunk(x, groups, n_classes)
     return {"sum": sums, "count": _class_counts(groups, n_classes),
             "n_nonfinite": np.float64(bad), **{k: acc for k, (_, acc) in extra.items()}}
 

@@ -100,7 +100,7 @@ def test_grouping_dimension_and_excluded_labels():
     assert np.isnan(s["mean"].sel(grouping="other", **{"class": 0})).all()
 
 
-@pytest.mark.parametrize("c", [3, 300])  # dense and sparse class indicators
+@pytest.mark.parametrize("c", [3, 300])  # every class present, and most absent
 def test_non_finite_values_are_counted_and_kept_out_of_the_sums(c):
     x, y, _ = make_synthetic_arrays(3, 5, 10, noise=1.0)
     def stats(h, labels):
@@ -118,6 +118,10 @@ def test_non_finite_values_are_counted_and_kept_out_of_the_sums(c):
     assert np.isfinite(s["sum"].values).all()
     want = clean["sum"].values[1] - np.where(np.arange(5) == 1, x[14], 0.0)
     np.testing.assert_allclose(s["sum"].values[1], want, rtol=1e-12, atol=1e-12)
+    # the sums of squared norms too: the NaN counts as zero, the rest of its row as it is
+    assert np.isfinite(s["sumsq"].values).all()
+    np.testing.assert_allclose(s["sumsq"].values[1], clean["sumsq"].values[1] - x[14, 1] ** 2,
+                               rtol=1e-12)
 
 
 def test_bad_input_errors():
