@@ -324,6 +324,9 @@ class GroupingColumns:
     gram: np.ndarray | None  # (C, P) m_c . b_p: the projection of class c's mean (``coefs``)
     split: int = 0  # (``coefs``) the first ``split`` projections are on B_g, the others on B_w
     factors: tuple = ()  # (D < C) TriangularBasis of B_g (and, for the labels, of B_w)
+    # labels with the same count in every class present: SS_B = Sigma_B, so
+    # ||B_w^T r||^2 = C' ||B_g^T r||^2 and B_w is not multiplied
+    balanced_scale: float | None = None
     same_as: int | None = None  # an earlier grouping with the same class sums and counts
 
 
@@ -428,7 +431,9 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
         present = np.flatnonzero(own_valid[j])
         if j in dotted:
             stacked[:, dots[j]] = m[present].T
-        weights = (False, True) if j == 0 else (False,)  # the labels: B_g and B_w
+        # the labels' B_w too, unless the classes are balanced (a multiple of B_g)
+        balanced = j == 0 and np.all(counts[0][present] == counts[0][present[0]])
+        weights = (False, True) if j == 0 and not balanced else (False,)
         if direct:
             columns = dict(coefs=None, gram=None, factors=tuple(
                 TriangularBasis.between(mean, counts[j], m, w) for w in weights))
@@ -437,6 +442,8 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
                                     for w in weights], axis=1)
             # m m^T coefs = m B, without a C x C matrix
             columns = dict(coefs=coefs[present], gram=m @ (m.T @ coefs), split=rank)
+        if balanced:
+            columns["balanced_scale"] = float(present.size)
         del mean
         groupings.append(GroupingColumns(
             index=j, classes=present, dots=dots.get(j), mean_sq=(m[present] ** 2).sum(axis=1),
@@ -582,7 +589,9 @@ def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, 
             w_w = [np.einsum("nr,nr->n", pr[:, s:], pr[:, s:])] if j == 0 else []
         w = np.where(ok, w, 0.0)
         if j == 0:
-            sums.projected_w += np.bincount(gi, weights=np.where(ok, w_w[0], 0.0), minlength=c)
+            w_w = w * grouping.balanced_scale if grouping.balanced_scale else \
+                np.where(ok, w_w[0], 0.0)
+            sums.projected_w += np.bincount(gi, weights=w_w, minlength=c)
         near = None
         if plan.nearest_own[j]:
             # ||m_c||^2 - 2 x . m_c, in place unless another grouping reads the dots

@@ -6,9 +6,9 @@ import pytest
 from ncprobe.analyze.kernels import geometry, passes, plain, statistics
 
 
-def _block(seed, n=60, d=7, c=5, n_g=3, offset=0.0):
+def _block(seed, n=60, d=7, c=5, n_g=3, offset=0.0, balanced=False):
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, c, n)
+    labels = rng.permutation(np.arange(n) % c) if balanced else rng.integers(0, c, n)
     h = (rng.standard_normal((c, d)) * 3)[labels] + rng.standard_normal((n, d)) + offset
     pred = np.where(rng.random(n) < 0.3, (labels + 1) % c, labels)
     pred[rng.random(n) < 0.1] = -2  # outputs outside the dataset's classes
@@ -29,13 +29,16 @@ def test_pass1_equals_its_definition(seed):
                          [(0, 7, 5, "own", False), (1, 7, 5, "other", False),
                           (2, 3, 6, "other", False), (3, 3, 6, "own", False),
                           (4, 7, 5, "partial", False), (5, 3, 6, "partial", True),
-                          (6, 7, 5, "own", True)])
+                          (6, 7, 5, "own", True), (7, 7, 5, "balanced", False),
+                          (8, 3, 6, "balanced", False)])
 def test_pass2_equals_its_definition(seed, d, c, reference, few):
     """Wide (C <= D) and narrow (D < C) blocks; reference centres the label grouping's own
     means (shared distances), others, or with missing rows; with ``few``, a network that
     predicts two classes and a third grouping of one class (the product then has no columns
-    for the others, nor for the basis directions their means do not span)."""
-    h, groups, labels, pred, c = _block(seed, d=d, c=c)
+    for the others, nor for the basis directions their means do not span); ``balanced``
+    labels, the same count in every class (the count-weighted basis then a multiple of the
+    other, not multiplied)."""
+    h, groups, labels, pred, c = _block(seed, d=d, c=c, balanced=reference == "balanced")
     if few:
         pred = np.where(pred > 1, 0, pred)
         groups[:, 1] = pred
@@ -44,8 +47,10 @@ def test_pass2_equals_its_definition(seed, d, c, reference, few):
     means, _, _ = geometry.means_from_sums(st["sum"], st["count"])
     rng = np.random.default_rng(seed)
     ref = {"own": means[0], "other": means[0] + rng.standard_normal(means[0].shape),
-           "partial": np.where(np.arange(c)[:, None] == 1, np.nan, means[0])}[reference]
+           "partial": np.where(np.arange(c)[:, None] == 1, np.nan, means[0]),
+           "balanced": means[0]}[reference]
     plan = passes.pass2_plan(st["sum"], st["count"], ref)
+    assert (plan.groupings[0].balanced_scale == c) == (reference == "balanced")
     fused = passes.pass2(h, groups, labels, pred, plan)
     slow = plain.pass2(h, groups, labels, pred, means, st["count"], ref, c)
     for k in slow:
