@@ -297,12 +297,13 @@ def hull_margins(vectors: np.ndarray, present: np.ndarray) -> np.ndarray:
     for a simplex ETF). NaN for absent classes, fewer than 2 classes and more than
     :data:`HULL_MAX_CLASSES`.
     """
-    from scipy.optimize import nnls
-
-    u = unit_rows(np.asarray(vectors, np.float64), present)
     out = np.full(present.shape, np.nan)
     if present.shape[-1] > HULL_MAX_CLASSES:
         return out
+    # imported only when margins are computed: scipy.optimize is a large import
+    from scipy.optimize import nnls
+
+    u = unit_rows(np.asarray(vectors, np.float64), present)
     weight = 1e6
     for i in np.ndindex(*present.shape[:-1]):
         idx = np.flatnonzero(present[i])
