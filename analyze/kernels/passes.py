@@ -53,9 +53,9 @@ def pass1_shapes(n_groupings: int, n_classes: int, dim: int, chunks=None) -> dic
     return statistics.shapes(1, _sizes(n_groupings, n_classes, dim), chunks=chunks)
 
 
-#: values per row block of pass 1 (8 MB in float64): the block is read once per grouping by the
-#: sparse products, from cache at this size; larger blocks fall out of it, smaller ones pay
-#: the per-call sorting more often
+#: values per row block of pass 1 (8 MB in float64): the sparse product and the squared norms
+#: read the block from cache at this size; larger blocks fall out of it, smaller ones pay
+#: the building of each block's indicator more often
 PASS1_VALUES = 2**20
 
 
@@ -401,8 +401,8 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     # B^T (x - mu_g) = coefs^T [m_c . (x - m_g)]_c = (m^T coefs)^T x - (m m^T coefs)[g]:
     # by the dot products with the means when C <= D (they are computed anyway; coefs^T 1
     # = 0, so the constant that the origin shift adds to every m_c . r cancels), or when
-    # D < C by the basis B = m^T coefs itself, whose P directions are then nearly D: as
-    # the triangular factor of its QR decomposition, at half the cost of B^T x
+    # D < C, where the basis has nearly D directions, by a triangular factor T with
+    # ||T r|| = ||B^T r|| (TriangularBasis), at about half the cost of B^T x
     direct = dim < c
     # distances to the means of a grouping: for its nearest mean, or its projections
     dotted = [j for j in used if (nearest_own[j] or not direct) and j not in same_as]
