@@ -53,9 +53,9 @@ def pass1_shapes(n_groupings: int, n_classes: int, dim: int, chunks=None) -> dic
     return statistics.shapes(1, _sizes(n_groupings, n_classes, dim), chunks=chunks)
 
 
-#: values per row block of pass 1 (8 MB in float64): the sparse product and the squared norms
-#: read the block from cache at this size; larger blocks fall out of it, smaller ones pay
-#: the building of each block's indicator more often
+#: values per row block of pass 1: the sparse product and the squared norms read the block
+#: from cache at this size; larger blocks fall out of it, smaller ones pay the building of
+#: each block's indicator more often (docs/metrics.md)
 PASS1_VALUES = 2**20
 
 
@@ -586,7 +586,8 @@ def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, 
             pr -= grouping.gram[gi]
             s = grouping.split
             w = np.einsum("nr,nr->n", pr[:, :s], pr[:, :s])
-            w_w = [np.einsum("nr,nr->n", pr[:, s:], pr[:, s:])] if j == 0 else []
+            # columns after ``split``: B_w's, for the labels unless they are balanced
+            w_w = [np.einsum("nr,nr->n", pr[:, s:], pr[:, s:])] if s < pr.shape[1] else []
         w = np.where(ok, w, 0.0)
         if j == 0:
             w_w = w * grouping.balanced_scale if grouping.balanced_scale else \
