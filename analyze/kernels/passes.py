@@ -21,6 +21,7 @@ from scipy import sparse
 from scipy.linalg import lapack
 
 from . import geometry, statistics
+from .nearest import CentreColumns
 
 #: rows converted to float64 at a time: a few MB that stay in cache and are reused, rather than
 #: a fresh chunk-sized float64 copy per step (page faults cost more than the arithmetic)
@@ -200,11 +201,14 @@ def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
     -----
     Row block by row block, one BLAS product of the centred rows with the plan's columns (the
     class means of the groupings in use and the reference centres) gives the distances to
-    every centre (argmin in float64, ties to the lowest index as scikit-learn) and, through
-    the coefficients, the projections when C <= D; when D < C, the projections are products
-    with a :class:`TriangularBasis`. Nothing of size n x C outlives a row block, and every sum
-    by class is a bincount: memory O(rows C + G C R) beyond the chunk and the plan, time
-    O(n C (D + R)) whatever the class count.
+    every centre (ties to the lowest index as scikit-learn) and, through the coefficients,
+    the projections when C <= D, all in float64; when D < C, the projections are products
+    with a :class:`TriangularBasis` and the distances serve the nearest centres only: the
+    product is then float32, each row's nearest centre checked against the rounding error
+    bound and computed again in float64 where it does not decide (:mod:`.nearest`). Nothing
+    of size n x C outlives a row block, and every sum by class is a bincount: memory
+    O(rows C + G C R) beyond the chunk and the plan, time O(n C (D + R)) whatever the class
+    count.
     """
     groups = np.asarray(groups).astype(np.intp, copy=False)
     labels = np.asarray(labels).astype(np.intp, copy=False)
@@ -213,17 +217,16 @@ def pass2(h, groups, labels, pred, plan: Pass2Plan) -> dict:
     sums = _Pass2Sums.zeros(groups.shape[1], n_classes, len(labels))
     shared = {g.same_as for g in plan.groupings}
     for i, k, xc in row_blocks(h, plan.origin, plan.rows):
-        prod = xc @ plan.stacked
+        # when D < C the product serves nearest centres only: float32, checked
+        prod = xc @ plan.stacked if plan.centres is None else plan.centres.product(xc)
         done = {}
         for grouping in plan.groupings:
             _add_grouping(sums, plan, grouping, xc, prod, groups[i:k], labels[i:k], pred[i:k],
                           slice(i, k), done,
                           grouping.index in shared or grouping.same_as is not None)
         if plan.ref is not None:
-            d = prod[:, plan.ref]
-            d *= -2.0
-            d += plan.ref_sq
-            sums.near_ref[i:k] = plan.ref_classes[d.argmin(axis=1)]
+            sums.near_ref[i:k] = plan.ref_classes[_nearest(plan, xc, prod, plan.ref,
+                                                           plan.ref_sq, keep=False)]
     out = sums.statistics(labels, pred, n_classes)
     if plan.scatter_means is not None:
         out["scatter"] = _label_scatter(h, groups[:, 0], plan.scatter_means, n_classes)
@@ -244,10 +247,12 @@ def _product_rows(width: int) -> int:
 
 def plan_bytes(n_groupings: int, c: int, d: int) -> int:
     """An upper bound of the bytes of :func:`pass2_plan`'s plan: the product's columns,
-    D x (G + 1) C, the bases (coefficients or triangular factors), at most D x (G + 1) R, and
-    each grouping's means on its basis, C x 2R, R = min(C, D)."""
+    D x (G + 1) C (and their float32 copy when D < C), the bases (coefficients or triangular
+    factors), at most D x (G + 1) R, and each grouping's means on its basis, C x 2R,
+    R = min(C, D)."""
     r = min(c, d)
-    return 8 * (n_groupings + 1) * (d * (c + r) + 2 * c * r)
+    columns = d * c * (1.5 if d < c else 1)
+    return int(8 * (n_groupings + 1) * (columns + d * r + 2 * c * r))
 
 
 #: output columns per product of :class:`TriangularBasis`: each skips the zeros of its rows
@@ -339,6 +344,7 @@ class Pass2Plan:
     origin: np.ndarray  # (D,): everything is computed on h - origin
     groupings: list  # GroupingColumns of each grouping in use
     stacked: np.ndarray  # (D, K) the product's columns
+    centres: CentreColumns | None  # when D < C: the columns, for nearest centres only
     nearest_own: np.ndarray  # (G,) bool: the groupings whose nearest own mean is counted
     ref: slice | None  # columns of the reference centres' dots, None when found otherwise
     ref_classes: np.ndarray  # (k,) the classes of the valid reference centres
@@ -417,9 +423,10 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
     dots = {j: slice(at[i], at[i + 1]) for i, j in enumerate(dotted)}
     ref_cols = dots[0] if ref_is_label else slice(at[-1], at[-1] + ref_classes.size)
     end = at[-1] + (0 if ref_is_label else ref_classes.size)
-    stacked = np.empty((dim, end))
+    stacked, sq = np.empty((dim, end)), np.empty(end)
+    ref_sq = (ref * ref).sum(axis=1)
     if not ref_is_label:
-        stacked[:, ref_cols] = ref.T
+        stacked[:, ref_cols], sq[ref_cols] = ref.T, ref_sq
     groupings = []
     for j in used:  # one grouping's (C, D) and (C, R) at a time
         if j in same_as:
@@ -429,8 +436,9 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
         mean = label if j == 0 else means(j)[0]
         m = mean - o
         present = np.flatnonzero(own_valid[j])
+        mean_sq = (m[present] ** 2).sum(axis=1)
         if j in dotted:
-            stacked[:, dots[j]] = m[present].T
+            stacked[:, dots[j]], sq[dots[j]] = m[present].T, mean_sq
         # the labels' B_w too, unless the classes are balanced (a multiple of B_g)
         balanced = j == 0 and np.all(counts[0][present] == counts[0][present[0]])
         weights = (False, True) if j == 0 and not balanced else (False,)
@@ -446,12 +454,13 @@ def pass2_plan(sums, counts, ref_centres, nearest_own=None, dense=False) -> Pass
             columns["balanced_scale"] = float(present.size)
         del mean
         groupings.append(GroupingColumns(
-            index=j, classes=present, dots=dots.get(j), mean_sq=(m[present] ** 2).sum(axis=1),
-            **columns))
+            index=j, classes=present, dots=dots.get(j), mean_sq=mean_sq, **columns))
     return Pass2Plan(
-        c=c, origin=o, groupings=groupings, stacked=stacked, nearest_own=nearest_own,
+        c=c, origin=o, groupings=groupings, stacked=stacked,
+        # when D < C every column is a centre of which only the nearest is wanted
+        centres=CentreColumns.of(stacked, sq) if direct else None, nearest_own=nearest_own,
         ref=None if not ref_classes.size or (ref_is_label and nearest_own[0]) else ref_cols,
-        ref_classes=ref_classes, ref_sq=(ref * ref).sum(axis=1),
+        ref_classes=ref_classes, ref_sq=ref_sq,
         ref_from_labels=ref_is_label and bool(nearest_own[0]),
         rows=_product_rows(end), scatter_means=label if dense else None)
 
@@ -507,22 +516,20 @@ class ReferencePlan:
 
     c: int
     origin: np.ndarray  # (D,) the mean of the valid centres: rows are centred on it
-    centres_t: np.ndarray  # (D, C) centres - origin, zero columns where invalid
-    sq: np.ndarray  # (C,) ||centre - origin||^2, inf where invalid
-    valid: np.ndarray  # (C,)
+    classes: np.ndarray  # (k,) the classes of the valid centres
+    centres: CentreColumns  # their centres - origin
     rows: int
 
 
 def reference_plan(ref_centres) -> ReferencePlan:
     """:func:`against_reference`'s constants from the centres (C, D), NaN rows never nearest."""
-    c = ref_centres.shape[0]
     valid = np.isfinite(ref_centres).all(axis=-1)
     origin = ref_centres[valid].mean(axis=0) if valid.any() else np.zeros(ref_centres.shape[1])
-    ref = np.where(valid[:, None], ref_centres, 0.0) - origin
-    rows = _product_rows(c)
-    return ReferencePlan(c=c, origin=origin, centres_t=np.ascontiguousarray(ref.T),
-                         sq=np.where(valid, (ref * ref).sum(axis=1), np.inf), valid=valid,
-                         rows=rows)
+    ref = ref_centres[valid] - origin
+    return ReferencePlan(c=ref_centres.shape[0], origin=origin, classes=np.flatnonzero(valid),
+                         centres=CentreColumns.of(np.ascontiguousarray(ref.T),
+                                                  (ref * ref).sum(axis=1)),
+                         rows=_product_rows(ref.shape[0]))
 
 
 def against_reference(h, labels, pred, plan: ReferencePlan) -> dict:
@@ -540,17 +547,15 @@ def against_reference(h, labels, pred, plan: ReferencePlan) -> dict:
     dict (:func:`reference_shapes`): ``ref_hits``, ``ref_counted``, ``transitions``,
     ``flipped``, ``leapt`` and ``outside``, as :func:`pass2` defines them. The nearest centre
     is argmin_c ||m_c||^2 - 2 x . m_c on rows x and centres m_c both centred on the centres'
-    mean, in float64, ties to the lowest index (scikit-learn's NearestCentroid).
+    mean, ties to the lowest index (scikit-learn's NearestCentroid): in float32 where that
+    decides it, float64 elsewhere (:class:`~.nearest.CentreColumns`).
     """
     labels = np.asarray(labels).astype(np.intp, copy=False)
     pred = np.asarray(pred)
     near = np.full(len(labels), -1, dtype=np.intp)
-    if plan.valid.any():
+    if plan.classes.size:
         for i, k, xc in row_blocks(h, plan.origin, plan.rows):
-            d = xc @ plan.centres_t
-            d *= -2.0
-            d += plan.sq
-            near[i:k] = d.argmin(axis=1)
+            near[i:k] = plan.classes[plan.centres.nearest(xc)]
     return reference_counts(near, labels, pred, plan.c)
 
 
@@ -595,12 +600,8 @@ def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, 
             sums.projected_w += np.bincount(gi, weights=w_w, minlength=c)
         near = None
         if plan.nearest_own[j]:
-            # ||m_c||^2 - 2 x . m_c, in place unless another grouping reads the dots
-            d = dots * -2.0 if keep_dots else dots
-            if not keep_dots:
-                d *= -2.0
-            d += grouping.mean_sq
-            near = grouping.classes[d.argmin(axis=1)]
+            near = grouping.classes[_nearest(plan, xc, prod, grouping.dots, grouping.mean_sq,
+                                             keep_dots)]
     done[j] = (w, near)
     sums.projected[j] += np.bincount(gi, weights=w, minlength=c)
     if not plan.nearest_own[j]:
@@ -609,6 +610,20 @@ def _add_grouping(sums: _Pass2Sums, plan: Pass2Plan, grouping: GroupingColumns, 
     sums.mismatch[j] += np.count_nonzero(near != p_)
     if j == 0 and plan.ref_from_labels:  # the same distances, the same classes
         sums.near_ref[rows] = near
+
+
+def _nearest(plan: Pass2Plan, xc, prod, cols: slice, sq, keep: bool) -> np.ndarray:
+    """(n,) the nearest of the centres in columns ``cols`` of ``prod``, argmin of
+    ||m_c||^2 - 2 x . m_c: from the float64 dots when C <= D (they are the projections' too),
+    in place unless another grouping reads them (``keep``); by the plan's
+    :class:`~.nearest.CentreColumns` when D < C."""
+    if plan.centres is not None:
+        return plan.centres.nearest(xc, prod, cols, keep)
+    d = prod[:, cols] * -2.0 if keep else prod[:, cols]
+    if not keep:
+        d *= -2.0
+    d += sq
+    return d.argmin(axis=1)
 
 
 def _label_scatter(h, g, means, c):
