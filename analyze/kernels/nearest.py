@@ -31,18 +31,18 @@ MAX_RELATIVE_BOUND = 0.01
 class CentreColumns:
     """k centres as the columns of a product with rows x, where only the nearest is taken.
 
-    The distance that is compared is d_c = ||m_c||^2 - 2 x . m_c. Its float32 value g_c
-    (x and -2 m_c rounded to float32, their product, then ||m_c||^2 added in float32) is
-    within E = (2 gamma + 3u) ||x|| max ||m|| + 3u max ||m||^2 of it, gamma = (D + 3)u /
-    (1 - (D + 3)u), u = 2^-24 (Higham, Accuracy and Stability of Numerical Algorithms, 3.1,
-    for any order of summation), plus a term for float32's subnormal range. Any centre
-    within 2E of the float32 minimum may be the nearest; a row with one such centre has
-    it, and the others are computed in float64.
+    The distance that is compared is d_c = ||m_c||^2 - 2 x . m_c. Its float32 value g_c (x
+    and m_c rounded to float32, m_c scaled by -2, exactly, their product, then ||m_c||^2
+    added in float32) is within E = (2 gamma + 3u) ||x|| max ||m|| + 3u max ||m||^2 of it,
+    gamma = (D + 3)u / (1 - (D + 3)u), u = 2^-24 (Higham, Accuracy and Stability of
+    Numerical Algorithms, 3.1, for any order of summation), plus a term for float32's
+    subnormal range. Any centre within 2E of the float32 minimum may be the nearest; a row
+    with one such centre has it, and the others are computed in float64.
     """
 
     t64: np.ndarray  # (D, k) the centres m_c as columns
     sq: np.ndarray  # (k,) ||m_c||^2
-    t32: np.ndarray | None  # (D, k) -2 m_c in float32 (exact scaling), None: float64 only
+    t32: np.ndarray | None  # (D, k) -2 m_c in float32, None: float64 only
     sq32: np.ndarray | None
     norm_max: float  # max_c ||m_c||
     sq_max: float
@@ -54,9 +54,12 @@ class CentreColumns:
         sq = (t64 * t64).sum(axis=0) if sq is None else sq
         d = t64.shape[0]
         screened = (d + 3) * U32 < MAX_RELATIVE_BOUND and sq.size > 1
+        t32 = None
         with _beyond_float32():
-            return cls(t64=t64, sq=sq,
-                       t32=(-2.0 * t64).astype(np.float32) if screened else None,
+            if screened:  # rounded, then scaled: no float64 temporary of the columns' size
+                t32 = t64.astype(np.float32)
+                t32 *= -2.0
+            return cls(t64=t64, sq=sq, t32=t32,
                        sq32=sq.astype(np.float32) if screened else None,
                        norm_max=float(np.sqrt(sq.max(initial=0.0))),
                        sq_max=float(sq.max(initial=0.0)))
