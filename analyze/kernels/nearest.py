@@ -23,7 +23,8 @@ U32 = 2.0**-24
 #: leaves alone is also the one float64 finds
 SAFETY = 1 + 2.0**-20
 
-#: (D + 3) U32 above this, the bound is too loose to decide rows (D of millions): float64 only
+#: (D + 3) U32 above this (D above about 167,000), the bound is too loose to decide rows:
+#: float64 only
 MAX_RELATIVE_BOUND = 0.01
 
 
