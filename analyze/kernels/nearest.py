@@ -124,11 +124,18 @@ class CentreColumns:
         leaves open, as the centres always were."""
         near, open_ = self.screen(self.distances(x, prod, cols, keep), x)
         if open_.size:
-            exact = x[open_] @ self.t64[:, cols]
-            exact *= -2.0
-            exact += self.sq[cols]
-            near[open_] = exact.argmin(axis=1)
+            near[open_] = nearest_of_dots(x[open_] @ self.t64[:, cols], self.sq[cols])
         return near
+
+
+def nearest_of_dots(dots: np.ndarray, sq: np.ndarray, keep: bool = False) -> np.ndarray:
+    """(n,) argmin_c ||m_c||^2 - 2 dots[:, c] from the float64 dots x . m_c (n, k) and
+    ``sq`` (k,) = ||m_c||^2, ties to the lowest index; in place unless ``keep``."""
+    d = dots * -2.0 if keep else dots
+    if not keep:
+        d *= -2.0
+    d += sq
+    return d.argmin(axis=1)
 
 
 def _beyond_float32():

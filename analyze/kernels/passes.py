@@ -21,7 +21,7 @@ from scipy import sparse
 from scipy.linalg import lapack
 
 from . import geometry, statistics
-from .nearest import CentreColumns
+from .nearest import CentreColumns, nearest_of_dots
 
 #: rows converted to float64 at a time: a few MB that stay in cache and are reused, rather than
 #: a fresh chunk-sized float64 copy per step (page faults cost more than the arithmetic)
@@ -619,11 +619,7 @@ def _nearest(plan: Pass2Plan, xc, prod, cols: slice, sq, keep: bool) -> np.ndarr
     :class:`~.nearest.CentreColumns` when D < C."""
     if plan.centres is not None:
         return plan.centres.nearest(xc, prod, cols, keep)
-    d = prod[:, cols] * -2.0 if keep else prod[:, cols]
-    if not keep:
-        d *= -2.0
-    d += sq
-    return d.argmin(axis=1)
+    return nearest_of_dots(prod[:, cols], sq, keep)
 
 
 def _label_scatter(h, g, means, c):
