@@ -158,7 +158,10 @@ def reduce_blocks(kernel, x, per_sample, consts, shapes: dict, prepare=None,
     li = tuple(f"l{j}" for j in range(n_lead))
     args = [x, (*li, "s", "d")]
     for i, a in enumerate(per_sample):
-        a = _rechunk(da.asarray(a), ones + (x.chunks[n_lead],) + (-1,) * (a.ndim - n_lead - 1))
+        chunks = ones + (x.chunks[n_lead],) + tuple((n,) for n in a.shape[n_lead + 1:])
+        # numpy (labels, predictions, groups read up front): sliced into the features' chunks
+        # directly, one task each, where a rechunk of one whole chunk took two
+        a = _rechunk(a, chunks) if isinstance(a, da.Array) else da.from_array(a, chunks=chunks)
         args += [a, (*li, "s", *(f"p{i}_{j}" for j in range(a.ndim - n_lead - 1)))]
     args += _const_args(consts, li)
     first = (0,) * n_lead
