@@ -32,6 +32,7 @@ from ncprobe.data.store import (
 )
 from ncprobe.data.store import layers as store_layers
 from ncprobe.data.store import splits as store_splits
+from ncprobe.data.store.chunk_file import chunk_file_array
 
 from . import registry
 from .blocks import AnalysisError
@@ -143,6 +144,17 @@ def _classifier(store, tree):
             weight.astype(np.float64).reset_coords(drop=True))
 
 
+def _features(store, tree, split, layer) -> xr.DataArray:
+    """One layer's lazy features, (checkpoint, condition, sample, feature): their chunk files
+    read in dask's threads where the store allows it (:func:`chunk_file_array`), through
+    xarray and zarr otherwise."""
+    features = layer_dataset(tree, split, layer)[schema.FEATURES].reset_coords(drop=True)
+    direct = chunk_file_array(store, f"{schema.features_path(split, layer)}/{schema.FEATURES}")
+    if direct is None or direct.chunks != features.chunks:
+        return features
+    return features.copy(data=direct)
+
+
 @dataclass
 class _Job:
     """An activation store opened for analysis: what to read, keyed by (split, layer)."""
@@ -189,8 +201,7 @@ def _open_job(store, opts: AnalysisOptions) -> _Job:
                       stacklevel=3)
     inputs = {s: _split_inputs(store, tree, s, layers[0], n_classes, opts.shuffle_seed)
               for s in work_splits}
-    feats = {Key(s, la): layer_dataset(tree, s, la)[schema.FEATURES].reset_coords(drop=True)
-             for s in work_splits for la in layers}
+    feats = {Key(s, la): _features(store, tree, s, la) for s in work_splits for la in layers}
     return _Job(store, tree, opts, n_classes, splits, layers, ref_split, cls_layer, weight,
                 inputs, feats)
 

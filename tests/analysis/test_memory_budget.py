@@ -136,3 +136,27 @@ def test_many_classes_pass2_and_metrics_block_by_block_equal_the_whole(tmp_path,
         n_conditions = want["summary"].sizes["condition"]
         # 2 splits x 3 layers, each in 2 checkpoints x n_conditions blocks
         assert blocks == [(1, 1)] * (6 * 2 * n_conditions)
+
+
+def test_chunk_file_reads_equal_zarr_reads_held_and_streamed(tmp_path, monkeypatch):
+    """The analysis reads the features, labels, predictions and classifier of a local store from
+    their chunk files in its own threads; the metrics are bitwise those of zarr's reads."""
+    from ncprobe.data.store import chunk_file
+
+    path = synthetic_store(tmp_path / "a.zarr", dims=(12, 6, 9), chunk_samples=11)[0]
+    read = []
+    real = chunk_file.ChunkFileReader.read
+
+    def counted(self, coords):
+        read.append(self._path)
+        return real(self, coords)
+
+    monkeypatch.setattr(chunk_file.ChunkFileReader, "read", counted)
+    direct = {m: analyze_store(path, progress=False, memory=m) for m in (0, "1GiB")}
+    assert {p.rsplit("/", 1)[-1] for p in read} == {"features", "label", "pred", "target",
+                                                     "weight"}
+    read.clear()
+    monkeypatch.setenv(chunk_file.READS_ENV, "zarr")
+    for m, got in direct.items():
+        _identical(got, analyze_store(path, progress=False, memory=m))
+    assert not read

@@ -15,6 +15,7 @@ from ncprobe.analyze.registry import Metric
 from ncprobe.analyze.run import AnalysisOptions, analyze_store
 from ncprobe.data.datasets import make_synthetic_arrays
 from ncprobe.data.store import open_metrics
+from ncprobe.data.store.chunk_file import ChunkFileReader
 from tests.helpers import synthetic_store
 
 #: nc2, nc3 and the alignment: class means and the classifier only
@@ -25,16 +26,25 @@ FIRST_PASS = ["equinorm", "equiangular", "max_angle", "etf_distance", "uniformit
 
 @pytest.fixture
 def chunk_reads(monkeypatch):
-    """Every read of a feature chunk from a local zarr store, by key."""
+    """Every read of a feature chunk from a local zarr store, by key: by zarr, or from its
+    chunk file (how the analysis reads a local store)."""
     reads = collections.Counter()
     get = zarr.storage.LocalStore.get
+    read = ChunkFileReader.read
 
     async def counting(self, key, *args, **kwargs):
         if "/features/c/" in key:
             reads[key] += 1
         return await get(self, key, *args, **kwargs)
 
+    def counting_files(self, coords):
+        key = f"{self._path}/{self._metadata.encode_chunk_key(coords)}"
+        if "/features/c/" in key:
+            reads[key] += 1
+        return read(self, coords)
+
     monkeypatch.setattr(zarr.storage.LocalStore, "get", counting)
+    monkeypatch.setattr(ChunkFileReader, "read", counting_files)
     return reads
 
 

@@ -1,11 +1,21 @@
-"""Direct chunk files: byte-for-byte what zarr writes, and readable by zarr; unsupported
-arrays fall back to zarr."""
+"""Direct chunk files: byte-for-byte what zarr writes, and readable by zarr; read back by
+ncprobe with the values zarr reads; unsupported arrays fall back to zarr."""
+
+import pickle
 
 import numpy as np
 import pytest
 import zarr
 
-from ncprobe.data.store.chunk_file import chunk_file_writer
+from ncprobe.data.store import StoreError
+from ncprobe.data.store.chunk_file import (
+    READS_ENV,
+    CorruptChunkError,
+    chunk_file_array,
+    chunk_file_reader,
+    chunk_file_writer,
+    read_array,
+)
 from ncprobe.data.store.layout import CHUNK_KEY_ENCODING, compressors
 from ncprobe.data.store.writer import writable_array
 
@@ -71,3 +81,77 @@ def test_only_public_zarr_api_is_used():
                  for p in (root / folder).rglob("*.py")
                  if re.search(r"(from|import) zarr\.core|store_path", p.read_text())]
     assert not offenders, offenders
+
+
+def _written(tmp_path, dtype, compression):
+    """An array of ours written chunk file by chunk file, one chunk left unwritten (the fill
+    value where it would be), and the values zarr reads back."""
+    ours, _ = _pair(tmp_path, dtype, compression)
+    direct = chunk_file_writer(ours, tmp_path / "ours")
+    rng = np.random.default_rng(1)
+    full = np.maximum(rng.standard_normal((2, 3, 40, 5)), 0).astype(dtype)
+    if full.dtype.kind == "f":
+        full[1, 2, 39, 4] = np.nan
+    for k, q, b in np.ndindex(2, 3, 3):
+        if (k, q, b) != (1, 0, 1):
+            direct.write((k, q, b, 0), full[k, q, b * 16:(b + 1) * 16][None, None])
+    return ours, zarr.open_array(str(tmp_path / "ours"), mode="r")[...]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int32"])
+@pytest.mark.parametrize("compression", ["lz4", "zstd", "none"])
+def test_chunk_file_reads_equal_zarr_reads(tmp_path, dtype, compression):
+    ours, want = _written(tmp_path, dtype, compression)
+    assert np.isnan(want[1, 0, 16:32]).all() if want.dtype.kind == "f" else True  # unwritten
+    reader = chunk_file_reader(ours, tmp_path / "ours")
+    assert reader is not None and reader.dtype == want.dtype
+    for k, q, b in np.ndindex(2, 3, 3):  # every chunk, the edge chunk (8 rows) included
+        at = (slice(k, k + 1), slice(q, q + 1), slice(b * 16, min(40, (b + 1) * 16)),
+              slice(0, 5))
+        got = reader[at]
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want[at])
+    # a selection that is not one whole chunk goes through zarr, with the same values
+    np.testing.assert_array_equal(reader[0, :, 10:30], want[0, :, 10:30])
+    lazy = chunk_file_array(tmp_path, "ours")
+    assert lazy.chunks == ((1, 1), (1, 1, 1), (16, 16, 8), (5,))
+    np.testing.assert_array_equal(lazy.compute(), want)
+    np.testing.assert_array_equal(read_array(tmp_path, "ours"), want)
+    again = pickle.loads(pickle.dumps(lazy))  # as a dask cluster's workers receive it
+    np.testing.assert_array_equal(again[1, 2].compute(), want[1, 2])
+
+
+def test_a_corrupt_or_truncated_chunk_file_is_named(tmp_path):
+    ours, _ = _written(tmp_path, "float32", "lz4")
+    reader = chunk_file_reader(ours, tmp_path / "ours")
+    chunk = tmp_path / "ours" / "c/0/1/2/0"
+    raw = chunk.read_bytes()
+    chunk.write_bytes(raw[:10] + bytes([raw[10] ^ 1]) + raw[11:])
+    at = (slice(0, 1), slice(1, 2), slice(32, 40), slice(0, 5))
+    with pytest.raises(CorruptChunkError, match=r"ours': chunk c/0/1/2/0 is corrupt .*CRC-32C.*"
+                                                r"`repair`"):
+        reader[at]
+    for cut in (raw[:-7], raw[:3], b""):
+        chunk.write_bytes(cut)
+        with pytest.raises(ValueError, match="is corrupt"):
+            reader[at]
+
+
+def test_chunk_reads_fall_back_to_zarr(tmp_path, monkeypatch):
+    remote = zarr.create_array("memory://r", shape=(4,), chunks=(4,), dtype="f4",
+                               compressors=compressors("lz4"))
+    assert chunk_file_reader(remote, "memory://r") is None
+    other_codec = zarr.create_array(str(tmp_path / "gz"), shape=(4,), chunks=(4,), dtype="f4",
+                                    compressors=[zarr.codecs.GzipCodec()])
+    assert chunk_file_reader(other_codec, tmp_path / "gz") is None
+    assert chunk_file_array(tmp_path, "gz") is None and read_array(tmp_path, "gz") is None
+    v2 = zarr.create_array(str(tmp_path / "v2"), shape=(4,), chunks=(4,), dtype="f4",
+                           zarr_format=2)
+    assert chunk_file_reader(v2, tmp_path / "v2") is None
+    ours, _ = _written(tmp_path, "float32", "lz4")
+    monkeypatch.setenv(READS_ENV, "zarr")
+    assert chunk_file_reader(ours, tmp_path / "ours") is None
+    monkeypatch.setenv(READS_ENV, "fast")
+    with pytest.raises(StoreError, match=r"NCPROBE_CHUNK_READS='fast' is not a chunk read path; "
+                                         r"expected 'auto' or 'zarr'"):
+        chunk_file_reader(ours, tmp_path / "ours")
