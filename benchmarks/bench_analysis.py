@@ -177,13 +177,15 @@ def main(quick: bool = False) -> dict:
                  for k in measured}
         goal = {"fits": 1.3, "streaming": 2.2, "first_pass": 1.3, "nc1": 2.2}
         for k in ("floor", "floor_files", *measured):
+            if k == "floor":
+                note = " (read-and-sum dask pass, xarray)"
+            else:
+                note = (f"; ratio to the floor {', '.join(f'{x:.2f}' for x in ratios[k])}, "
+                        f"median {ratio[k]:.2f}")
+                note += (f" (goal <= {goal[k]}); to floor_files {files[k]:.2f}" if k in goal
+                         else " (the same pass reading chunk files, as the analysis)")
             print(f"  {k:11s} (s): {', '.join(f'{r[k][0]:.1f}' for r in reps)}; peak "
-                  f"{max(r[k][1] for r in reps):.2f} GiB"
-                  + (f"; ratio to the floor {', '.join(f'{x:.2f}' for x in ratios[k])}, median "
-                     f"{ratio[k]:.2f}" if k in ratio else " (read-and-sum dask pass, xarray)")
-                  + (f" (goal <= {goal[k]}); to floor_files {files[k]:.2f}" if k in goal else
-                     " (the same pass reading chunk files, as the analysis)"
-                     if k == "floor_files" else ""))
+                  f"{max(r[k][1] for r in reps):.2f} GiB{note}")
         passes = sorted(r["passes"][2] / r["floor"][0] for r in reps)
         p = passes[len(passes) // 2]
         seconds = ", ".join(f"{r['passes'][2]:.1f}" for r in reps)

@@ -60,14 +60,21 @@ def test_rewrite_replaces_a_chunk(tmp_path):
 
 
 def test_unsupported_arrays_fall_back_to_zarr(tmp_path):
-    remote = zarr.create_array("memory://x", shape=(4,), chunks=(4,), dtype="f4",
-                               compressors=compressors("lz4"))
-    assert chunk_file_writer(remote, "memory://x") is None
-    other_codec = zarr.create_array(str(tmp_path / "gz"), shape=(4,), chunks=(4,), dtype="f4",
-                                    compressors=[zarr.codecs.GzipCodec()])
-    assert chunk_file_writer(other_codec, tmp_path / "gz") is None
-    text = zarr.create_array(str(tmp_path / "s"), shape=(2,), chunks=(2,), dtype=str)
-    assert chunk_file_writer(text, tmp_path / "s") is None
+    """Neither written nor read as chunk files: a store that is not local, another codec,
+    strings, zarr format 2."""
+    unsupported = {
+        "memory://x": zarr.create_array("memory://x", shape=(4,), chunks=(4,), dtype="f4",
+                                        compressors=compressors("lz4")),
+        tmp_path / "gz": zarr.create_array(str(tmp_path / "gz"), shape=(4,), chunks=(4,),
+                                           dtype="f4", compressors=[zarr.codecs.GzipCodec()]),
+        tmp_path / "s": zarr.create_array(str(tmp_path / "s"), shape=(2,), chunks=(2,),
+                                          dtype=str),
+        tmp_path / "v2": zarr.create_array(str(tmp_path / "v2"), shape=(4,), chunks=(4,),
+                                           dtype="f4", zarr_format=2)}
+    for root, array in unsupported.items():
+        assert chunk_file_writer(array, root) is None, root
+        assert chunk_file_reader(array, root) is None, root
+    assert chunk_file_array(tmp_path, "gz") is None and read_array(tmp_path, "gz") is None
 
 
 def test_only_public_zarr_api_is_used():
@@ -137,18 +144,9 @@ def test_a_corrupt_or_truncated_chunk_file_is_named(tmp_path):
             reader[at]
 
 
-def test_chunk_reads_fall_back_to_zarr(tmp_path, monkeypatch):
-    remote = zarr.create_array("memory://r", shape=(4,), chunks=(4,), dtype="f4",
-                               compressors=compressors("lz4"))
-    assert chunk_file_reader(remote, "memory://r") is None
-    other_codec = zarr.create_array(str(tmp_path / "gz"), shape=(4,), chunks=(4,), dtype="f4",
-                                    compressors=[zarr.codecs.GzipCodec()])
-    assert chunk_file_reader(other_codec, tmp_path / "gz") is None
-    assert chunk_file_array(tmp_path, "gz") is None and read_array(tmp_path, "gz") is None
-    v2 = zarr.create_array(str(tmp_path / "v2"), shape=(4,), chunks=(4,), dtype="f4",
-                           zarr_format=2)
-    assert chunk_file_reader(v2, tmp_path / "v2") is None
+def test_chunk_reads_through_zarr_when_the_environment_asks(tmp_path, monkeypatch):
     ours, _ = _written(tmp_path, "float32", "lz4")
+    assert chunk_file_reader(ours, tmp_path / "ours") is not None
     monkeypatch.setenv(READS_ENV, "zarr")
     assert chunk_file_reader(ours, tmp_path / "ours") is None
     monkeypatch.setenv(READS_ENV, "fast")
